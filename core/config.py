@@ -1,0 +1,185 @@
+"""Settings from the environment (and `.env`), validated once at start.
+
+Every variable is documented in `.env.example`. A bad value raises `ConfigError`
+whose message is one line naming the variable, so `boundq` can print it and exit.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from core.errors import ConfigError
+
+
+def read_dotenv(path: Path) -> dict[str, str]:
+    """Parse KEY=VALUE lines; `#` comments and surrounding quotes are allowed."""
+    values: dict[str, str] = {}
+    if not path.is_file():
+        return values
+    for raw in path.read_text(encoding="utf-8").splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, _, value = line.partition("=")
+        key = key.removeprefix("export ").strip()
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        values[key] = value
+    return values
+
+
+def _int(lo: int, hi: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        value = int(text)
+        if not lo <= value <= hi:
+            raise ValueError(f"must be between {lo} and {hi}")
+        return value
+
+    return parse
+
+
+def _float(lo: float, hi: float) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        value = float(text)
+        if not lo <= value <= hi:  # also rejects nan
+            raise ValueError(f"must be between {lo} and {hi}")
+        return value
+
+    return parse
+
+
+def _choice(*options: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        value = text.strip().lower()
+        if value not in options:
+            raise ValueError(f"must be one of {', '.join(options)}")
+        return value
+
+    return parse
+
+
+def _text(text: str) -> str:
+    return text
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    database_url: str | None = None
+    http_host: str = "127.0.0.1"
+    http_port: int = 8080
+    num_workers: int = 3
+    max_concurrent_jobs: int = 5
+    worker_processes: int = 1
+    max_db_connections: int = 0  # 0 = the pool formula, see pool_size
+    api_pool_buffer: int = 7
+    lease_seconds: float = 30.0
+    heartbeat_seconds: float = 5.0
+    default_max_attempts: int = 5
+    retry_base_seconds: float = 1.0
+    retry_max_seconds: float = 300.0
+    max_bulk_bytes: int = 10 * 1024 * 1024
+    max_queue_depth: int = 1_000_000
+    api_token: str | None = None
+    log_format: str = "text"
+    log_level: str = "info"
+    reap_interval_seconds: float = 1.0
+    poll_interval_seconds: float = 1.0
+    shutdown_grace_seconds: float = 10.0
+    claim_batch_max: int = 100
+    handler_modules: str = ""
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def pool_formula(self) -> int:
+        """The seed's formula: one connection per acquirer and per permit, plus API room."""
+        return self.num_workers + self.max_concurrent_jobs + self.api_pool_buffer
+
+    @property
+    def db_connections(self) -> int:
+        """Connections one process may open in all (pool + its LISTEN connection)."""
+        return self.max_db_connections or self.pool_formula
+
+    def with_overrides(self, **changes: Any) -> Settings:
+        return replace(self, **changes)
+
+
+# variable name -> (field, parser); the parsers raise ValueError with a reason.
+_VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
+    "DATABASE_URL": ("database_url", _text),
+    "HTTP_HOST": ("http_host", _text),
+    "HTTP_PORT": ("http_port", _int(0, 65535)),
+    "NUM_WORKERS": ("num_workers", _int(1, 256)),
+    "MAX_CONCURRENT_JOBS": ("max_concurrent_jobs", _int(1, 100_000)),
+    "WORKER_PROCESSES": ("worker_processes", _int(1, 256)),
+    "MAX_DB_CONNECTIONS": ("max_db_connections", _int(3, 10_000)),
+    "API_POOL_BUFFER": ("api_pool_buffer", _int(0, 10_000)),
+    "LEASE_SECONDS": ("lease_seconds", _float(0.2, 86_400)),
+    "HEARTBEAT_SECONDS": ("heartbeat_seconds", _float(0.05, 3_600)),
+    "DEFAULT_MAX_ATTEMPTS": ("default_max_attempts", _int(1, 1000)),
+    "RETRY_BASE_SECONDS": ("retry_base_seconds", _float(0, 86_400)),
+    "RETRY_MAX_SECONDS": ("retry_max_seconds", _float(0, 30 * 86_400)),
+    "MAX_BULK_BYTES": ("max_bulk_bytes", _int(1024, 1024**3)),
+    "MAX_QUEUE_DEPTH": ("max_queue_depth", _int(1, 10**12)),
+    "API_TOKEN": ("api_token", _text),
+    "LOG_FORMAT": ("log_format", _choice("json", "text")),
+    "LOG_LEVEL": ("log_level", _choice("debug", "info", "warning", "error")),
+    "REAP_INTERVAL_SECONDS": ("reap_interval_seconds", _float(0.05, 3_600)),
+    "POLL_INTERVAL_SECONDS": ("poll_interval_seconds", _float(0.01, 3_600)),
+    "SHUTDOWN_GRACE_SECONDS": ("shutdown_grace_seconds", _float(0, 86_400)),
+    "CLAIM_BATCH_MAX": ("claim_batch_max", _int(1, 10_000)),
+    "BOUNDQ_HANDLERS": ("handler_modules", _text),
+}
+
+ENV_VARIABLES = tuple(_VARIABLES)
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None, dotenv: Path | None = Path(".env")
+) -> Settings:
+    """Build Settings; real environment variables win over `.env`."""
+    merged: dict[str, str] = read_dotenv(dotenv) if dotenv is not None else {}
+    merged.update(os.environ if environ is None else environ)
+    values: dict[str, Any] = {}
+    for name, (attr, parse) in _VARIABLES.items():
+        raw = merged.get(name)
+        if raw is None or raw.strip() == "":
+            continue
+        try:
+            values[attr] = parse(raw.strip())
+        except ValueError as exc:
+            reason = str(exc) if "must" in str(exc) else "is not a valid number"
+            raise ConfigError(f"{name}={raw!r}: {reason}") from None
+    settings = Settings(**values)
+    return validate(settings)
+
+
+def validate(settings: Settings) -> Settings:
+    """Cross-field rules that single parsers cannot see."""
+    # A third leaves room for two missed beats before the lease runs out (PgQueuer #430).
+    if settings.heartbeat_seconds * 3 > settings.lease_seconds + 1e-9:
+        raise ConfigError(
+            f"HEARTBEAT_SECONDS={settings.heartbeat_seconds}: must be at most a third of "
+            f"LEASE_SECONDS={settings.lease_seconds} so a lease survives two missed beats"
+        )
+    if settings.retry_max_seconds < settings.retry_base_seconds:
+        raise ConfigError(
+            f"RETRY_MAX_SECONDS={settings.retry_max_seconds}: must be at least "
+            f"RETRY_BASE_SECONDS={settings.retry_base_seconds}"
+        )
+    if settings.max_db_connections and settings.max_db_connections < 3:
+        raise ConfigError("MAX_DB_CONNECTIONS: must be at least 3")
+    return settings
+
+
+def describe(settings: Settings) -> dict[str, Any]:
+    """Settings as a plain dict for logs and reports, with the token hidden."""
+    out = {f.name: getattr(settings, f.name) for f in fields(settings) if f.name != "extra"}
+    if out.get("api_token"):
+        out["api_token"] = "***"
+    out["db_connections"] = settings.db_connections
+    return out

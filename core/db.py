@@ -1,0 +1,99 @@
+"""Connections: conninfo with deadlines, pools sized by the budget, fast JSON.
+
+Every boundq connection carries an application_name naming its role (api, worker,
+listener, ...) so tests and operators can count them in pg_stat_activity, and TCP
+keepalives plus tcp_user_timeout so a black-holed network is noticed in seconds, not
+after the kernel's ~15 minutes of retransmits.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import msgspec
+import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.types.json import set_json_dumps, set_json_loads
+from psycopg_pool import AsyncConnectionPool
+
+from core.config import Settings
+
+log = logging.getLogger("boundq.db")
+
+_encoder = msgspec.json.Encoder()
+set_json_dumps(_encoder.encode)
+set_json_loads(msgspec.json.decode)
+
+# Server connections of one process: its pool plus the LISTEN connection.
+LISTENER_CONNECTIONS = 1
+CONNECT_TIMEOUT_S = 5
+
+
+def conninfo(url: str, role: str, **extra: Any) -> str:
+    params = conninfo_to_dict(url)
+    params.setdefault("connect_timeout", CONNECT_TIMEOUT_S)
+    params.setdefault("keepalives", 1)
+    params.setdefault("keepalives_idle", 5)
+    params.setdefault("keepalives_interval", 2)
+    params.setdefault("keepalives_count", 3)
+    params.setdefault("tcp_user_timeout", 10_000)
+    params["application_name"] = f"boundq-{role}"
+    params.update(extra)
+    return make_conninfo("", **params)
+
+
+def pool_max_size(settings: Settings, server_limit: int | None = None) -> int:
+    """Pool size for one process: the connection budget minus the LISTEN connection,
+    capped below what the server allows (leaving room for others)."""
+    size = max(settings.db_connections - LISTENER_CONNECTIONS, 2)
+    if server_limit is not None:
+        room = max(server_limit - 10, 2)
+        if size > room:
+            log.warning(
+                "pool size %d exceeds what the server allows (max_connections=%d); using %d",
+                size, server_limit, room,
+            )
+            size = room
+    return size
+
+
+async def server_max_connections(url: str) -> int | None:
+    try:
+        async with await psycopg.AsyncConnection.connect(
+            conninfo(url, "probe"), autocommit=True
+        ) as conn:
+            cur = await conn.execute("SHOW max_connections")
+            row = await cur.fetchone()
+            return int(row[0]) if row else None
+    except psycopg.Error:
+        return None
+
+
+async def _configure(conn: psycopg.AsyncConnection[Any]) -> None:
+    await conn.set_autocommit(True)
+
+
+async def open_pool(
+    url: str, settings: Settings, role: str, max_size: int | None = None, wait: bool = True
+) -> AsyncConnectionPool[psycopg.AsyncConnection[Any]]:
+    """An autocommit pool; `wait=False` opens even while the database is down."""
+    size = max_size if max_size is not None else pool_max_size(
+        settings, await server_max_connections(url)
+    )
+    pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]] = AsyncConnectionPool(
+        conninfo(url, role),
+        min_size=min(2, size),
+        max_size=size,
+        configure=_configure,
+        open=False,
+        timeout=30,
+        reconnect_timeout=365 * 86_400,  # keep trying through long outages
+        name=f"boundq-{role}",
+    )
+    await pool.open(wait=wait, timeout=30)
+    return pool
+
+
+def encode_json(value: Any) -> str:
+    return _encoder.encode(value).decode()

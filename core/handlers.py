@@ -1,0 +1,146 @@
+"""Job kinds: the registry, the decorator users register with, and the built-in kinds.
+
+A handler is `async def handler(job: JobContext) -> None`. Returning is success; raising
+is a recorded failure (retried with backoff until max_attempts). A handler may give a
+payload validator so bad payloads are refused at enqueue, before anything is written.
+
+    from core.handlers import handler
+
+    @handler("send_email", validate=lambda p: require_keys(p, "to"))
+    async def send_email(job: JobContext) -> None: ...
+
+Modules holding handlers are imported from BOUNDQ_HANDLERS (comma-separated import paths)
+or `--handlers` on the command line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from core.errors import JobValidationError
+
+
+@dataclass(slots=True)
+class JobContext:
+    """What a handler sees of its job. Holds no connection while the handler runs."""
+
+    id: int
+    attempt: int
+    kind: str
+    payload: Any
+    owner: str
+
+
+HandlerFn = Callable[[JobContext], Awaitable[None]]
+PayloadValidator = Callable[[Any], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Handler:
+    kind: str
+    run: HandlerFn
+    validate: PayloadValidator | None = None
+
+
+class PermanentJobError(Exception):
+    """Raise from a handler to dead-letter the job now, without further retries."""
+
+
+@dataclass
+class Registry:
+    handlers: dict[str, Handler] = field(default_factory=dict)
+
+    def register(self, kind: str, run: HandlerFn, validate: PayloadValidator | None = None) -> None:
+        if not kind or len(kind) > 100:
+            raise ValueError("a job kind is 1..100 characters")
+        self.handlers[kind] = Handler(kind, run, validate)
+
+    def handler(
+        self, kind: str, validate: PayloadValidator | None = None
+    ) -> Callable[[HandlerFn], HandlerFn]:
+        def decorate(run: HandlerFn) -> HandlerFn:
+            self.register(kind, run, validate)
+            return run
+
+        return decorate
+
+    def get(self, kind: str) -> Handler | None:
+        return self.handlers.get(kind)
+
+    def kinds(self) -> list[str]:
+        return sorted(self.handlers)
+
+    def check_payload(self, kind: str, payload: Any) -> None:
+        found = self.handlers.get(kind)
+        if found is None:
+            known = ", ".join(self.kinds())
+            raise JobValidationError("kind", f"unknown job kind {kind!r}; known kinds: {known}")
+        if found.validate is not None:
+            found.validate(payload)
+
+
+def _int_field(payload: Any, key: str, lo: int, hi: int, required: bool = True) -> int:
+    if not isinstance(payload, Mapping):
+        raise JobValidationError("payload", "must be a JSON object")
+    value = payload.get(key)
+    if value is None and not required:
+        return lo
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise JobValidationError(f"payload.{key}", f"must be an integer between {lo} and {hi}")
+    return value
+
+
+# --- built-in kinds -----------------------------------------------------------------------
+async def _noop(job: JobContext) -> None:
+    return None
+
+
+async def _sleep(job: JobContext) -> None:
+    await asyncio.sleep(int(job.payload.get("ms", 0)) / 1000)
+
+
+async def _cpu(job: JobContext) -> None:
+    # Deliberately on the event loop: it is the CPU-bound job (and the stall scenario).
+    n = int(job.payload.get("n", 0))
+    total = 0
+    for i in range(n):
+        total += i * i
+    job.payload["_result"] = total
+
+
+async def _fail(job: JobContext) -> None:
+    times = int(job.payload.get("times", 1)) if isinstance(job.payload, Mapping) else 1
+    if job.attempt <= times:
+        raise RuntimeError(f"fail kind: attempt {job.attempt} of {times} planned failures")
+
+
+async def _effect(job: JobContext) -> None:
+    # The effect row itself is written by the fenced completion (job_complete_batch).
+    return None
+
+
+def register_builtins(registry: Registry) -> None:
+    registry.register("noop", _noop)
+    registry.register("sleep", _sleep, lambda p: _int_field(p, "ms", 0, 86_400_000))
+    registry.register("cpu", _cpu, lambda p: _int_field(p, "n", 0, 1_000_000_000))
+    registry.register("fail", _fail, lambda p: _int_field(p, "times", 0, 1000, required=False))
+    registry.register("effect", _effect)
+
+
+default_registry = Registry()
+register_builtins(default_registry)
+handler = default_registry.handler
+
+
+def import_handler_modules(spec: str) -> list[str]:
+    """Import comma-separated modules so their @handler decorators register kinds."""
+    loaded = []
+    for name in (part.strip() for part in spec.split(",")):
+        if name:
+            importlib.import_module(name)
+            loaded.append(name)
+    return loaded

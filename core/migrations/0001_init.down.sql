@@ -1,0 +1,11 @@
+DROP TRIGGER IF EXISTS jobs_notify_insert ON jobs;
+DROP TRIGGER IF EXISTS jobs_notify_requeue ON jobs;
+DROP TRIGGER IF EXISTS jobs_legal_transition ON jobs;
+DROP FUNCTION IF EXISTS boundq_refuse_transition();
+DROP FUNCTION IF EXISTS boundq_notify_new_jobs();
+DROP TABLE IF EXISTS idempotency_keys;
+DROP TABLE IF EXISTS job_effects;
+DROP TABLE IF EXISTS job_attempts;
+DROP TABLE IF EXISTS jobs;
+DROP TYPE IF EXISTS attempt_outcome;
+DROP TYPE IF EXISTS job_status;

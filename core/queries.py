@@ -1,0 +1,51 @@
+"""Named SQL blocks from core/sql/queries.sql, loaded once.
+
+A block starts with `-- name: <name>`; the comment lines that follow are its doc and
+are kept in the text (PostgreSQL ignores them). `Q.job_claim` is the text of that block;
+an unknown name fails at import, not at the first call in production.
+"""
+
+from __future__ import annotations
+
+import re
+from importlib import resources
+from typing import LiteralString, cast
+
+_NAME = re.compile(r"^--\s*name:\s*([a-z_][a-z0-9_]*)\s*$")
+
+
+def parse_blocks(text: str) -> dict[str, str]:
+    blocks: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    for line in text.splitlines():
+        match = _NAME.match(line.strip())
+        if match:
+            name = match[1]
+            if name in blocks:
+                raise ValueError(f"duplicate SQL block name: {name}")
+            current = blocks[name] = []
+        elif current is not None:
+            current.append(line)
+    return {name: "\n".join(lines).strip() for name, lines in blocks.items()}
+
+
+class _Queries:
+    """Attribute access to the blocks; typed LiteralString for psycopg's query checks."""
+
+    def __init__(self, blocks: dict[str, str]) -> None:
+        self._blocks = blocks
+
+    def __getattr__(self, name: str) -> LiteralString:
+        try:
+            return cast(LiteralString, self._blocks[name])
+        except KeyError:
+            raise AttributeError(f"no SQL block named {name!r}") from None
+
+    def names(self) -> list[str]:
+        return sorted(self._blocks)
+
+    def text(self, name: str) -> LiteralString:
+        return cast(LiteralString, self._blocks[name])
+
+
+Q = _Queries(parse_blocks(resources.files("core.sql").joinpath("queries.sql").read_text("utf-8")))

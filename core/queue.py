@@ -1,0 +1,250 @@
+"""Queue operations: one function per statement of core/sql/queries.sql.
+
+Every function takes an autocommit AsyncConnection; the caller decides where it comes
+from (a pool, the worker's writer connection). Input is validated into JobSpec before
+these are called (core/validation.py), so nothing here half-writes a batch: enqueue_many
+runs in one transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+
+from core.errors import InvalidTransition, JobNotFound
+from core.queries import Q
+from core.states import AttemptOutcome
+from core.validation import JobSpec
+
+Conn = psycopg.AsyncConnection[Any]
+Row = dict[str, Any]
+
+_COPY_JOBS = (
+    "COPY jobs (id, name, kind, payload, priority, run_at, max_attempts, timeout_s) "
+    "FROM STDIN"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedRow:
+    id: int
+    attempt: int
+    kind: str
+    payload: Any
+    timeout_s: float | None
+    waited_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How one attempt ended, as the worker reports it for a batched write."""
+
+    id: int
+    attempt: int
+    outcome: AttemptOutcome
+    error: str | None = None
+    retryable: bool = True
+
+
+def _spec_params(spec: JobSpec) -> dict[str, Any]:
+    return {
+        "name": spec.name,
+        "kind": spec.kind,
+        "payload": spec.payload_json,
+        "priority": spec.priority,
+        "run_at": spec.run_at,
+        "delay_s": spec.delay_s,
+        "max_attempts": spec.max_attempts,
+        "timeout_s": spec.timeout_s,
+        "dedupe_key": spec.dedupe_key,
+    }
+
+
+async def enqueue(conn: Conn, spec: JobSpec) -> tuple[Row, bool]:
+    """Insert one job; returns (job, created). A live duplicate dedupe_key returns the
+    existing job with created=False."""
+    for _ in range(3):  # the duplicate may finish between our INSERT and our SELECT
+        cur = conn.cursor(row_factory=dict_row)
+        await cur.execute(Q.job_insert, _spec_params(spec))
+        row = await cur.fetchone()
+        if row is not None:
+            return row, True
+        await cur.execute(Q.job_get_active_by_dedupe_key, {"dedupe_key": spec.dedupe_key})
+        row = await cur.fetchone()
+        if row is not None:
+            return row, False
+    raise RuntimeError(f"dedupe_key {spec.dedupe_key!r} kept changing owner")
+
+
+async def enqueue_many(conn: Conn, specs: Sequence[JobSpec]) -> list[int]:
+    """Insert many jobs in one transaction; returns their ids in input order.
+
+    Jobs without a dedupe_key go through COPY with ids reserved up front (COPY returns
+    nothing). Jobs with one go through INSERT ... ON CONFLICT DO NOTHING; a duplicate gets
+    the id of the live job that holds its key.
+    """
+    if not specs:
+        return []
+    ids: list[int] = [0] * len(specs)
+    plain = [i for i, s in enumerate(specs) if s.dedupe_key is None]
+    keyed = [i for i, s in enumerate(specs) if s.dedupe_key is not None]
+    async with conn.transaction():
+        if plain:
+            cur = await conn.execute(Q.job_reserve_ids, {"n": len(plain)})
+            row = await cur.fetchone()
+            assert row is not None
+            db_now, reserved = row
+            async with conn.cursor().copy(_COPY_JOBS) as copy:
+                for index, job_id in zip(plain, reserved, strict=True):
+                    spec = specs[index]
+                    run_at = spec.run_at or db_now
+                    if spec.delay_s:
+                        run_at = run_at + timedelta(seconds=spec.delay_s)
+                    await copy.write_row(
+                        (job_id, spec.name, spec.kind, spec.payload_json, spec.priority,
+                         run_at, spec.max_attempts, spec.timeout_s)
+                    )
+                    ids[index] = job_id
+        if keyed:
+            chosen = [specs[i] for i in keyed]
+            cur = await conn.execute(
+                Q.job_insert_many_deduped,
+                {
+                    "names": [s.name for s in chosen],
+                    "kinds": [s.kind for s in chosen],
+                    "payloads": [s.payload_json for s in chosen],
+                    "priorities": [s.priority for s in chosen],
+                    "run_ats": [s.run_at for s in chosen],
+                    "delays": [s.delay_s for s in chosen],
+                    "max_attempts": [s.max_attempts for s in chosen],
+                    "timeouts": [s.timeout_s for s in chosen],
+                    "dedupe_keys": [s.dedupe_key for s in chosen],
+                },
+            )
+            by_key = {key: job_id for job_id, key in await cur.fetchall()}
+            for index in keyed:
+                key = specs[index].dedupe_key
+                if key not in by_key:
+                    found = await conn.execute(Q.job_get_active_by_dedupe_key, {"dedupe_key": key})
+                    existing = await found.fetchone()
+                    assert existing is not None, "a skipped duplicate has a live holder"
+                    by_key[key] = existing[0]
+                ids[index] = by_key[key]  # type: ignore[index]
+    return ids
+
+
+async def claim(conn: Conn, owner: str, limit: int, lease_s: float) -> list[ClaimedRow]:
+    cur = await conn.execute(Q.job_claim, {"owner": owner, "limit": limit, "lease_s": lease_s})
+    return [ClaimedRow(*row) for row in await cur.fetchall()]
+
+
+async def heartbeat(
+    conn: Conn, owner: str, held: Sequence[tuple[int, int]], lease_s: float
+) -> set[int]:
+    """Extend leases of (id, attempt) pairs; returns the ids still owned."""
+    if not held:
+        return set()
+    cur = await conn.execute(
+        Q.job_heartbeat,
+        {"owner": owner, "ids": [h[0] for h in held], "attempts": [h[1] for h in held],
+         "lease_s": lease_s},
+    )
+    return {row[0] for row in await cur.fetchall()}
+
+
+async def complete_batch(conn: Conn, owner: str, done: Sequence[tuple[int, int]]) -> set[int]:
+    """Mark (id, attempt) pairs successful; returns ids that committed (others were fenced)."""
+    if not done:
+        return set()
+    cur = await conn.execute(
+        Q.job_complete_batch,
+        {"owner": owner, "ids": [d[0] for d in done], "attempts": [d[1] for d in done]},
+    )
+    return {row[0] for row in await cur.fetchall()}
+
+
+async def fail_batch(
+    conn: Conn, owner: str, failed: Sequence[Outcome], retry_base_s: float, retry_max_s: float
+) -> dict[int, str]:
+    """Record failed attempts; returns {id: new status} for those that committed."""
+    if not failed:
+        return {}
+    cur = await conn.execute(
+        Q.job_fail_batch,
+        {
+            "owner": owner,
+            "ids": [f.id for f in failed],
+            "attempts": [f.attempt for f in failed],
+            "errors": [(f.error or "")[:2000] for f in failed],
+            "outcomes": [f.outcome.value for f in failed],
+            "retryable": [f.retryable for f in failed],
+            "retry_base_s": retry_base_s,
+            "retry_max_s": retry_max_s,
+        },
+    )
+    return {row[0]: row[1] for row in await cur.fetchall()}
+
+
+async def release_batch(conn: Conn, owner: str, held: Sequence[tuple[int, int]]) -> set[int]:
+    if not held:
+        return set()
+    cur = await conn.execute(
+        Q.job_release_batch,
+        {"owner": owner, "ids": [h[0] for h in held], "attempts": [h[1] for h in held]},
+    )
+    return {row[0] for row in await cur.fetchall()}
+
+
+async def reap_expired(conn: Conn, limit: int = 1000) -> dict[int, str]:
+    """Requeue (or dead-letter) jobs whose lease expired; returns {id: new status}."""
+    cur = await conn.execute(Q.job_reap_expired, {"limit": limit})
+    return {row[0]: row[1] for row in await cur.fetchall()}
+
+
+async def get_job(conn: Conn, job_id: int) -> Row:
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(Q.job_get, {"id": job_id})
+    row = await cur.fetchone()
+    if row is None:
+        raise JobNotFound(job_id)
+    return row
+
+
+async def job_attempts(conn: Conn, job_id: int) -> list[Row]:
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(Q.job_attempts_list, {"id": job_id})
+    return await cur.fetchall()
+
+
+async def cancel(conn: Conn, job_id: int) -> Row:
+    """new | processing -> cancelled; raises JobNotFound / InvalidTransition otherwise."""
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(Q.job_cancel, {"id": job_id})
+    row = await cur.fetchone()
+    if row is None:
+        current = await get_job(conn, job_id)
+        raise InvalidTransition(job_id, current["status"], "cancel")
+    return row
+
+
+async def retry(conn: Conn, job_id: int) -> Row:
+    """failed -> new; raises JobNotFound / InvalidTransition otherwise."""
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(Q.job_retry, {"id": job_id})
+    row = await cur.fetchone()
+    if row is None:
+        current = await get_job(conn, job_id)
+        raise InvalidTransition(job_id, current["status"], "retry")
+    return row
+
+
+async def count_by_status(conn: Conn) -> dict[str, int]:
+    cur = await conn.execute(Q.job_count_by_status)
+    counts = {status: 0 for status in ("new", "processing", "success", "failed", "cancelled")}
+    counts.update({status: int(n) for status, n in await cur.fetchall()})
+    return counts

@@ -1,0 +1,287 @@
+-- Every statement boundq runs against the jobs tables, as named blocks.
+-- Names are table-first with a verb. Parameters are bound (psycopg %(name)s), never
+-- formatted in. tests/test_queries_prepare.py prepares each block against the migrated
+-- schema, so a query that no longer fits the schema fails the suite.
+--
+-- Fencing: every write by a worker to a job it claimed is guarded by
+--   id AND attempts = <its attempt> AND lease_owner = <its owner> AND status = 'processing'
+-- and zero rows back means the lease was lost: the caller drops its result.
+
+-- name: job_insert
+-- One job. ON CONFLICT covers dedupe_key among unfinished jobs: no row back = duplicate.
+INSERT INTO jobs (name, kind, payload, priority, run_at, max_attempts, timeout_s, dedupe_key)
+VALUES (
+    %(name)s, %(kind)s, %(payload)s, %(priority)s,
+    coalesce(%(run_at)s::timestamptz, now()) + make_interval(secs => %(delay_s)s::float8),
+    %(max_attempts)s, %(timeout_s)s, %(dedupe_key)s
+)
+ON CONFLICT (dedupe_key) WHERE dedupe_key IS NOT NULL AND status IN ('new', 'processing')
+DO NOTHING
+RETURNING *
+
+-- name: job_insert_many_deduped
+-- Many jobs that carry dedupe keys; duplicates (also within the batch) are skipped.
+INSERT INTO jobs (name, kind, payload, priority, run_at, max_attempts, timeout_s, dedupe_key)
+SELECT name, kind, payload, priority, coalesce(run_at, now()) + make_interval(secs => delay_s),
+       max_attempts, timeout_s, dedupe_key
+FROM unnest(
+    %(names)s::text[], %(kinds)s::text[], %(payloads)s::jsonb[], %(priorities)s::smallint[],
+    %(run_ats)s::timestamptz[], %(delays)s::float8[], %(max_attempts)s::int[],
+    %(timeouts)s::float8[], %(dedupe_keys)s::text[]
+) WITH ORDINALITY AS item(name, kind, payload, priority, run_at, delay_s, max_attempts,
+                          timeout_s, dedupe_key, ord)
+ORDER BY ord
+ON CONFLICT (dedupe_key) WHERE dedupe_key IS NOT NULL AND status IN ('new', 'processing')
+DO NOTHING
+RETURNING id, dedupe_key
+
+-- name: job_reserve_ids
+-- Ids for a COPY batch, and the transaction's clock to turn delays into run_at.
+SELECT now() AS db_now,
+       array_agg(nextval(pg_get_serial_sequence('jobs', 'id'))) AS ids
+FROM generate_series(1, %(n)s)
+
+-- name: job_get_active_by_dedupe_key
+SELECT * FROM jobs
+WHERE dedupe_key = %(dedupe_key)s AND status IN ('new', 'processing')
+
+-- name: job_get
+SELECT * FROM jobs WHERE id = %(id)s
+
+-- name: job_attempts_list
+SELECT job_id, attempt, owner, claimed_at, finished_at, outcome, error
+FROM job_attempts WHERE job_id = %(id)s ORDER BY attempt
+
+-- name: job_claim
+-- Claim up to %(limit)s runnable jobs in one statement: lock them with SKIP LOCKED in a
+-- materialized CTE (LIMIT applies before locking, so never more than limit rows), lease
+-- them, and open one job_attempts row each. The caller already holds one permit per row.
+WITH picked AS MATERIALIZED (
+    SELECT id FROM jobs
+    WHERE status = 'new' AND run_at <= now()
+    ORDER BY priority DESC, run_at, id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+), claimed AS (
+    UPDATE jobs AS j
+    SET status = 'processing',
+        attempts = j.attempts + 1,
+        lease_owner = %(owner)s,
+        lease_expires_at = now() + make_interval(secs => %(lease_s)s::float8),
+        started_at = now(),
+        updated_at = now()
+    FROM picked
+    WHERE j.id = picked.id AND j.status = 'new'
+    RETURNING j.id, j.attempts, j.kind, j.payload, j.timeout_s, j.run_at
+), opened AS (
+    INSERT INTO job_attempts (job_id, attempt, owner, claimed_at)
+    SELECT id, attempts, %(owner)s, now() FROM claimed
+)
+SELECT id, attempts, kind, payload, timeout_s,
+       extract(epoch FROM now() - run_at)::float8 AS waited_s
+FROM claimed
+
+-- name: job_heartbeat
+-- Extend the leases of every job this process still owns; rows not returned are lost.
+UPDATE jobs AS j
+SET lease_expires_at = now() + make_interval(secs => %(lease_s)s::float8)
+FROM unnest(%(ids)s::bigint[], %(attempts)s::int[]) AS mine(id, attempt)
+WHERE j.id = mine.id
+  AND j.attempts = mine.attempt
+  AND j.lease_owner = %(owner)s
+  AND j.status = 'processing'
+RETURNING j.id
+
+-- name: job_complete_batch
+-- Finish a batch of successful attempts (fenced). In the same statement: close their
+-- attempt rows and write the exactly-once effect row of `effect` jobs, so an effect
+-- exists if and only if its completion committed.
+WITH done AS (
+    UPDATE jobs AS j
+    SET status = 'success',
+        finished_at = now(),
+        updated_at = now(),
+        lease_owner = NULL,
+        lease_expires_at = NULL,
+        last_error = NULL
+    FROM unnest(%(ids)s::bigint[], %(attempts)s::int[]) AS mine(id, attempt)
+    WHERE j.id = mine.id
+      AND j.attempts = mine.attempt
+      AND j.lease_owner = %(owner)s
+      AND j.status = 'processing'
+    RETURNING j.id, j.attempts, j.kind
+), closed AS (
+    UPDATE job_attempts AS a
+    SET finished_at = now(), outcome = 'success'
+    FROM done
+    WHERE a.job_id = done.id AND a.attempt = done.attempts
+), effects AS (
+    INSERT INTO job_effects (job_id, attempt)
+    SELECT id, attempts FROM done WHERE kind = 'effect'
+)
+SELECT id FROM done
+
+-- name: job_fail_batch
+-- Record failed attempts (fenced). With attempts left (and retryable) the job goes back
+-- to `new` after capped exponential backoff with equal jitter; otherwise it is dead-lettered
+-- to `failed`.
+WITH failed AS (
+    UPDATE jobs AS j
+    SET status = CASE WHEN j.attempts >= j.max_attempts OR NOT mine.retryable
+                      THEN 'failed'::job_status ELSE 'new'::job_status END,
+        run_at = CASE WHEN j.attempts >= j.max_attempts OR NOT mine.retryable THEN j.run_at
+                      ELSE now() + make_interval(secs =>
+                          least(%(retry_max_s)s::float8,
+                                %(retry_base_s)s::float8 * power(2::float8, j.attempts - 1))
+                          * (0.5 + random() * 0.5)) END,
+        finished_at = CASE WHEN j.attempts >= j.max_attempts OR NOT mine.retryable
+                           THEN now() END,
+        lease_owner = NULL,
+        lease_expires_at = NULL,
+        last_error = mine.error,
+        updated_at = now()
+    FROM unnest(%(ids)s::bigint[], %(attempts)s::int[], %(errors)s::text[],
+                %(outcomes)s::attempt_outcome[], %(retryable)s::bool[])
+         AS mine(id, attempt, error, outcome, retryable)
+    WHERE j.id = mine.id
+      AND j.attempts = mine.attempt
+      AND j.lease_owner = %(owner)s
+      AND j.status = 'processing'
+    RETURNING j.id, j.attempts, j.status, mine.error, mine.outcome
+), closed AS (
+    UPDATE job_attempts AS a
+    SET finished_at = now(), outcome = failed.outcome, error = failed.error
+    FROM failed
+    WHERE a.job_id = failed.id AND a.attempt = failed.attempts
+)
+SELECT id, status::text AS status FROM failed
+
+-- name: job_release_batch
+-- Graceful shutdown gave up waiting: hand unfinished jobs back (fenced). The attempt is
+-- recorded as lost and counts, but a release never dead-letters a job: it keeps at least
+-- one attempt to run.
+WITH released AS (
+    UPDATE jobs AS j
+    SET status = 'new',
+        run_at = now(),
+        max_attempts = greatest(j.max_attempts, j.attempts + 1),
+        lease_owner = NULL,
+        lease_expires_at = NULL,
+        last_error = 'released at worker shutdown',
+        updated_at = now()
+    FROM unnest(%(ids)s::bigint[], %(attempts)s::int[]) AS mine(id, attempt)
+    WHERE j.id = mine.id
+      AND j.attempts = mine.attempt
+      AND j.lease_owner = %(owner)s
+      AND j.status = 'processing'
+    RETURNING j.id, j.attempts
+), closed AS (
+    UPDATE job_attempts AS a
+    SET finished_at = now(), outcome = 'lost', error = 'released at worker shutdown'
+    FROM released
+    WHERE a.job_id = released.id AND a.attempt = released.attempts
+)
+SELECT id FROM released
+
+-- name: job_reap_expired
+-- One guarded statement over expired leases: rows a completion holds are skipped, and
+-- the UPDATE re-checks the guard on the locked row, so a job finished meanwhile is never
+-- overwritten (River #1302). The lost attempt counts; with none left the job fails.
+WITH expired AS MATERIALIZED (
+    SELECT id FROM jobs
+    WHERE status = 'processing' AND lease_expires_at < now()
+    ORDER BY lease_expires_at
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+), reaped AS (
+    UPDATE jobs AS j
+    SET status = CASE WHEN j.attempts >= j.max_attempts
+                      THEN 'failed'::job_status ELSE 'new'::job_status END,
+        finished_at = CASE WHEN j.attempts >= j.max_attempts THEN now() END,
+        run_at = now(),
+        last_error = 'lease expired (owner ' || j.lease_owner || ')',
+        lease_owner = NULL,
+        lease_expires_at = NULL,
+        updated_at = now()
+    FROM expired
+    WHERE j.id = expired.id AND j.status = 'processing' AND j.lease_expires_at < now()
+    RETURNING j.id, j.attempts, j.status
+), closed AS (
+    UPDATE job_attempts AS a
+    SET finished_at = now(), outcome = 'lost', error = 'lease expired'
+    FROM reaped
+    WHERE a.job_id = reaped.id AND a.attempt = reaped.attempts AND a.finished_at IS NULL
+)
+SELECT id, status::text AS status FROM reaped
+
+-- name: job_cancel
+-- new | processing -> cancelled. A running attempt is closed as cancelled; its owner's
+-- later writes are fenced out by status.
+WITH cancelled AS (
+    UPDATE jobs
+    SET status = 'cancelled',
+        finished_at = now(),
+        lease_owner = NULL,
+        lease_expires_at = NULL,
+        updated_at = now()
+    WHERE id = %(id)s AND status IN ('new', 'processing')
+    RETURNING *
+), closed AS (
+    UPDATE job_attempts AS a
+    SET finished_at = now(), outcome = 'cancelled', error = 'cancelled'
+    FROM cancelled
+    WHERE a.job_id = cancelled.id AND a.attempt = cancelled.attempts AND a.finished_at IS NULL
+)
+SELECT * FROM cancelled
+
+-- name: job_retry
+-- failed -> new, explicitly. The job gets one more attempt than it has used, as River
+-- and Oban do, so attempts never pass max_attempts.
+UPDATE jobs
+SET status = 'new',
+    run_at = now(),
+    max_attempts = greatest(max_attempts, attempts + 1),
+    finished_at = NULL,
+    updated_at = now()
+WHERE id = %(id)s AND status = 'failed'
+RETURNING *
+
+-- name: job_list
+-- Keyset pagination on id (newest first); filters are optional.
+SELECT * FROM jobs
+WHERE (%(status)s::job_status IS NULL OR status = %(status)s::job_status)
+  AND (%(kind)s::text IS NULL OR kind = %(kind)s::text)
+  AND (%(before_id)s::bigint IS NULL OR id < %(before_id)s::bigint)
+ORDER BY id DESC
+LIMIT %(limit)s
+
+-- name: job_count_by_status
+SELECT status::text AS status, count(*) AS n FROM jobs GROUP BY status
+
+-- name: job_count_waiting
+SELECT count(*) AS n FROM jobs WHERE status = 'new'
+
+-- name: job_oldest_waiting
+SELECT extract(epoch FROM now() - min(run_at))::float8 AS age_s
+FROM jobs WHERE status = 'new' AND run_at <= now()
+
+-- name: job_throughput_recent
+SELECT count(*) AS n FROM jobs
+WHERE status IN ('success', 'failed') AND finished_at > now() - make_interval(secs => %(window_s)s::float8)
+
+-- name: job_delete_finished_before
+-- The optional retention sweep: only terminal rows, never an unfinished job.
+WITH gone AS (
+    SELECT id FROM jobs
+    WHERE status IN ('success', 'failed', 'cancelled') AND finished_at < %(before)s
+    ORDER BY id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+), attempts_gone AS (
+    DELETE FROM job_attempts USING gone WHERE job_attempts.job_id = gone.id
+)
+DELETE FROM jobs USING gone WHERE jobs.id = gone.id
+RETURNING jobs.id
+
+-- name: job_notify
+SELECT pg_notify('boundq_jobs', '')

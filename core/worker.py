@@ -1,0 +1,266 @@
+"""The bounded worker of one process.
+
+NUM_WORKERS acquirer loops share one pool of MAX_CONCURRENT_JOBS permits. An acquirer
+takes free permits first, then claims at most that many jobs in one statement, so no
+claimed job waits for a permit while its lease runs. Each job runs in its own task: one
+failing or hanging handler hurts no other, and nothing it raises stops a loop. Around
+them: the completer (batched, fenced writes), the heartbeater (one statement for all
+held leases), the reaper and the LISTEN listener.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import time
+import uuid
+from typing import Any
+
+import psycopg
+from psycopg_pool import AsyncConnectionPool
+
+from core import queue
+from core.claim import Claim
+from core.completer import Completer, Heartbeater, Ledger
+from core.config import Settings
+from core.db import open_pool
+from core.handlers import JobContext, PermanentJobError, Registry, default_registry
+from core.loops import BackgroundLoop, LoopSettings
+from core.maintenance import Listener, Reaper
+from core.metrics import Metrics
+from core.permits import Permit, Permits, PermitsClosed
+from core.queue import Outcome
+from core.states import AttemptOutcome
+
+log = logging.getLogger("boundq.worker")
+
+Pool = AsyncConnectionPool[psycopg.AsyncConnection[Any]]
+
+
+def new_owner_id() -> str:
+    """Unique per process incarnation: a restarted process never reuses an old id
+    (procrastinate #1518)."""
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+class Acquirer(BackgroundLoop):
+    name = "acquirer"
+
+    def __init__(self, worker: Worker, settings: LoopSettings) -> None:
+        super().__init__(settings, worker.metrics)
+        self.worker = worker
+        self._asked = 0
+
+    async def run_once(self) -> int:
+        w = self.worker
+        try:
+            async with w.permits.acquire_up_to(w.settings.claim_batch_max) as grant:
+                self._asked = grant.count
+                async with w.pool.connection() as conn:
+                    rows = await queue.claim(conn, w.owner, grant.count, w.settings.lease_seconds)
+                for row in rows:
+                    claim = Claim(row.id, row.attempt, row.kind, row.payload, row.timeout_s,
+                                  w.owner, row.waited_s)
+                    w.spawn(claim, grant.take())
+        except PermitsClosed:
+            return 0
+        w.metrics.claimed += len(rows)
+        for row in rows:
+            w.metrics.queue_wait.observe(max(row.waited_s, 0.0))
+        return len(rows)
+
+    def full(self, handled: int) -> bool:
+        # A full claim means more may be waiting: go again without sleeping.
+        return handled > 0 and handled >= self._asked
+
+
+class Worker:
+    def __init__(self, settings: Settings, url: str, registry: Registry | None = None,
+                 metrics: Metrics | None = None, pool: Pool | None = None,
+                 owner: str | None = None) -> None:
+        self.settings = settings
+        self.url = url
+        self.registry = registry or default_registry
+        self.metrics = metrics or Metrics()
+        self.owner = owner or new_owner_id()
+        self.permits = Permits(settings.max_concurrent_jobs)
+        self.ledger = Ledger()
+        self._own_pool = pool is None
+        self._pool = pool
+        self._stop = asyncio.Event()
+        self._loop_tasks: list[asyncio.Task[None]] = []
+        self._acquirer_tasks: list[asyncio.Task[None]] = []
+        self._job_tasks: set[asyncio.Task[None]] = set()
+        self._unfinished: list[Claim] = []
+        self.acquirers: list[Acquirer] = []
+        self.metrics.gauges["permits_in_use"] = lambda: float(self.permits.in_use)
+        self.metrics.gauges["permits_high_water"] = lambda: float(self.permits.high_water)
+
+    @property
+    def pool(self) -> Pool:
+        assert self._pool is not None, "worker not started"
+        return self._pool
+
+    # --- lifecycle -----------------------------------------------------------------------
+    async def start(self) -> None:
+        s = self.settings
+        if self._pool is None:
+            self._pool = await open_pool(self.url, s, "worker", wait=False)
+        self.completer = Completer(LoopSettings(1.0), self.pool, self.ledger, self.metrics,
+                                   self.owner, s.retry_base_seconds, s.retry_max_seconds)
+        self.heartbeater = Heartbeater(LoopSettings(s.heartbeat_seconds), self.pool, self.ledger,
+                                       self.metrics, self.owner, s.lease_seconds)
+        self.reaper = Reaper(LoopSettings(s.reap_interval_seconds, jitter=0.3), self.pool,
+                             self.metrics)
+        self.listener = Listener(LoopSettings(1.0), self.url, self.wake_acquirers)
+        self.acquirers = [Acquirer(self, LoopSettings(s.poll_interval_seconds, jitter=0.2))
+                          for _ in range(s.num_workers)]
+        loops: list[BackgroundLoop] = [self.completer, self.heartbeater, self.reaper,
+                                       self.listener, *self.acquirers]
+        self._loop_tasks = [asyncio.create_task(lp.run(self._stop), name=f"boundq-{lp.name}")
+                            for lp in loops]
+        self._acquirer_tasks = self._loop_tasks[-len(self.acquirers):]
+        self.metrics.gauges["pool_size"] = lambda: float(self.pool.get_stats().get("pool_size", 0))
+        self.metrics.gauges["pool_available"] = lambda: float(
+            self.pool.get_stats().get("pool_available", 0))
+        log.info("worker started", extra={"owner": self.owner, "acquirers": s.num_workers,
+                                          "permits": s.max_concurrent_jobs})
+
+    def wake_acquirers(self) -> None:
+        for acquirer in self.acquirers:
+            acquirer.wake.set()
+
+    def spawn(self, claim: Claim, permit: Permit) -> None:
+        task = asyncio.create_task(self._run_job(claim, permit))
+        claim.task = task
+        self.ledger.add(claim)
+        self._job_tasks.add(task)
+        self.metrics.in_flight = len(self._job_tasks)
+        self.metrics.in_flight_high_water = max(self.metrics.in_flight_high_water,
+                                                self.metrics.in_flight)
+
+        def done(finished: asyncio.Task[None]) -> None:
+            # Backstop: a task cancelled before it ever ran never entered `async with`.
+            permit.release()
+            self._job_tasks.discard(finished)
+            self.metrics.in_flight = len(self._job_tasks)
+
+        task.add_done_callback(done)
+
+    async def _run_job(self, claim: Claim, permit: Permit) -> None:
+        async with permit:
+            try:
+                outcome = await self._execute(claim)
+            except asyncio.CancelledError:
+                if not claim.lost:
+                    self._unfinished.append(claim)  # shutdown: released in stop()
+                else:
+                    self.ledger.discard(claim)
+                raise
+            if outcome is None:  # lease lost while running: the result is dropped
+                self.ledger.discard(claim)
+                return
+            await self.completer.finish(claim, outcome)
+
+    async def _execute(self, claim: Claim) -> Outcome | None:
+        handler = self.registry.get(claim.kind)
+        if handler is None:
+            return Outcome(claim.id, claim.attempt, AttemptOutcome.ERROR,
+                           f"no handler registered for kind {claim.kind!r}", retryable=False)
+        context = JobContext(claim.id, claim.attempt, claim.kind, claim.payload, claim.owner)
+        started = time.perf_counter()
+        try:
+            if claim.timeout_s is None:
+                await handler.run(context)
+            else:
+                async with asyncio.timeout(claim.timeout_s):
+                    await handler.run(context)
+        except TimeoutError as exc:
+            timed_out = claim.timeout_s is not None and time.perf_counter() - started >= claim.timeout_s
+            return Outcome(claim.id, claim.attempt,
+                           AttemptOutcome.TIMEOUT if timed_out else AttemptOutcome.ERROR,
+                           f"timed out after {claim.timeout_s}s" if timed_out else repr(exc))
+        except PermanentJobError as exc:
+            return Outcome(claim.id, claim.attempt, AttemptOutcome.ERROR, repr(exc), retryable=False)
+        except asyncio.CancelledError:
+            if claim.lost:
+                return None
+            raise
+        except Exception as exc:  # a handler's failure is the job's, recorded, never fatal
+            return Outcome(claim.id, claim.attempt, AttemptOutcome.ERROR, repr(exc))
+        finally:
+            self.metrics.run_time.observe(time.perf_counter() - started)
+        if claim.lost:
+            return None
+        return Outcome(claim.id, claim.attempt, AttemptOutcome.SUCCESS)
+
+    async def stop(self, grace_s: float | None = None) -> None:
+        """Stop claiming, let running jobs finish for `grace_s`, then cancel the rest and
+        hand their leases back so another worker can run them at once."""
+        grace = self.settings.shutdown_grace_seconds if grace_s is None else grace_s
+        log.info("worker stopping", extra={"owner": self.owner, "in_flight": len(self._job_tasks),
+                                           "grace_s": grace})
+        self.permits.close()
+        for acquirer in self.acquirers:
+            acquirer.wake.set()
+        self._stop.set()
+        await asyncio.gather(*self._acquirer_tasks, return_exceptions=True)
+        if self._job_tasks:
+            await asyncio.wait(set(self._job_tasks), timeout=grace)
+        late = list(self._job_tasks)
+        for task in late:
+            task.cancel()
+        if late:
+            await asyncio.wait(late, timeout=5)
+        await self._drain_writes(deadline_s=10)
+        await self._release_unfinished()
+        for task in self._loop_tasks:
+            task.cancel()
+        await asyncio.gather(*self._loop_tasks, return_exceptions=True)
+        if self._own_pool and self._pool is not None:
+            await self._pool.close()
+        log.info("worker stopped", extra={"owner": self.owner, **self.metrics.snapshot()})
+
+    async def _drain_writes(self, deadline_s: float) -> None:
+        """Write pending completions; if the database stays away, leases expire instead."""
+        deadline = time.monotonic() + deadline_s
+        while self.completer.pending and time.monotonic() < deadline:
+            try:
+                await self.completer.run_once()
+            except Exception as exc:  # outage during shutdown: the reaper will recover
+                log.warning("could not write completions at shutdown: %s", exc)
+                await asyncio.sleep(0.2)
+
+    async def _release_unfinished(self) -> None:
+        claims = [c for c in self._unfinished if not c.finished and not c.lost]
+        self._unfinished.clear()
+        if not claims:
+            return
+        try:
+            async with self.ledger.write_lock, self.pool.connection(timeout=5) as conn:
+                released = await queue.release_batch(conn, self.owner, [c.key for c in claims])
+            self.metrics.released += len(released)
+            log.info("released %d unfinished jobs", len(released))
+        except Exception as exc:  # leases expire and the reaper recovers the jobs
+            log.warning("could not release %d leases at shutdown: %s", len(claims), exc)
+        for claim in claims:
+            self.ledger.discard(claim)
+
+    async def run_until_signalled(self) -> None:
+        """Start, run until SIGTERM/SIGINT, then stop gracefully."""
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await self.start()
+        try:
+            await stop.wait()
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                with contextlib.suppress(Exception):
+                    loop.remove_signal_handler(sig)
+            await self.stop()
