@@ -19,6 +19,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from core import queue
 from core.claim import Claim
+from core.faults import crash_point
 from core.loops import BackgroundLoop, LoopSettings
 from core.metrics import Metrics
 from core.queue import Outcome
@@ -73,7 +74,9 @@ class Completer(BackgroundLoop):
 
     async def finish(self, claim: Claim, outcome: Outcome) -> bool:
         """Submit and wait for the write; False when the write was fenced (lease lost)."""
-        committed = await asyncio.shield(self.submit(claim, outcome))
+        # No shield: a cancelled waiter cancels only its own future; the outcome stays
+        # pending and is written with its batch all the same.
+        committed = await self.submit(claim, outcome)
         return claim.key in committed
 
     def full(self, handled: int) -> bool:
@@ -88,6 +91,7 @@ class Completer(BackgroundLoop):
         async with self.ledger.write_lock, self.pool.connection() as conn:
             if successes:
                 done = await queue.complete_batch(conn, self.owner, [c.key for c, _, _ in successes])
+                crash_point("after_commit", bool(done))
                 self._settle(successes, done)
                 self.metrics.succeeded += len(done)
             if failures:

@@ -30,8 +30,21 @@ LISTENER_CONNECTIONS = 1
 CONNECT_TIMEOUT_S = 5
 
 
+# Session settings of the worker's connections. The claim must walk jobs_claim_idx in
+# order and stop at LIMIT; on a never-analyzed or just bulk-loaded table the planner's
+# default estimates made it bitmap-scan every waiting row and sort them instead (54 ms
+# instead of 3 ms a claim, measured here). Its statements never need a sort, so forbid it.
+# JIT compilation of a mis-estimated plan can cost more than the query itself.
+ROLE_OPTIONS: dict[str, str] = {
+    "worker": "-c enable_sort=off -c jit=off",
+    "api": "-c jit=off",
+}
+
+
 def conninfo(url: str, role: str, **extra: Any) -> str:
     params = conninfo_to_dict(url)
+    if role in ROLE_OPTIONS:
+        params["options"] = f"{params.get('options', '')} {ROLE_OPTIONS[role]}".strip()
     params.setdefault("connect_timeout", CONNECT_TIMEOUT_S)
     params.setdefault("keepalives", 1)
     params.setdefault("keepalives_idle", 5)

@@ -30,17 +30,12 @@ _COPY_JOBS = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class ClaimedRow:
-    id: int
-    attempt: int
-    kind: str
-    payload: Any
-    timeout_s: float | None
-    waited_s: float
+# One claimed job as job_claim returns it: (id, attempt, kind, payload, timeout_s, waited_s).
+# A plain tuple: this is the hot path, and the Claim object is built from it directly.
+ClaimedRow = tuple[int, int, str, Any, float | None, float]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Outcome:
     """How one attempt ended, as the worker reports it for a batched write."""
 
@@ -140,7 +135,7 @@ async def enqueue_many(conn: Conn, specs: Sequence[JobSpec]) -> list[int]:
 
 async def claim(conn: Conn, owner: str, limit: int, lease_s: float) -> list[ClaimedRow]:
     cur = await conn.execute(Q.job_claim, {"owner": owner, "limit": limit, "lease_s": lease_s})
-    return [ClaimedRow(*row) for row in await cur.fetchall()]
+    return await cur.fetchall()
 
 
 async def heartbeat(

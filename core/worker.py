@@ -28,6 +28,7 @@ from core.claim import Claim
 from core.completer import Completer, Heartbeater, Ledger
 from core.config import Settings
 from core.db import open_pool
+from core.faults import crash_point
 from core.handlers import JobContext, PermanentJobError, Registry, default_registry
 from core.loops import BackgroundLoop, LoopSettings
 from core.maintenance import Listener, Reaper
@@ -62,15 +63,15 @@ class Acquirer(BackgroundLoop):
                 self._asked = grant.count
                 async with w.pool.connection() as conn:
                     rows = await queue.claim(conn, w.owner, grant.count, w.settings.lease_seconds)
-                for row in rows:
-                    claim = Claim(row.id, row.attempt, row.kind, row.payload, row.timeout_s,
-                                  w.owner, row.waited_s)
-                    w.spawn(claim, grant.take())
+                    crash_point("after_claim", bool(rows))
+                observe_wait = w.metrics.queue_wait.observe
+                for job_id, attempt, kind, payload, timeout_s, waited_s in rows:
+                    w.spawn(Claim(job_id, attempt, kind, payload, timeout_s, w.owner, waited_s),
+                            grant.take())
+                    observe_wait(waited_s if waited_s > 0 else 0.0)
         except PermitsClosed:
             return 0
         w.metrics.claimed += len(rows)
-        for row in rows:
-            w.metrics.queue_wait.observe(max(row.waited_s, 0.0))
         return len(rows)
 
     def full(self, handled: int) -> bool:
@@ -164,6 +165,7 @@ class Worker:
             if outcome is None:  # lease lost while running: the result is dropped
                 self.ledger.discard(claim)
                 return
+            crash_point("after_effect", outcome.outcome is AttemptOutcome.SUCCESS)
             await self.completer.finish(claim, outcome)
 
     async def _execute(self, claim: Claim) -> Outcome | None:

@@ -285,3 +285,56 @@ RETURNING jobs.id
 
 -- name: job_notify
 SELECT pg_notify('boundq_jobs', '')
+
+-- ---------------------------------------------------------------------------------------
+-- HTTP API (server/)
+
+-- name: job_insert_batch
+-- The API's group commit: the single creates of concurrent requests in one statement
+-- (so one transaction, one WAL flush). Ids are drawn per item before the insert so each
+-- returned row can be matched to its request by `ord`; an item whose dedupe_key is held
+-- by a live job returns no row (the caller looks the holder up).
+WITH item AS MATERIALIZED (
+    SELECT nextval(pg_get_serial_sequence('jobs', 'id')) AS id, ord, name, kind, payload,
+           priority, run_at, delay_s, max_attempts, timeout_s, dedupe_key
+    FROM unnest(
+        %(names)s::text[], %(kinds)s::text[], %(payloads)s::jsonb[], %(priorities)s::smallint[],
+        %(run_ats)s::timestamptz[], %(delays)s::float8[], %(max_attempts)s::int[],
+        %(timeouts)s::float8[], %(dedupe_keys)s::text[]
+    ) WITH ORDINALITY AS u(name, kind, payload, priority, run_at, delay_s, max_attempts,
+                           timeout_s, dedupe_key, ord)
+), inserted AS (
+    INSERT INTO jobs (id, name, kind, payload, priority, run_at, max_attempts, timeout_s,
+                      dedupe_key)
+    SELECT id, name, kind, payload, priority,
+           coalesce(run_at, now()) + make_interval(secs => delay_s), max_attempts, timeout_s,
+           dedupe_key
+    FROM item
+    ORDER BY ord
+    ON CONFLICT (dedupe_key) WHERE dedupe_key IS NOT NULL AND status IN ('new', 'processing')
+    DO NOTHING
+    RETURNING *
+)
+SELECT item.ord, inserted.* FROM inserted JOIN item ON item.id = inserted.id
+ORDER BY item.ord
+
+-- name: idempotency_key_get
+SELECT request_hash, job_id FROM idempotency_keys WHERE key = %(key)s
+
+-- name: idempotency_key_insert
+-- Written in the transaction that inserts the job. A concurrent request with the same
+-- key waits on the primary key until the first commits, then gets no row back.
+INSERT INTO idempotency_keys (key, request_hash, job_id)
+VALUES (%(key)s, %(request_hash)s, %(job_id)s)
+ON CONFLICT (key) DO NOTHING
+RETURNING key
+
+-- name: job_count_waiting_capped
+-- Waiting jobs, counted no further than the cap (MAX_QUEUE_DEPTH + 1): the API's
+-- backpressure check stays cheap however deep the backlog is.
+SELECT count(*) AS n FROM (
+    SELECT 1 FROM jobs WHERE status = 'new' LIMIT %(cap)s
+) AS waiting
+
+-- name: migration_version_get
+SELECT coalesce(max(version), 0) AS version FROM boundq_migrations

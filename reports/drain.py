@@ -1,0 +1,228 @@
+"""`make bench`: drain a pre-filled backlog of no-op jobs and print jobs/s and peak RSS.
+
+Each measurement runs in a fresh child process against a fresh database on the same
+cluster (DATABASE_URL, or the embedded one with its durable settings), so peak RSS is
+the drain's own and runs do not share caches. Side by side in one run:
+
+  boundq      the real Worker at each MAX_CONCURRENT_JOBS value (fencing, attempts rows)
+  naive       the seed's design: 3 loops, one job per claim transaction and per completion
+  pgqueuer    PgQueuer's QueueManager (asyncpg), if the `peers` extra is installed
+  memory      peak RSS draining the same number of jobs from a 10k and a 1M backlog
+
+    python -m reports.drain --jobs 100000 --concurrency 1,5,50,500 --naive --peers
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from core.config import load_settings
+from core.migrate import migrate
+from core.pgembed import resolve_database_url
+from reports.peers import pgqueuer_available, run_pgqueuer_child, setup_pgqueuer
+
+BENCH_DB = "boundq_bench"
+
+
+def _db_url(base: str, name: str) -> str:
+    """The same server, another database, as a postgresql:// URL (asyncpg needs a URL)."""
+    from urllib.parse import quote, urlencode
+
+    from psycopg.conninfo import conninfo_to_dict
+
+    params = {k: str(v) for k, v in conninfo_to_dict(base).items()}
+    user = quote(params.pop("user", ""), safe="")
+    password = params.pop("password", None)
+    auth = f"{user}:{quote(password, safe='')}@" if password else (f"{user}@" if user else "")
+    host = params.pop("host", "127.0.0.1")
+    port = params.pop("port", "5432")
+    params.pop("dbname", None)
+    query = f"?{urlencode(params)}" if params else ""
+    return f"postgresql://{auth}{host}:{port}/{quote(name, safe='')}{query}"
+
+
+def _admin_url(base: str) -> str:
+    return _db_url(base, "postgres")
+
+
+def fresh_database(base: str, name: str = BENCH_DB) -> str:
+    with psycopg.connect(_admin_url(base), autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return _db_url(base, name)
+
+
+def fill_backlog(url: str, jobs: int) -> None:
+    """COPY `jobs` no-op jobs in; deliberately no ANALYZE (a fresh queue has none)."""
+    with psycopg.connect(url, autocommit=True) as conn, conn.cursor() as cur:
+        with cur.copy("COPY jobs (name, kind) FROM STDIN") as copy:
+            for _ in range(jobs):
+                copy.write_row(("bench", "noop"))
+
+
+def server_settings(url: str) -> dict[str, str]:
+    with psycopg.connect(url, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT name, setting FROM pg_settings WHERE name IN "
+            "('fsync', 'synchronous_commit', 'full_page_writes', 'shared_buffers', "
+            "'server_version', 'max_connections')"
+        ).fetchall()
+    return {name: setting for name, setting in rows}
+
+
+# --- children: one measurement each ------------------------------------------------------
+async def _drain_boundq(url: str, jobs: int, concurrency: int, workers: int) -> float:
+    from core.worker import Worker
+
+    settings = load_settings(dotenv=None).with_overrides(
+        max_concurrent_jobs=concurrency, num_workers=workers, claim_batch_max=100,
+    )
+    worker = Worker(settings, url)
+    started = time.perf_counter()
+    await worker.start()
+    while worker.metrics.succeeded < jobs:
+        await asyncio.sleep(0.005)
+    elapsed = time.perf_counter() - started
+    await worker.stop(grace_s=1)
+    return elapsed
+
+
+async def _drain_naive(url: str, jobs: int, loops: int) -> float:
+    """The seed's design: each loop claims one job per transaction, then completes it."""
+    done = 0
+
+    async def loop() -> None:
+        nonlocal done
+        async with await psycopg.AsyncConnection.connect(url) as conn:
+            while done < jobs:
+                async with conn.transaction():
+                    cur = await conn.execute(
+                        "UPDATE jobs SET status = 'processing', attempts = attempts + 1, "
+                        "lease_owner = 'naive', lease_expires_at = now() + interval '30 s', "
+                        "started_at = now() WHERE id = (SELECT id FROM jobs WHERE status = 'new' "
+                        "ORDER BY priority DESC, run_at, id LIMIT 1 FOR UPDATE SKIP LOCKED) "
+                        "RETURNING id"
+                    )
+                    row = await cur.fetchone()
+                if row is None:
+                    return
+                async with conn.transaction():
+                    await conn.execute(
+                        "UPDATE jobs SET status = 'success', finished_at = now(), "
+                        "lease_owner = NULL, lease_expires_at = NULL WHERE id = %s", (row[0],)
+                    )
+                done += 1
+
+    started = time.perf_counter()
+    await asyncio.gather(*(loop() for _ in range(loops)))
+    return time.perf_counter() - started
+
+
+def child_main(args: argparse.Namespace) -> None:
+    import uvloop
+
+    if args.mode == "boundq":
+        elapsed = uvloop.run(_drain_boundq(args.url, args.jobs, args.concurrency, args.workers))
+    elif args.mode == "naive":
+        elapsed = uvloop.run(_drain_naive(args.url, args.jobs, args.workers))
+    else:
+        elapsed = run_pgqueuer_child(args.url, args.jobs, args.workers, args.batch)
+    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"elapsed_s": elapsed, "jobs_per_s": args.jobs / elapsed,
+                      "peak_rss_mb": peak_kb / 1024}))
+
+
+def run_child(url: str, mode: str, jobs: int, concurrency: int = 0, workers: int = 3,
+              batch: int = 50) -> dict[str, Any]:
+    argv = [sys.executable, "-m", "reports.drain", "_child", "--mode", mode, "--url", url,
+            "--jobs", str(jobs), "--concurrency", str(concurrency), "--workers", str(workers),
+            "--batch", str(batch)]
+    env = {**os.environ, "LOG_LEVEL": "warning"}
+    out = subprocess.run(argv, capture_output=True, text=True, env=env, check=False, timeout=3600)
+    if out.returncode != 0:
+        raise RuntimeError(f"{mode} child failed:\n{out.stderr[-3000:]}")
+    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+# --- the sweep ---------------------------------------------------------------------------
+def measure(base: str, label: str, mode: str, jobs: int, backlog: int | None = None,
+            **kw: Any) -> dict[str, Any]:
+    url = fresh_database(base)
+    if mode == "pgqueuer":
+        setup_pgqueuer(url, backlog or jobs)
+    else:
+        asyncio.run(migrate(url))
+        fill_backlog(url, backlog or jobs)
+    result = run_child(url, mode, jobs, **kw)
+    result.update({"label": label, "mode": mode, "jobs": jobs, "backlog": backlog or jobs, **kw})
+    print(f"  {label:<34} {result['jobs_per_s']:>10,.0f} jobs/s   peak RSS "
+          f"{result['peak_rss_mb']:6.1f} MiB", flush=True)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m reports.drain", description=__doc__)
+    parser.add_argument("--jobs", type=int, default=100_000)
+    parser.add_argument("--concurrency", default="1,5,50,500")
+    parser.add_argument("--workers", type=int, default=3, help="NUM_WORKERS for boundq")
+    parser.add_argument("--naive", action="store_true", help="also the one-job-per-txn loop")
+    parser.add_argument("--peers", action="store_true", help="also PgQueuer (peers extra)")
+    parser.add_argument("--memory", action="store_true", help="peak RSS: 10k vs 1M backlog")
+    parser.add_argument("--out", default="reports/runs/bench")
+    args, rest = parser.parse_known_args(argv)
+    if rest and rest[0] == "_child":
+        child = argparse.ArgumentParser()
+        child.add_argument("_child")
+        for flag in ("--mode", "--url"):
+            child.add_argument(flag)
+        for flag in ("--jobs", "--concurrency", "--workers", "--batch"):
+            child.add_argument(flag, type=int)
+        child_main(child.parse_args(argv if argv is not None else sys.argv[1:]))
+        return 0
+    base = resolve_database_url(load_settings().database_url)
+    info = server_settings(base)
+    print(f"drain benchmark: {args.jobs:,} no-op jobs per run; PostgreSQL "
+          f"{info.get('server_version')} fsync={info.get('fsync')} "
+          f"synchronous_commit={info.get('synchronous_commit')}; {os.cpu_count()} cores", flush=True)
+    results = []
+    for value in (int(v) for v in args.concurrency.split(",") if v.strip()):
+        results.append(measure(base, f"boundq MAX_CONCURRENT_JOBS={value}", "boundq", args.jobs,
+                               concurrency=value, workers=args.workers))
+    if args.naive:
+        results.append(measure(base, "naive 3 loops, 1 job/txn", "naive", args.jobs, workers=3))
+    if args.peers:
+        if pgqueuer_available():
+            for consumers, batch in ((5, 50), (2, 100)):
+                results.append(measure(base, f"pgqueuer {consumers} consumers x batch {batch}",
+                                       "pgqueuer", args.jobs, workers=consumers, batch=batch))
+        else:
+            print("  pgqueuer: not installed (pip install -e '.[peers]')", flush=True)
+    if args.memory:
+        drained = min(args.jobs, 10_000)
+        for backlog in (10_000, 1_000_000):
+            results.append(measure(base, f"memory: {drained:,} of {backlog:,} backlog", "boundq",
+                                   min(drained, backlog), backlog=backlog, concurrency=500,
+                                   workers=args.workers))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"drain-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
+    path.write_text(json.dumps({"server": info, "results": results}, indent=2))
+    print(f"written: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
