@@ -36,7 +36,7 @@ class JobContext:
 
 
 HandlerFn = Callable[[JobContext], Awaitable[None]]
-PayloadValidator = Callable[[Any], None]
+PayloadValidator = Callable[[Any], object]  # raises JobValidationError; result ignored
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,6 +32,8 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
     TimeoutError,
 )
+# Any database failure, for cleanup paths that must not raise (the reaper recovers).
+DB_ERRORS: tuple[type[BaseException], ...] = (*TRANSIENT_ERRORS, psycopg.Error)
 
 
 @dataclass(frozen=True, slots=True)

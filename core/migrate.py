@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from importlib import resources
+from typing import Any
 
 import psycopg
 
@@ -61,7 +62,7 @@ CREATE TABLE IF NOT EXISTS boundq_migrations (
 """
 
 
-async def current_version(conn: psycopg.AsyncConnection[object]) -> int:
+async def current_version(conn: psycopg.AsyncConnection[Any]) -> int:
     """The applied version, 0 on an empty database."""
     cur = await conn.execute("SELECT to_regclass('boundq_migrations') IS NOT NULL")
     row = await cur.fetchone()
@@ -130,5 +131,5 @@ async def refresh(url: str) -> tuple[list[int], list[int]]:
     return undone, await migrate(url)
 
 
-async def schema_is_current(conn: psycopg.AsyncConnection[object]) -> bool:
+async def schema_is_current(conn: psycopg.AsyncConnection[Any]) -> bool:
     return await current_version(conn) == LATEST_VERSION

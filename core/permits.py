@@ -52,7 +52,7 @@ class Permit:
 class Grant:
     """Permits taken together by one acquirer; hands them out one at a time."""
 
-    __slots__ = ("_owner", "count", "_left")
+    __slots__ = ("_left", "_owner", "count")
 
     def __init__(self, owner: Permits, count: int) -> None:
         self._owner = owner

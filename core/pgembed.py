@@ -54,7 +54,8 @@ def find_bindir() -> Path:
         except ValueError:
             return 0.0
 
-    candidates += [Path(p) for p in sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=version_key, reverse=True)]
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=version_key, reverse=True)
+    candidates += [Path(p) for p in found]
     initdb = shutil.which("initdb")
     if initdb:
         candidates.append(Path(initdb).parent)

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import re
 from importlib import resources
-from typing import LiteralString, cast
+from typing import LiteralString
 
 _NAME = re.compile(r"^--\s*name:\s*([a-z_][a-z0-9_]*)\s*$")
 
 
-def parse_blocks(text: str) -> dict[str, str]:
+def parse_blocks(text: str) -> dict[str, LiteralString]:
     blocks: dict[str, list[str]] = {}
     current: list[str] | None = None
     for line in text.splitlines():
@@ -32,12 +32,13 @@ def parse_blocks(text: str) -> dict[str, str]:
 class _Queries:
     """Attribute access to the blocks; typed LiteralString for psycopg's query checks."""
 
-    def __init__(self, blocks: dict[str, str]) -> None:
+    # The blocks come from a file in the package, never from input: they are literal SQL.
+    def __init__(self, blocks: dict[str, LiteralString]) -> None:
         self._blocks = blocks
 
     def __getattr__(self, name: str) -> LiteralString:
         try:
-            return cast(LiteralString, self._blocks[name])
+            return self._blocks[name]
         except KeyError:
             raise AttributeError(f"no SQL block named {name!r}") from None
 
@@ -45,7 +46,7 @@ class _Queries:
         return sorted(self._blocks)
 
     def text(self, name: str) -> LiteralString:
-        return cast(LiteralString, self._blocks[name])
+        return self._blocks[name]
 
 
 Q = _Queries(parse_blocks(resources.files("core.sql").joinpath("queries.sql").read_text("utf-8")))

@@ -129,7 +129,7 @@ async def enqueue_many(conn: Conn, specs: Sequence[JobSpec]) -> list[int]:
                     existing = await found.fetchone()
                     assert existing is not None, "a skipped duplicate has a live holder"
                     by_key[key] = existing[0]
-                ids[index] = by_key[key]  # type: ignore[index]
+                ids[index] = by_key[key]
     return ids
 
 

@@ -30,7 +30,7 @@ from core.config import Settings
 from core.db import open_pool
 from core.faults import crash_point
 from core.handlers import JobContext, PermanentJobError, Registry, default_registry
-from core.loops import BackgroundLoop, LoopSettings
+from core.loops import DB_ERRORS, BackgroundLoop, LoopSettings
 from core.maintenance import Listener, Reaper
 from core.metrics import Metrics
 from core.permits import Permit, Permits, PermitsClosed
@@ -192,7 +192,7 @@ class Worker:
             if claim.lost:
                 return None
             raise
-        except Exception as exc:  # a handler's failure is the job's, recorded, never fatal
+        except Exception as exc:  # noqa: BLE001 - a handler's failure is the job's: recorded, never fatal
             return Outcome(claim.id, claim.attempt, AttemptOutcome.ERROR, repr(exc))
         finally:
             self.metrics.run_time.observe(time.perf_counter() - started)
@@ -233,7 +233,7 @@ class Worker:
         while self.completer.pending and time.monotonic() < deadline:
             try:
                 await self.completer.run_once()
-            except Exception as exc:  # outage during shutdown: the reaper will recover
+            except DB_ERRORS as exc:  # the reaper will recover them
                 log.warning("could not write completions at shutdown: %s", exc)
                 await asyncio.sleep(0.2)
 
@@ -247,7 +247,7 @@ class Worker:
                 released = await queue.release_batch(conn, self.owner, [c.key for c in claims])
             self.metrics.released += len(released)
             log.info("released %d unfinished jobs", len(released))
-        except Exception as exc:  # leases expire and the reaper recovers the jobs
+        except DB_ERRORS as exc:  # leases expire; the reaper recovers
             log.warning("could not release %d leases at shutdown: %s", len(claims), exc)
         for claim in claims:
             self.ledger.discard(claim)

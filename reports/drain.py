@@ -66,10 +66,11 @@ def fresh_database(base: str, name: str = BENCH_DB) -> str:
 
 def fill_backlog(url: str, jobs: int) -> None:
     """COPY `jobs` no-op jobs in; deliberately no ANALYZE (a fresh queue has none)."""
-    with psycopg.connect(url, autocommit=True) as conn, conn.cursor() as cur:
-        with cur.copy("COPY jobs (name, kind) FROM STDIN") as copy:
-            for _ in range(jobs):
-                copy.write_row(("bench", "noop"))
+    with psycopg.connect(url, autocommit=True) as conn, conn.cursor() as cur, cur.copy(
+        "COPY jobs (name, kind) FROM STDIN"
+    ) as copy:
+        for _ in range(jobs):
+            copy.write_row(("bench", "noop"))
 
 
 def server_settings(url: str) -> dict[str, str]:
@@ -87,12 +88,12 @@ async def _drain_boundq(url: str, jobs: int, concurrency: int, workers: int) -> 
     from core.worker import Worker
 
     settings = load_settings(dotenv=None).with_overrides(
-        max_concurrent_jobs=concurrency, num_workers=workers, claim_batch_max=100,
+        max_concurrent_jobs=concurrency, num_workers=workers,
     )
     worker = Worker(settings, url)
     started = time.perf_counter()
     await worker.start()
-    while worker.metrics.succeeded < jobs:
+    while worker.metrics.succeeded < jobs:  # noqa: ASYNC110 - polling a counter is the point
         await asyncio.sleep(0.005)
     elapsed = time.perf_counter() - started
     await worker.stop(grace_s=1)

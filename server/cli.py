@@ -251,6 +251,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except json.JSONDecodeError as exc:
         print(f"boundq: invalid JSON: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # psycopg.OperationalError is not one; handled below
+        print(f"boundq: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        import psycopg
+
+        if isinstance(exc, psycopg.OperationalError):
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            print(f"boundq: cannot reach PostgreSQL: {first}", file=sys.stderr)
+            return 2
+        raise
     except KeyboardInterrupt:
         return 130
     return code
