@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 EXTRAS ?= dev
 
 .DEFAULT_GOAL := help
-.PHONY: help venv pg-server run worker test lint typecheck bench flood flood-ui report soak clean
+.PHONY: help venv venv-extras pg-server run worker test lint typecheck bench flood flood-ui report soak clean
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -30,24 +30,34 @@ worker: venv pg-server ## Start workers only
 	$(VENV)/bin/boundq worker
 
 test: venv pg-server ## Run the test suite against a throwaway PostgreSQL cluster
-	$(PY) -m pytest tests -q
+	$(PY) -m pytest tests invariants -q
 
 lint: venv ## ruff and mypy --strict
 	$(VENV)/bin/ruff check core server tests
 	$(VENV)/bin/mypy
 
 bench: venv pg-server ## Drain a 100k no-op backlog at several MAX_CONCURRENT_JOBS values
-	$(PY) -m core.bench drain --jobs $${BENCH_JOBS:-100000} --concurrency $${BENCH_CONCURRENCY:-1,5,50,500}
+	$(PY) -m reports.drain --jobs $${BENCH_JOBS:-100000} --concurrency $${BENCH_CONCURRENCY:-1,5,50,500} $(BENCH_ARGS)
 
-flood: venv pg-server ## Load test with Locust (not built yet)
-	@echo "make flood: the Locust flood runner is not built yet (see the load-test issue)." >&2
-	@exit 2
+# flood and report also need Locust, matplotlib/pandas/Jupyter and the peer queues.
+EXTRAS_STAMP := $(VENV)/.installed-extras-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+$(EXTRAS_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e '.[dev,load,report,peers]'
+	@touch $@
 
-flood-ui: flood
+venv-extras: $(EXTRAS_STAMP)
 
-report: venv ## Benchmark sweeps and figures (not built yet)
-	@echo "make report: the report sweeps are not built yet (see the load-test issue)." >&2
-	@exit 2
+flood: venv-extras pg-server ## Flood API + workers with Locust, drain, verify lost = 0 (FLOOD_TIME, FLOOD_USERS, ...)
+	$(PY) -m server.cli flood $(FLOOD_ARGS)
+
+flood-ui: venv-extras pg-server ## The same with the Locust web UI on http://127.0.0.1:8089 (Ctrl-C ends it)
+	$(PY) -m server.cli flood --ui $(FLOOD_ARGS)
+
+report: venv-extras pg-server ## Benchmark sweeps (with PgQueuer, procrastinate): figures + summary
+	$(PY) -m server.cli report $(REPORT_ARGS)
+
+soak: venv pg-server ## Long fault runs of the invariant suite (BOUNDQ_INVARIANTS_PROFILE=soak)
+	BOUNDQ_INVARIANTS_PROFILE=soak $(PY) -m pytest invariants -q
 
 clean: ## Stop the embedded PostgreSQL and remove local state
 	-$(VENV)/bin/boundq db stop

@@ -149,19 +149,18 @@ class Worker:
             permit.release()
             self._job_tasks.discard(finished)
             self.metrics.in_flight = len(self._job_tasks)
+            if claim.lost:
+                self.ledger.discard(claim)
+            elif not claim.finished:
+                # Cancelled (shutdown) before its outcome was reported, possibly before it
+                # ever ran: the lease stays held and heartbeated until stop() releases it.
+                self._unfinished.append(claim)
 
         task.add_done_callback(done)
 
     async def _run_job(self, claim: Claim, permit: Permit) -> None:
         async with permit:
-            try:
-                outcome = await self._execute(claim)
-            except asyncio.CancelledError:
-                if not claim.lost:
-                    self._unfinished.append(claim)  # shutdown: released in stop()
-                else:
-                    self.ledger.discard(claim)
-                raise
+            outcome = await self._execute(claim)  # cancellation: see spawn()'s done callback
             if outcome is None:  # lease lost while running: the result is dropped
                 self.ledger.discard(claim)
                 return
@@ -188,9 +187,15 @@ class Worker:
                            f"timed out after {claim.timeout_s}s" if timed_out else repr(exc))
         except PermanentJobError as exc:
             return Outcome(claim.id, claim.attempt, AttemptOutcome.ERROR, repr(exc), retryable=False)
-        except asyncio.CancelledError:
+        except asyncio.CancelledError as exc:
             if claim.lost:
                 return None
+            current = asyncio.current_task()
+            if current is not None and current.cancelling() == 0:
+                # Raised inside the handler (say, a sub-task it awaited was cancelled), not a
+                # cancel of this job's task: a failure like any other, or the job would stay
+                # `processing`, its lease heartbeated, with nothing running it.
+                return Outcome(claim.id, claim.attempt, AttemptOutcome.ERROR, repr(exc))
             raise
         except Exception as exc:  # noqa: BLE001 - a handler's failure is the job's: recorded, never fatal
             return Outcome(claim.id, claim.attempt, AttemptOutcome.ERROR, repr(exc))
@@ -210,6 +215,12 @@ class Worker:
         for acquirer in self.acquirers:
             acquirer.wake.set()
         self._stop.set()
+        # An acquirer finishes its claim in flight; one stuck on a dead connection is
+        # cancelled (a claim that committed unseen comes back through the reaper).
+        _, stuck = await asyncio.wait(self._acquirer_tasks, timeout=5) if self._acquirer_tasks else (
+            set(), set())
+        for task in stuck:
+            task.cancel()
         await asyncio.gather(*self._acquirer_tasks, return_exceptions=True)
         if self._job_tasks:
             await asyncio.wait(set(self._job_tasks), timeout=grace)

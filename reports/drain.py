@@ -31,7 +31,13 @@ import psycopg
 from core.config import load_settings
 from core.migrate import migrate
 from core.pgembed import resolve_database_url
-from reports.peers import pgqueuer_available, run_pgqueuer_child, setup_pgqueuer
+from reports.peers import (
+    pgqueuer_available,
+    run_pgqueuer_child,
+    run_procrastinate_child,
+    setup_pgqueuer,
+    setup_procrastinate,
+)
 
 BENCH_DB = "boundq_bench"
 
@@ -78,7 +84,7 @@ def server_settings(url: str) -> dict[str, str]:
         rows = conn.execute(
             "SELECT name, setting FROM pg_settings WHERE name IN "
             "('fsync', 'synchronous_commit', 'full_page_writes', 'shared_buffers', "
-            "'server_version', 'max_connections')"
+            "'server_version', 'max_connections', 'wal_level')"
         ).fetchall()
     return {name: setting for name, setting in rows}
 
@@ -138,6 +144,8 @@ def child_main(args: argparse.Namespace) -> None:
         elapsed = uvloop.run(_drain_boundq(args.url, args.jobs, args.concurrency, args.workers))
     elif args.mode == "naive":
         elapsed = uvloop.run(_drain_naive(args.url, args.jobs, args.workers))
+    elif args.mode == "procrastinate":
+        elapsed = run_procrastinate_child(args.url, args.jobs, args.workers)
     else:
         elapsed = run_pgqueuer_child(args.url, args.jobs, args.workers, args.batch)
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -164,6 +172,8 @@ def measure(base: str, label: str, mode: str, jobs: int, backlog: int | None = N
     url = fresh_database(base)
     if mode == "pgqueuer":
         setup_pgqueuer(url, backlog or jobs)
+    elif mode == "procrastinate":
+        setup_procrastinate(url, backlog or jobs)
     else:
         asyncio.run(migrate(url))
         fill_backlog(url, backlog or jobs)

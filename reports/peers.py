@@ -67,3 +67,62 @@ def run_pgqueuer_child(url: str, jobs: int, consumers: int, batch: int) -> float
         return elapsed
 
     return float(uvloop.run(main()))
+
+
+# --- procrastinate ------------------------------------------------------------------------
+# Its recommended setup: the psycopg 3 connector, a worker with `concurrency` async slots,
+# LISTEN/NOTIFY on, finished jobs kept (its default). `wait=False` ends the worker when
+# the queue is empty (a drain).
+PROCRASTINATE_CONCURRENCY = 10
+
+
+def procrastinate_available() -> bool:
+    return importlib.util.find_spec("procrastinate") is not None
+
+
+def _procrastinate_app(url: str) -> Any:
+    from procrastinate import App, PsycopgConnector
+
+    return App(connector=PsycopgConnector(conninfo=url))
+
+
+def setup_procrastinate(url: str, jobs: int, chunk: int = 5_000) -> None:
+    async def fill() -> None:
+        app = _procrastinate_app(url)
+
+        @app.task(name="noop", queue="bench")
+        async def noop() -> None:
+            return None
+
+        async with app.open_async():
+            await app.schema_manager.apply_schema_async()
+            left = jobs
+            while left > 0:
+                n = min(chunk, left)
+                await noop.batch_defer_async(*({} for _ in range(n)))
+                left -= n
+
+    asyncio.run(fill())
+
+
+def run_procrastinate_child(url: str, jobs: int, concurrency: int) -> float:
+    import uvloop
+
+    async def main() -> float:
+        app = _procrastinate_app(url)
+        done = [0]
+
+        @app.task(name="noop", queue="bench")
+        async def noop() -> None:
+            done[0] += 1
+
+        async with app.open_async():
+            started = time.perf_counter()
+            await app.run_worker_async(queues=["bench"], concurrency=concurrency, wait=False,
+                                       install_signal_handlers=False)
+            elapsed = time.perf_counter() - started
+        if done[0] < jobs:
+            raise RuntimeError(f"procrastinate drained only {done[0]} of {jobs} jobs")
+        return elapsed
+
+    return float(uvloop.run(main()))

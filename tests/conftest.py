@@ -16,8 +16,8 @@ import psycopg
 import pytest
 
 from core.config import Settings, load_settings
-from core.pgembed import EmbeddedPostgres
 from core.migrate import migrate
+from core.pgembed import EmbeddedPostgres
 
 TEMPLATE = "boundq_template"
 

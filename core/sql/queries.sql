@@ -71,7 +71,7 @@ WITH picked AS MATERIALIZED (
         started_at = now(),
         updated_at = now()
     FROM picked
-    WHERE j.id = picked.id AND j.status = 'new'
+    WHERE j.id = picked.id  -- picked holds the row locks, taken after re-checking status
     RETURNING j.id, j.attempts, j.kind, j.payload, j.timeout_s, j.run_at
 ), opened AS (
     INSERT INTO job_attempts (job_id, attempt, owner, claimed_at)
@@ -291,18 +291,17 @@ SELECT pg_notify('boundq_jobs', '')
 
 -- name: job_insert_batch
 -- The API's group commit: the single creates of concurrent requests in one statement
--- (so one transaction, one WAL flush). Ids are drawn per item before the insert so each
--- returned row can be matched to its request by `ord`; an item whose dedupe_key is held
--- by a live job returns no row (the caller looks the holder up).
+-- (so one transaction, one WAL flush). The items come as one JSON array (one parameter:
+-- cheap to send), each an object with the job_insert fields. Ids are drawn per item
+-- before the insert so each returned row can be matched to its request by `ord`; an item
+-- whose dedupe_key is held by a live job returns no row (the caller looks the holder up).
 WITH item AS MATERIALIZED (
-    SELECT nextval(pg_get_serial_sequence('jobs', 'id')) AS id, ord, name, kind, payload,
-           priority, run_at, delay_s, max_attempts, timeout_s, dedupe_key
-    FROM unnest(
-        %(names)s::text[], %(kinds)s::text[], %(payloads)s::jsonb[], %(priorities)s::smallint[],
-        %(run_ats)s::timestamptz[], %(delays)s::float8[], %(max_attempts)s::int[],
-        %(timeouts)s::float8[], %(dedupe_keys)s::text[]
-    ) WITH ORDINALITY AS u(name, kind, payload, priority, run_at, delay_s, max_attempts,
-                           timeout_s, dedupe_key, ord)
+    SELECT nextval(pg_get_serial_sequence('jobs', 'id')) AS id, u.*
+    FROM ROWS FROM (json_to_recordset(%(items)s::json) AS (
+        name text, kind text, payload jsonb, priority smallint, run_at timestamptz,
+        delay_s float8, max_attempts int, timeout_s float8, dedupe_key text
+    )) WITH ORDINALITY AS u(name, kind, payload, priority, run_at, delay_s, max_attempts,
+                            timeout_s, dedupe_key, ord)
 ), inserted AS (
     INSERT INTO jobs (id, name, kind, payload, priority, run_at, max_attempts, timeout_s,
                       dedupe_key)

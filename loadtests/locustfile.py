@@ -1,0 +1,9 @@
+"""The Locust entry point: `python -m locust -f loadtests/locustfile.py [UserClass ...]`.
+
+User classes (see users.py): CreateUser, BulkUser, MixedUser, ArrivalUser. Name the ones
+to run on the command line; `boundq flood --scenario ...` does that for you.
+"""
+
+from loadtests.users import ArrivalUser, BulkUser, CreateUser, MixedUser
+
+__all__ = ["ArrivalUser", "BulkUser", "CreateUser", "MixedUser"]

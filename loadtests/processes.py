@@ -1,0 +1,110 @@
+"""The two processes of a flood: `boundq serve` and Locust, each started and stopped here.
+
+Both are children of the flood runner, bound to loopback, with their output in the run
+folder. Locust always runs as its own process (`python -m locust`): it monkey-patches
+with gevent, which must never reach the core or pytest.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# scenario -> (locust file, user classes)
+SCENARIOS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "mixed": ("loadtests/locustfile.py", ("MixedUser",)),
+    "create": ("loadtests/locustfile.py", ("CreateUser",)),
+    "bulk": ("loadtests/locustfile.py", ("BulkUser",)),
+    "arrival": ("loadtests/locustfile.py", ("ArrivalUser",)),
+    "step": ("loadtests/step.py", ()),
+}
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM when the flood runner dies (Linux), so a killed
+    runner leaves no server or load generator behind."""
+    with contextlib.suppress(OSError, AttributeError):
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def start_server(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    with open(log_path, "ab") as log:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen([sys.executable, "-m", "server.cli", "serve"], cwd=ROOT,
+                                env=env, stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True,
+                                preexec_fn=_die_with_parent)
+
+
+def wait_ready(base: str, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"boundq serve exited with {proc.returncode} before it was ready")
+        with (contextlib.suppress(urllib.error.URLError, OSError),
+              urllib.request.urlopen(f"{base}/readyz", timeout=2) as resp):
+            if resp.status == 200:
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"boundq serve was not ready within {timeout:.0f}s")
+
+
+def locust_argv(scenario: str, base: str, csv_prefix: Path, users: int, spawn_rate: float,
+                duration_s: float | None, ui_port: int | None, processes: int = 1
+                ) -> list[str]:
+    locustfile, classes = SCENARIOS[scenario]
+    argv = [sys.executable, "-m", "locust", "-f", locustfile, "--host", base,
+            "--csv", str(csv_prefix), "--csv-full-history", "--only-summary",
+            "--stop-timeout", "10", "--exit-code-on-error", "0", "--loglevel", "WARNING",
+            "-u", str(users), "-r", str(spawn_rate)]
+    if ui_port is None:
+        argv += ["--headless"]
+        if duration_s is not None and scenario != "step":
+            argv += ["-t", f"{int(duration_s)}s"]
+    else:
+        argv += ["--web-host", "127.0.0.1", "--web-port", str(ui_port)]
+    if processes > 1:
+        argv += ["--processes", str(processes)]
+    return [*argv, *classes]
+
+
+def start_locust(argv: Sequence[str], env: dict[str, str], log_path: Path
+                 ) -> subprocess.Popen[bytes]:
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(list(argv), cwd=ROOT, env=env, stdout=log,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True, preexec_fn=_die_with_parent)
+
+
+def stop(proc: subprocess.Popen[bytes] | None, sig: int = signal.SIGTERM,
+         timeout: float = 30) -> int | None:
+    """Signal one process we started, wait, and kill it only if it does not end."""
+    if proc is None:
+        return None
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(sig)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+    return proc.returncode
+
+
+def child_env(extra: dict[str, str]) -> dict[str, str]:
+    env = {**os.environ, **extra}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env

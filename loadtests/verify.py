@@ -1,0 +1,104 @@
+"""After a flood: did every job the API acknowledged reach a terminal state?
+
+The Locust processes wrote each acknowledged id (acked-<pid>.txt) and a count of every
+answer by status code (status-<pid>.json). The ids go into a temporary table with COPY
+and one query compares them with the jobs table (Jepsen's total-queue accounting):
+
+  acknowledged   distinct ids the API answered 2xx for
+  terminal       of those, jobs now success / failed / cancelled
+  lost           acknowledged but missing or not terminal (must be 0)
+  unacknowledged jobs in the (fresh) database no client saw a 2xx for: a response lost
+                 to a client timeout, say; reported, not an error
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+TERMINAL = ("success", "failed", "cancelled")
+ALLOWED = ("429", "503")  # besides 2xx: backpressure answers
+NOT_SENT = ("dropped", "behind")  # open-loop arrivals the client did not send
+
+
+def read_acked(out_dir: Path) -> list[int]:
+    ids: list[int] = []
+    for path in sorted(out_dir.glob("acked-*.txt")):
+        ids.extend(int(line) for line in path.read_text("ascii").split())
+    return ids
+
+
+def read_statuses(out_dir: Path) -> dict[str, int]:
+    total: Counter[str] = Counter()
+    for path in sorted(out_dir.glob("status-*.json")):
+        total.update({k: int(v) for k, v in json.loads(path.read_text()).items()})
+    return dict(sorted(total.items()))
+
+
+def unexpected_statuses(statuses: dict[str, int]) -> dict[str, int]:
+    """Answers that are neither 2xx nor backpressure (429, 503), and transport errors.
+    Open-loop arrivals the client never sent (NOT_SENT) are not answers."""
+    return {code: n for code, n in statuses.items() if n and code not in NOT_SENT
+            and not code.startswith("2") and code not in ALLOWED}
+
+
+@dataclass
+class Verdict:
+    acknowledged: int
+    duplicates: int
+    terminal: int
+    succeeded: int
+    failed: int
+    cancelled: int
+    lost: int
+    unacknowledged: int | None
+    lost_examples: list[int]
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def verify(db_url: str, acked: list[int], fresh_db: bool) -> Verdict:
+    unique = sorted(set(acked))
+    with psycopg.connect(db_url, autocommit=True,
+                         application_name="boundq-flood-verify") as conn, conn.cursor() as cur:
+        cur.execute("CREATE TEMP TABLE flood_acked (id bigint PRIMARY KEY)")
+        with cur.copy("COPY flood_acked (id) FROM STDIN") as copy:
+            for job_id in unique:
+                copy.write_row((job_id,))
+        cur.execute(
+            "SELECT count(*) FILTER (WHERE j.status::text = ANY(%(t)s)), "
+            "count(*) FILTER (WHERE j.status = 'success'), "
+            "count(*) FILTER (WHERE j.status = 'failed'), "
+            "count(*) FILTER (WHERE j.status = 'cancelled') "
+            "FROM flood_acked a LEFT JOIN jobs j USING (id)", {"t": list(TERMINAL)})
+        row = cur.fetchone()
+        assert row is not None
+        terminal, succeeded, failed, cancelled = (int(v) for v in row)
+        cur.execute(
+            "SELECT a.id FROM flood_acked a LEFT JOIN jobs j USING (id) "
+            "WHERE j.id IS NULL OR NOT (j.status::text = ANY(%(t)s)) ORDER BY a.id LIMIT 10",
+            {"t": list(TERMINAL)})
+        examples = [int(r[0]) for r in cur.fetchall()]
+        unacknowledged = None
+        if fresh_db:
+            cur.execute("SELECT count(*) FROM jobs j WHERE NOT EXISTS "
+                        "(SELECT 1 FROM flood_acked a WHERE a.id = j.id)")
+            found = cur.fetchone()
+            unacknowledged = int(found[0]) if found else 0
+    return Verdict(acknowledged=len(unique), duplicates=len(acked) - len(unique),
+                   terminal=terminal, succeeded=succeeded, failed=failed, cancelled=cancelled,
+                   lost=len(unique) - terminal, unacknowledged=unacknowledged,
+                   lost_examples=examples)
+
+
+def unfinished(db_url: str) -> int:
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        row = conn.execute("SELECT count(*) FROM jobs WHERE status IN ('new', 'processing')"
+                           ).fetchone()
+    return int(row[0]) if row else 0

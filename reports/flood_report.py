@@ -1,0 +1,89 @@
+"""summary.md and figures of a flood's run folder (called by `boundq flood` at the end)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from reports import figures
+from reports.writer import history_frame, load_run, markdown_table, samples_frame, save
+
+
+def flood_figures(run_dir: Path) -> dict[str, Path]:
+    run = load_run(run_dir)
+    samples = samples_frame(run_dir)
+    history = history_frame(run_dir)
+    budget = run.get("result", {}).get("connection_budget")
+    written: dict[str, Path] = {}
+    if not samples.empty:
+        written["answers and queue"] = save(figures.flood_requests(samples),
+                                            run_dir / "flood-requests.png")
+        written["server memory and connections"] = save(
+            figures.flood_server(samples, budget), run_dir / "flood-server.png")
+    if not history.empty:
+        written["response times"] = save(figures.flood_latency(history),
+                                         run_dir / "flood-latency.png")
+    return written
+
+
+def _endpoints_table(result: dict[str, Any]) -> str:
+    rows = [{"endpoint": name, "requests": e["requests"], "non-2xx": e["failures"],
+             "req/s": e["rps"], "p50 ms": e["p50_ms"], "p95 ms": e["p95_ms"],
+             "p99 ms": e["p99_ms"]} for name, e in result.get("endpoints", {}).items()]
+    return markdown_table(pd.DataFrame(rows), "{:,.0f}") if rows else "(no requests)"
+
+
+def write_flood_report(run_dir: Path) -> Path:
+    run = load_run(run_dir)
+    result = run.get("result", {})
+    verdict = run.get("verdict", {})
+    settings = run.get("settings", {})
+    pg = run.get("postgres", {})
+    machine = run.get("machine", {})
+    written = flood_figures(run_dir)
+    statuses = ", ".join(f"{c}: {n:,}" for c, n in result.get("statuses", {}).items())
+    cap = result.get("capacity_bound_jobs_per_s")
+    job = f"`sleep` {result.get('job_ms')} ms" if result.get("job_ms") else "`noop`"
+    lines = [
+        f"# boundq flood {run_dir.name}: {'PASSED' if result.get('passed') else 'FAILED'}",
+        "",
+        f"- scenario **{result.get('scenario')}**, {result.get('users')} Locust users, "
+        f"{result.get('load_seconds')} s of load; jobs: {job}; bulk size "
+        f"{run.get('options', {}).get('bulk_size')}",
+        f"- **lost = {verdict.get('lost')}** of {verdict.get('acknowledged', 0):,} "
+        f"acknowledged jobs ({verdict.get('succeeded', 0):,} success, "
+        f"{verdict.get('failed', 0):,} failed); created but never acknowledged: "
+        f"{verdict.get('unacknowledged')}",
+        f"- answers by status: {statuses}",
+        f"- jobs offered {result.get('jobs_offered_per_s', 0):,.0f}/s, accepted "
+        f"{result.get('jobs_accepted_per_s', 0):,.0f}/s, processed "
+        f"{result.get('jobs_processed_per_s_during_load', 0):,.0f}/s"
+        + (f"; capacity bound {cap:,.0f}/s (MAX_CONCURRENT_JOBS x 1000 / job ms)" if cap
+           else ""),
+        f"- server peak RSS {result.get('peak_rss_mb')} MiB, peak DB connections "
+        f"{result.get('peak_connections')} (budget {result.get('connection_budget')})",
+        f"- settings: NUM_WORKERS={settings.get('num_workers')} MAX_CONCURRENT_JOBS="
+        f"{settings.get('max_concurrent_jobs')} MAX_QUEUE_DEPTH="
+        f"{settings.get('max_queue_depth')} connections={settings.get('db_connections')} "
+        f"(API_POOL_BUFFER={settings.get('api_pool_buffer')}), CLAIM_BATCH_MAX="
+        f"{settings.get('claim_batch_max')}",
+        f"- PostgreSQL {pg.get('server_version')}: fsync={pg.get('fsync')} "
+        f"synchronous_commit={pg.get('synchronous_commit')} full_page_writes="
+        f"{pg.get('full_page_writes')} shared_buffers={pg.get('shared_buffers')} x 8kB",
+        f"- machine: {machine.get('cores')} cores ({machine.get('cpu')}), "
+        f"{machine.get('memory_gib')} GiB, load average at start "
+        f"{machine.get('load_average_at_start')}; Locust, the server and PostgreSQL share it",
+    ]
+    if result.get("failures"):
+        lines += ["", "## Failures", "", *[f"- {f}" for f in result["failures"]]]
+    lines += ["", "## Endpoints (Locust, client side)", "", _endpoints_table(result), ""]
+    for title, path in written.items():
+        lines += [f"## {title.capitalize()}", "", f"![{title}]({path.name})", ""]
+    lines += ["Files: locust_*.csv (Locust), server_samples.csv (one row a second: RSS, "
+              "connections, queue, answers), server_metrics.prom (the last /metrics), "
+              "server.log, locust.log, run.json.", ""]
+    out = run_dir / "summary.md"
+    out.write_text("\n".join(lines))
+    return out

@@ -1,0 +1,110 @@
+"""The claim statement: at most n rows, claim order, no early start of delayed jobs, and no
+job handed to two claimers however many claim at once."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import psycopg
+import pytest
+
+from core import queue
+from tests.helpers import add_jobs, claim, rows, scalar, spec, wait_until
+
+OWNER = "claimer"
+
+
+@pytest.mark.parametrize("n", [1, 3, 7, 50])
+async def test_claim_never_returns_more_than_n(conn, n) -> None:
+    await add_jobs(conn, 40)
+    claimed = await claim(conn, OWNER, n)
+    assert len(claimed) == min(n, 40)
+    assert await scalar(conn, "SELECT count(*) FROM jobs WHERE status = 'processing'") == len(
+        claimed)
+    assert await scalar(conn, "SELECT count(*) FROM job_attempts") == len(claimed)
+
+
+async def test_concurrent_claims_each_stay_within_n(db_url, conn) -> None:
+    await add_jobs(conn, 300)
+    conns = [await psycopg.AsyncConnection.connect(db_url, autocommit=True) for _ in range(4)]
+    try:
+        for _ in range(10):
+            sizes = [3, 5, 7, 11]
+            results = await asyncio.gather(
+                *(queue.claim(c, f"{OWNER}-{i}", sizes[i], 30) for i, c in enumerate(conns)))
+            for size, got in zip(sizes, results, strict=True):
+                assert len(got) <= size
+    finally:
+        for c in conns:
+            await c.close()
+    per_owner = await rows(conn, "SELECT lease_owner, count(*) AS n FROM jobs "
+                                 "WHERE status = 'processing' GROUP BY lease_owner")
+    assert sum(r["n"] for r in per_owner) == 10 * (3 + 5 + 7 + 11)
+
+
+async def test_claim_order_is_priority_then_run_at_then_id(conn) -> None:
+    priorities = [0, 9, 5, 9, 0, 5, 1, 9, 0, 3]
+    ids = await queue.enqueue_many(
+        conn, [spec(f"ordered-{i}", priority=p) for i, p in enumerate(priorities)])
+    # Spread run_at into the past (ties included) so the second key matters.
+    offsets = [5, 1, 3, 2, 9, 3, 0, 2, 5, 7]
+    for job_id, back in zip(ids, offsets, strict=True):
+        await conn.execute("UPDATE jobs SET run_at = now() - make_interval(secs => %s) "
+                           "WHERE id = %s", (back, job_id))
+    expected = [r["id"] for r in await rows(
+        conn, "SELECT id FROM jobs ORDER BY priority DESC, run_at, id")]
+    # The expectation is not just insertion order.
+    assert expected != sorted(expected)
+    one_by_one = [(await claim(conn, OWNER, 1))[0].id for _ in range(4)]
+    assert one_by_one == expected[:4]
+    batch = await claim(conn, OWNER, 3)
+    assert [c.id for c in batch] == expected[4:7]
+    assert {c.id for c in await claim(conn, OWNER, 100)} == set(expected[7:])
+
+
+async def test_delayed_job_is_not_claimed_early(conn) -> None:
+    (later,) = await queue.enqueue_many(conn, [spec("later", delay=1.0)])
+    (now_id,) = await queue.enqueue_many(conn, [spec("now", priority=0)])
+    first = await claim(conn, OWNER, 10)
+    assert [c.id for c in first] == [now_id]
+    run_at = await scalar(conn, "SELECT run_at FROM jobs WHERE id = %s", (later,))
+
+    async def claimed_later():
+        got = await claim(conn, OWNER, 10)
+        if got:
+            claimed_at = await scalar(conn, "SELECT claimed_at FROM job_attempts "
+                                            "WHERE job_id = %s", (later,))
+            return got, claimed_at
+        return None
+
+    got, claimed_at = await wait_until(claimed_later, 5, interval=0.05, what="the delayed job")
+    assert [c.id for c in got] == [later]
+    assert claimed_at >= run_at  # by the database's clock
+
+
+async def test_concurrent_claimers_never_share_a_job(db_url, conn) -> None:
+    total = 2000
+    ids = set(await add_jobs(conn, total))
+    conns = [await psycopg.AsyncConnection.connect(db_url, autocommit=True) for _ in range(4)]
+
+    async def drain(c: psycopg.AsyncConnection[Any], owner: str) -> list[int]:
+        mine: list[int] = []
+        while batch := await queue.claim(c, owner, 25, 30):
+            mine.extend(row[0] for row in batch)
+        return mine
+
+    try:
+        results = await asyncio.gather(*(drain(c, f"{OWNER}-{i}") for i, c in enumerate(conns)))
+    finally:
+        for c in conns:
+            await c.close()
+    everything = [job_id for got in results for job_id in got]
+    assert len(everything) == len(set(everything)), "a job was claimed twice"
+    assert set(everything) == ids
+    assert all(results), "a claimer got nothing: the test did not run them concurrently"
+    owners = await rows(conn, "SELECT lease_owner, count(*) AS n FROM jobs GROUP BY lease_owner")
+    assert {r["lease_owner"]: r["n"] for r in owners} == {
+        f"{OWNER}-{i}": len(got) for i, got in enumerate(results)}
+    assert await scalar(conn, "SELECT count(*) FROM job_attempts WHERE attempt = 1") == total
+    assert await scalar(conn, "SELECT count(*) FROM job_attempts") == total

@@ -1,0 +1,199 @@
+"""The claim's plan must not depend on the planner's row estimates (queue-failures.md, last
+section: peer queues took 20-70x longer per dequeue on an empty or never-analyzed table).
+
+Each test runs the claim the way a worker does (a connection with the worker's session
+settings) under EXPLAIN (ANALYZE): the CTE that picks jobs must walk jobs_claim_idx in
+claim order and stop at LIMIT, and the whole statement must touch O(limit) rows, not
+O(backlog). A failure prints the plan."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+import pytest
+
+from core import queue
+from core.db import conninfo
+from core.queries import Q
+from tests.helpers import as_prepared, placeholders
+
+BACKLOG = 50_000
+LIMITS = (5, 100)  # MAX_CONCURRENT_JOBS-sized grants, and CLAIM_BATCH_MAX
+OWNER = "plan-test"
+
+
+def _execute_args(limit: int) -> str:
+    values = {"limit": str(limit), "owner": f"'{OWNER}'", "lease_s": "30"}
+    return ", ".join(values[name] for name in placeholders(Q.job_claim))
+
+
+def _nodes(plan: dict[str, Any]):
+    yield plan
+    for child in plan.get("Plans", []):
+        yield from _nodes(child)
+
+
+def _work(plan: dict[str, Any]) -> int:
+    """Rows the statement read from jobs plus rows it threw away, over all loops."""
+    total = 0.0
+    for node in _nodes(plan):
+        loops = node.get("Actual Loops", 1)
+        for key in ("Rows Removed by Filter", "Rows Removed by Join Filter",
+                    "Rows Removed by Index Recheck"):
+            total += node.get(key, 0) * loops
+        if node.get("Relation Name") == "jobs" and node["Node Type"] != "ModifyTable":
+            total += node.get("Actual Rows", 0) * loops
+    return int(total)
+
+
+def _describe(plan: dict[str, Any], depth: int = 0) -> str:
+    parts = [_node_line(plan, depth)]
+    for child in plan.get("Plans", []):
+        parts.append(_describe(child, depth + 1))
+    return "\n".join(parts)
+
+
+def _node_line(node: dict[str, Any], depth: int) -> str:
+    bits = [node["Node Type"]]
+    for key in ("Subplan Name", "Index Name", "Relation Name"):
+        if key in node:
+            bits.append(f"{key}={node[key]}")
+    bits.append(f"rows={node.get('Actual Rows')}x{node.get('Actual Loops')}")
+    for key in ("Rows Removed by Filter", "Rows Removed by Join Filter"):
+        if node.get(key):
+            bits.append(f"{key}={node[key]}")
+    return "  " * depth + " ".join(str(b) for b in bits)
+
+
+def _check(plan: dict[str, Any], limit: int, backlog: int) -> None:
+    shown = _describe(plan)
+    picked = [n for n in _nodes(plan) if n.get("Subplan Name") == "CTE picked"]
+    assert len(picked) == 1, shown
+    pick_nodes = list(_nodes(picked[0]))
+    scans = [n for n in pick_nodes if n.get("Relation Name") == "jobs"]
+    assert [(n["Node Type"], n.get("Index Name")) for n in scans] == [
+        ("Index Scan", "jobs_claim_idx")
+    ], f"the pick must walk jobs_claim_idx in order:\n{shown}"
+    assert not any(n["Node Type"] in ("Sort", "Incremental Sort") for n in pick_nodes), shown
+    claimed = next(n for n in _nodes(plan) if n.get("Subplan Name") == "CTE claimed")
+    assert claimed["Actual Rows"] == min(limit, backlog), shown
+    if backlog >= 1000:  # on a handful of rows any plan is cheap; on a backlog it is not
+        work = _work(plan)
+        assert work <= 4 * limit + 20, f"claim of {limit} touched {work} rows:\n{shown}"
+
+
+async def _explain(conn, limit: int, name: str = "claim_under_test") -> dict[str, Any]:
+    """EXPLAIN ANALYZE one claim (it really claims: a rollback would make psycopg drop its
+    prepared statements, and a few claimed rows change nothing here)."""
+    cur = await conn.execute(
+        f"EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE {name}({_execute_args(limit)})"
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    return row[0][0]["Plan"]
+
+
+async def _claim_is_bounded(worker, conn, limit: int, name: str = "claim_under_test") -> None:
+    cur = await conn.execute("SELECT count(*) FROM jobs WHERE status = 'new'")
+    row = await cur.fetchone()
+    assert row is not None
+    _check(await _explain(worker, limit, name), limit, row[0])
+
+
+async def _worker_conn(db_url: str) -> psycopg.AsyncConnection[Any]:
+    """A connection with the worker's session settings and the claim prepared on it, planned
+    afresh for each EXPLAIN (a custom plan, as a statement's first runs get)."""
+    conn = await psycopg.AsyncConnection.connect(conninfo(db_url, "worker"), autocommit=True)
+    await conn.execute(f"PREPARE claim_under_test AS {as_prepared(Q.job_claim)}")
+    await conn.execute("SET plan_cache_mode = force_custom_plan")
+    return conn
+
+
+async def _never_analyzed(conn) -> None:
+    # Keep autovacuum away so the table really stays unanalyzed for the whole test.
+    await conn.execute("ALTER TABLE jobs SET (autovacuum_enabled = off)")
+    cur = await conn.execute(
+        "SELECT c.reltuples, s.last_analyze, s.last_autoanalyze FROM pg_class c "
+        "JOIN pg_stat_user_tables s ON s.relid = c.oid WHERE c.relname = 'jobs'"
+    )
+    assert await cur.fetchone() == (-1, None, None), "the table was analyzed"
+
+
+async def _bulk_insert(conn, n: int = BACKLOG) -> None:
+    await conn.execute(
+        "INSERT INTO jobs (name, kind, priority) "
+        "SELECT 'bulk-' || g, 'noop', (g %% 3)::smallint FROM generate_series(1, %s) AS g",
+        (n,),
+    )
+
+
+async def test_claim_plan_on_a_fresh_never_analyzed_table(db_url, conn) -> None:
+    await _never_analyzed(conn)
+    worker = await _worker_conn(db_url)
+    try:
+        for limit in LIMITS:
+            await _claim_is_bounded(worker, conn, limit)
+        await conn.execute("INSERT INTO jobs (name) SELECT 'few-' || g FROM generate_series(1, 8) g")
+        for limit in LIMITS:
+            await _claim_is_bounded(worker, conn, limit)
+    finally:
+        await worker.close()
+
+
+async def test_claim_plan_right_after_a_bulk_insert(db_url, conn) -> None:
+    await _never_analyzed(conn)
+    await _bulk_insert(conn)
+    worker = await _worker_conn(db_url)
+    try:
+        for limit in LIMITS:
+            await _claim_is_bounded(worker, conn, limit)
+    finally:
+        await worker.close()
+
+
+async def test_claim_plan_after_idle_polling_then_a_bulk_insert(db_url, conn) -> None:
+    """What a worker really runs: its pooled connection claimed from the empty queue for a
+    while (psycopg prepares a statement after 5 runs, the server may then cache a generic
+    plan), then a backlog arrives. The plan that connection now uses must still be bounded."""
+    await _never_analyzed(conn)
+    worker = await psycopg.AsyncConnection.connect(conninfo(db_url, "worker"), autocommit=True)
+    try:
+        for _ in range(15):  # idle polling
+            assert await queue.claim(worker, OWNER, LIMITS[-1], 30) == []
+        await _bulk_insert(conn)
+        cur = await worker.execute(
+            "SELECT name, statement FROM pg_prepared_statements WHERE statement LIKE %s",
+            ("%picked AS MATERIALIZED%",),
+        )
+        found = await cur.fetchone()
+        if found is None:  # the claim is not prepared: each run is planned afresh
+            await worker.execute(f"PREPARE claim_under_test AS {as_prepared(Q.job_claim)}")
+        else:  # psycopg's statement: same text, so EXECUTE takes the same arguments
+            assert found[1] == as_prepared(Q.job_claim)
+        name = found[0] if found else "claim_under_test"
+        for limit in LIMITS:
+            await _claim_is_bounded(worker, conn, limit, name)
+    finally:
+        await worker.close()
+
+
+@pytest.mark.parametrize("history", ["empty", "drained"])
+async def test_claim_plan_with_statistics_from_an_empty_queue(db_url, conn, history) -> None:
+    """Autovacuum analyzed the table while no job was waiting (empty, or only finished
+    jobs after a drain); then a backlog arrives faster than the next analyze."""
+    await conn.execute("ALTER TABLE jobs SET (autovacuum_enabled = off)")
+    if history == "drained":
+        await conn.execute(
+            "INSERT INTO jobs (name, status, attempts, started_at, finished_at) "
+            "SELECT 'done-' || g, 'success', 1, now(), now() FROM generate_series(1, %s) g",
+            (BACKLOG,),
+        )
+    await conn.execute("ANALYZE jobs")
+    await _bulk_insert(conn)
+    worker = await _worker_conn(db_url)
+    try:
+        for limit in LIMITS:
+            await _claim_is_bounded(worker, conn, limit)
+    finally:
+        await worker.close()

@@ -1,0 +1,105 @@
+"""bounded_concurrency, measured from the database: a worker never holds more jobs than
+MAX_CONCURRENT_JOBS, and never opens more connections than MAX_DB_CONNECTIONS."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+import psycopg
+
+from core.worker import Worker
+from tests.conftest import fast_settings
+from tests.helpers import add_jobs, max_overlap, rows, scalar, wait_until
+
+
+async def _sample(
+    probe: Callable[[], Awaitable[int]], stop: asyncio.Event, every: float = 0.01
+) -> list[int]:
+    seen: list[int] = []
+    while not stop.is_set():
+        seen.append(await probe())
+        await asyncio.sleep(every)
+    return seen
+
+
+async def _drained(conn, n: int) -> bool:
+    return await scalar(conn, "SELECT count(*) FROM jobs WHERE status = 'success'") == n
+
+
+async def test_in_flight_jobs_never_exceed_max_concurrent_jobs(db_url, conn) -> None:
+    limit, backlog = 5, 50
+    await add_jobs(conn, backlog, kind="sleep", payload={"ms": 80})
+    worker = Worker(fast_settings(max_concurrent_jobs=limit, num_workers=3), db_url)
+    sampler = await psycopg.AsyncConnection.connect(db_url, autocommit=True)
+
+    async def processing() -> int:
+        cur = await sampler.execute(
+            "SELECT count(*) FROM jobs WHERE status = 'processing' AND lease_owner = %s",
+            (worker.owner,))
+        row = await cur.fetchone()
+        assert row is not None
+        return int(row[0])
+
+    stop = asyncio.Event()
+    await worker.start()
+    sampling = asyncio.create_task(_sample(processing, stop))
+    try:
+        await wait_until(lambda: _drained(conn, backlog), 30, what="backlog drained")
+    finally:
+        stop.set()
+        seen = await sampling
+        await worker.stop()
+        await sampler.close()
+
+    assert max(seen) <= limit, max(seen)
+    assert max(seen) >= 2, "the sampler never saw parallel work: the test proves nothing"
+    assert worker.permits.high_water == limit
+    assert worker.metrics.in_flight_high_water <= limit
+    intervals = await rows(conn, "SELECT owner, claimed_at, finished_at FROM job_attempts")
+    assert len(intervals) == backlog
+    assert {r["owner"] for r in intervals} == {worker.owner}
+    assert all(r["finished_at"] is not None for r in intervals)
+    overlap = max_overlap((r["claimed_at"], r["finished_at"]) for r in intervals)
+    assert 2 <= overlap <= limit, overlap
+
+
+async def test_connections_never_exceed_max_db_connections(db_url, conn) -> None:
+    budget, backlog = 4, 400
+    await add_jobs(conn, backlog, kind="sleep", payload={"ms": 5})
+    worker = Worker(fast_settings(max_concurrent_jobs=8, num_workers=3,
+                                  max_db_connections=budget), db_url)
+    sampler = await psycopg.AsyncConnection.connect(db_url, autocommit=True)
+
+    async def connections() -> int:
+        cur = await sampler.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND application_name LIKE 'boundq-%%'")
+        row = await cur.fetchone()
+        assert row is not None
+        return int(row[0])
+
+    stop = asyncio.Event()
+    sampling = asyncio.create_task(_sample(connections, stop, every=0.005))
+    await worker.start()
+    try:
+        await wait_until(lambda: _drained(conn, backlog), 60, what="backlog drained")
+    finally:
+        stop.set()
+        seen = await sampling
+        await worker.stop()
+        await sampler.close()
+    assert worker.pool.max_size == budget - 1  # one more for the LISTEN connection
+    assert max(seen) <= budget, max(seen)
+    assert max(seen) >= 2, seen
+
+
+async def test_pool_size_defaults_to_the_formula(db_url) -> None:
+    settings = fast_settings(num_workers=2, max_concurrent_jobs=4, api_pool_buffer=3)
+    assert settings.db_connections == 2 + 4 + 3
+    worker = Worker(settings, db_url)
+    await worker.start()
+    try:
+        assert worker.pool.max_size == settings.db_connections - 1
+    finally:
+        await worker.stop()
