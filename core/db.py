@@ -15,7 +15,7 @@ import msgspec
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.types.json import set_json_dumps, set_json_loads
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from core.config import Settings
 
@@ -93,10 +93,13 @@ async def _configure(conn: psycopg.AsyncConnection[Any]) -> None:
 async def open_pool(
     url: str, settings: Settings, role: str, max_size: int | None = None, wait: bool = True
 ) -> AsyncConnectionPool[psycopg.AsyncConnection[Any]]:
-    """An autocommit pool; `wait=False` opens even while the database is down."""
-    size = max_size if max_size is not None else pool_max_size(
-        settings, await server_max_connections(url)
-    )
+    """An autocommit pool; `wait=False` opens even while the database is down.
+
+    Without `max_size` the pool takes the process's budget, capped below the server's
+    max_connections: that is read through the pool itself, so no extra connection ever
+    counts against the budget.
+    """
+    size = max_size if max_size is not None else pool_max_size(settings)
     pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]] = AsyncConnectionPool(
         conninfo(url, role),
         min_size=min(2, size),
@@ -104,10 +107,22 @@ async def open_pool(
         configure=_configure,
         open=False,
         timeout=30,
-        reconnect_timeout=365 * 86_400,  # keep trying through long outages
+        # Background reconnection backs off by doubling without a cap; give up after a
+        # short while and let demand (the loops, which back off themselves) reconnect.
+        reconnect_timeout=10,
         name=f"boundq-{role}",
     )
     await pool.open(wait=wait, timeout=30)
+    if max_size is None:
+        try:
+            async with pool.connection(timeout=2) as conn:
+                cur = await conn.execute("SHOW max_connections")
+                row = await cur.fetchone()
+            capped = pool_max_size(settings, int(row[0])) if row else size
+            if capped < size:
+                await pool.resize(min(2, capped), capped)
+        except (psycopg.Error, PoolTimeout):
+            pass  # unreachable now: the formula stands until the next start
     return pool
 
 

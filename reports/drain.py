@@ -137,6 +137,18 @@ async def _drain_naive(url: str, jobs: int, loops: int) -> float:
     return time.perf_counter() - started
 
 
+def peak_rss_kb() -> int:
+    """This process's own peak RSS. VmHWM belongs to the address space exec made;
+    ru_maxrss would carry over the peak of the process that started this one."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+
+
 def child_main(args: argparse.Namespace) -> None:
     import uvloop
 
@@ -148,7 +160,7 @@ def child_main(args: argparse.Namespace) -> None:
         elapsed = run_procrastinate_child(args.url, args.jobs, args.workers)
     else:
         elapsed = run_pgqueuer_child(args.url, args.jobs, args.workers, args.batch)
-    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak_kb = peak_rss_kb()
     print(json.dumps({"elapsed_s": elapsed, "jobs_per_s": args.jobs / elapsed,
                       "peak_rss_mb": peak_kb / 1024}))
 
