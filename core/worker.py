@@ -92,7 +92,8 @@ class Worker:
         self.ledger = Ledger()
         self._own_pool = pool is None
         self._pool = pool
-        self._stop = asyncio.Event()
+        self._stop = asyncio.Event()  # every loop but the acquirers: set last
+        self._stop_claiming = asyncio.Event()  # the acquirers: set first
         self._loop_tasks: list[asyncio.Task[None]] = []
         self._acquirer_tasks: list[asyncio.Task[None]] = []
         self._job_tasks: set[asyncio.Task[None]] = set()
@@ -120,11 +121,16 @@ class Worker:
         self.listener = Listener(LoopSettings(1.0), self.url, self.wake_acquirers)
         self.acquirers = [Acquirer(self, LoopSettings(s.poll_interval_seconds, jitter=0.2))
                           for _ in range(s.num_workers)]
+        # The completer and heartbeater outlive the acquirers at shutdown: running jobs
+        # still need their leases extended and their outcomes written.
         loops: list[BackgroundLoop] = [self.completer, self.heartbeater, self.reaper,
-                                       self.listener, *self.acquirers]
+                                       self.listener]
+        self._acquirer_tasks = [
+            asyncio.create_task(a.run(self._stop_claiming), name="boundq-acquirer")
+            for a in self.acquirers
+        ]
         self._loop_tasks = [asyncio.create_task(lp.run(self._stop), name=f"boundq-{lp.name}")
-                            for lp in loops]
-        self._acquirer_tasks = self._loop_tasks[-len(self.acquirers):]
+                            for lp in loops] + self._acquirer_tasks
         self.metrics.gauges["pool_size"] = lambda: float(self.pool.get_stats().get("pool_size", 0))
         self.metrics.gauges["pool_available"] = lambda: float(
             self.pool.get_stats().get("pool_available", 0))
@@ -214,7 +220,7 @@ class Worker:
         self.permits.close()
         for acquirer in self.acquirers:
             acquirer.wake.set()
-        self._stop.set()
+        self._stop_claiming.set()
         # An acquirer finishes its claim in flight; one stuck on a dead connection is
         # cancelled (a claim that committed unseen comes back through the reaper).
         _, stuck = await asyncio.wait(self._acquirer_tasks, timeout=5) if self._acquirer_tasks else (
@@ -231,6 +237,7 @@ class Worker:
             await asyncio.wait(late, timeout=5)
         await self._drain_writes(deadline_s=10)
         await self._release_unfinished()
+        self._stop.set()
         for task in self._loop_tasks:
             task.cancel()
         await asyncio.gather(*self._loop_tasks, return_exceptions=True)

@@ -1,0 +1,31 @@
+"""Bearer-token auth: with API_TOKEN set, every mutating endpoint needs
+`Authorization: Bearer <token>`. Reads stay open unless ApiOptions.protect_reads."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+from starlette.requests import Request
+
+from server.errors import ApiError
+from server.state import ApiState
+
+_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="boundq"'}
+
+
+def _digest(text: str) -> bytes:
+    # Comparing fixed-size digests keeps the comparison constant-time in the length too.
+    return hashlib.sha256(text.encode("utf-8", "surrogateescape")).digest()
+
+
+def authorize(request: Request, state: ApiState, *, write: bool) -> None:
+    token = state.settings.api_token
+    if not token or not (write or state.options.protect_reads):
+        return
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    ok = hmac.compare_digest(_digest(given.strip()), _digest(token))
+    if scheme.lower() != "bearer" or not ok:
+        raise ApiError(401, "unauthorized",
+                       "this endpoint needs the header Authorization: Bearer <API_TOKEN>",
+                       headers=_CHALLENGE)

@@ -1,0 +1,86 @@
+"""`POST /jobs/bulk`: a JSON array of jobs, as a multipart upload or a plain JSON body.
+
+Every item is decoded and validated on its own; the valid ones are written in one
+transaction with COPY (server/bulkwrite.py). The answer lists the ids of the valid items
+in input order and an error for each invalid one. `?atomic=true`: one invalid item and
+nothing is written (422, with every item's error).
+"""
+
+from __future__ import annotations
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+
+from core.validation import JobSpec, validate_job
+from server.auth import authorize
+from server.body import decode_item, decode_items, media_type, read_body, require_json, too_large
+from server.bulkwrite import BatchRejected, Validate, write_bulk
+from server.errors import ApiError, json_response
+from server.multipart import file_part
+from server.state import ApiState
+
+MULTIPART_OVERHEAD = 64 * 1024
+
+
+def _flag(request: Request, name: str) -> bool:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return False
+    value = raw.strip().lower()
+    if value in ("true", "1", "yes"):
+        return True
+    if value in ("false", "0", "no"):
+        return False
+    raise ApiError(422, "invalid_field", "must be true or false", name)
+
+
+async def _read_items(request: Request, state: ApiState) -> list[msgspec.Raw]:
+    limit = state.settings.max_bulk_bytes
+    timeout_s = state.options.bulk_body_timeout_s
+    kind, params = media_type(request)
+    if kind == "multipart/form-data":
+        body = await read_body(request, limit + MULTIPART_OVERHEAD, timeout_s)
+        content = file_part(body, params.get("boundary"), state.options.max_multipart_parts)
+        if len(content) > limit:
+            raise too_large(limit)
+    elif kind == "application/json":
+        require_json(request)
+        content = await read_body(request, limit, timeout_s)
+    else:
+        raise ApiError(415, "unsupported_media_type", "send a JSON array as "
+                       "application/json, or upload it as multipart/form-data (-F file=@...)")
+    return decode_items(content)
+
+
+def _validator(state: ApiState) -> Validate:
+    registry, settings = state.registry, state.settings
+
+    def validate(raw: msgspec.Raw) -> JobSpec:
+        return validate_job(decode_item(raw).as_item(), registry, settings)
+
+    return validate
+
+
+async def bulk_create(request: Request) -> Response:
+    state: ApiState = request.app.state.api
+    authorize(request, state, write=True)
+    atomic = _flag(request, "atomic")
+    state.monitor.check_available()
+    raws = await _read_items(request, state)
+    if not raws:
+        raise ApiError(422, "invalid_field", "the array holds no jobs", "body")
+    state.monitor.admit(len(raws))
+    try:
+        async with state.connection() as conn:
+            ids, errors = await write_bulk(conn, raws, _validator(state), atomic)
+    except BatchRejected as rejected:
+        errors = rejected.errors
+        first = errors[0]
+        what = "nothing was written" if atomic else "no item was valid"
+        raise ApiError(422, "invalid_items", f"{len(errors)} of {len(raws)} items are invalid; "
+                       f"{what}", f"[{first['index']}].{first['field']}",
+                       extra={"created": 0, "ids": [], "errors": errors}) from None
+    state.monitor.note_created(len(ids))
+    state.api_metrics.jobs_created += len(ids)
+    return json_response({"created": len(ids), "ids": ids, "errors": errors}, 201)

@@ -1,0 +1,152 @@
+"""The API's types: msgspec Structs that decode requests strictly and generate OpenAPI.
+
+Decoding a request body into `JobCreate` checks JSON syntax, UTF-8, types, unknown
+fields and the ranges declared here; core/validation.validate_job then checks what a
+schema cannot say (NUL characters, blank names, payload depth and size, the payload of
+each kind, the run_at horizon). Both report the offending field.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import Meta
+
+from core.validation import MAX_ATTEMPTS, MAX_DELAY_S, MAX_KEY, MAX_NAME, MAX_TIMEOUT_S
+
+Status = Literal["new", "processing", "success", "failed", "cancelled"]
+Outcome = Literal["success", "error", "timeout", "lost", "cancelled"]
+STATUSES: tuple[str, ...] = ("new", "processing", "success", "failed", "cancelled")
+
+Name = Annotated[str, Meta(min_length=1, max_length=MAX_NAME, description="a label, not blank")]
+Kind = Annotated[str, Meta(min_length=1, max_length=100, description="the handler to run")]
+Timestamp = Annotated[datetime, Meta(tz=True)]  # RFC 3339 with a time zone
+
+
+class JobCreate(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """A job to create. `status`, when given, must be `new` (the seed sends it)."""
+
+    name: Name
+    kind: Kind = "noop"
+    payload: Annotated[dict[str, Any], Meta(description="a JSON object for the handler")] | None = (
+        None)
+    priority: Annotated[int, Meta(ge=0, le=9, description="higher runs first")] | None = None
+    run_at: Annotated[datetime, Meta(tz=True, description="RFC 3339, with a time zone")] | None = (
+        None)
+    delay: Annotated[float, Meta(ge=0, le=MAX_DELAY_S, description="seconds from now")] | None = (
+        None)
+    max_attempts: Annotated[int, Meta(ge=1, le=MAX_ATTEMPTS)] | None = None
+    timeout: Annotated[float, Meta(gt=0, le=MAX_TIMEOUT_S, description="seconds per attempt")
+                       ] | None = None
+    dedupe_key: Annotated[str, Meta(min_length=1, max_length=MAX_KEY)] | None = None
+    status: Literal["new"] | None = None
+
+    def as_item(self) -> dict[str, Any]:
+        """The fields that were given (not null), as plain JSON values, for
+        core.validation.validate_job (omit_defaults drops the unset ones, in C)."""
+        item: dict[str, Any] = msgspec.to_builtins(self)
+        return item
+
+
+class Job(msgspec.Struct):
+    id: int
+    name: str
+    kind: str
+    payload: Any
+    status: Status
+    priority: int
+    run_at: Timestamp
+    attempts: int
+    max_attempts: int
+    timeout_s: float | None
+    dedupe_key: str | None
+    lease_owner: str | None
+    lease_expires_at: Timestamp | None
+    last_error: str | None
+    created_at: Timestamp
+    started_at: Timestamp | None
+    finished_at: Timestamp | None
+    updated_at: Timestamp
+
+
+class Attempt(msgspec.Struct):
+    job_id: int
+    attempt: int
+    owner: str
+    claimed_at: Timestamp
+    finished_at: Timestamp | None
+    outcome: Outcome | None
+    error: str | None
+
+
+class JobDetail(Job):
+    """A job with its attempt history (one row per claim)."""
+
+    attempt_history: list[Attempt]
+
+
+class JobPage(msgspec.Struct):
+    """Newest first. Pass `next_cursor` as `cursor` for the next page; null = last page."""
+
+    jobs: list[Job]
+    next_cursor: int | None
+
+
+class ErrorDetail(msgspec.Struct, omit_defaults=True):
+    code: str
+    message: str
+    field: str | None = None
+
+
+class ErrorBody(msgspec.Struct):
+    error: ErrorDetail
+
+
+class BulkItemError(msgspec.Struct):
+    index: int
+    field: str
+    message: str
+
+
+class BulkResult(msgspec.Struct):
+    created: int
+    ids: list[int]
+    errors: list[BulkItemError]
+
+
+class BulkRejected(msgspec.Struct):
+    """422 for a batch: nothing was written. `errors` lists each bad item."""
+
+    error: ErrorDetail
+    created: int
+    ids: list[int]
+    errors: list[BulkItemError]
+
+
+class StatusCounts(msgspec.Struct):
+    new: int
+    processing: int
+    success: int
+    failed: int
+    cancelled: int
+
+
+class Stats(msgspec.Struct):
+    counts: StatusCounts
+    waiting: int
+    oldest_waiting_age_s: float | None
+    in_flight: int
+    finished_last_minute: int
+    throughput_per_s: float
+
+
+class Health(msgspec.Struct):
+    status: Literal["ok"]
+
+
+class Ready(msgspec.Struct):
+    status: Literal["ready"]
+    schema_version: int
+    waiting: int
