@@ -4,6 +4,7 @@ template database, cloned per test with CREATE DATABASE ... TEMPLATE (tens of ms
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import tempfile
@@ -45,17 +46,25 @@ def template_url(pg_cluster: EmbeddedPostgres) -> str:
     return url
 
 
+@contextlib.contextmanager
+def scratch_database(cluster: EmbeddedPostgres, prefix: str, template: str = TEMPLATE
+                     ) -> Iterator[str]:
+    """A database cloned from `template` for as long as the block runs; its URL."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(cluster.url("postgres"), autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+    try:
+        yield cluster.url(name)
+    finally:
+        with psycopg.connect(cluster.url("postgres"), autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 @pytest.fixture
 def db_url(pg_cluster: EmbeddedPostgres, template_url: str) -> Iterator[str]:
     """A fresh, migrated database for one test."""
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(pg_cluster.url("postgres"), autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{TEMPLATE}"')
-    try:
-        yield pg_cluster.url(name)
-    finally:
-        with psycopg.connect(pg_cluster.url("postgres"), autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with scratch_database(pg_cluster, "t") as url:
+        yield url
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ import os
 import re
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
 
 import psycopg
@@ -24,20 +23,15 @@ from core.migrate import (
     rollback,
 )
 from core.pgembed import EmbeddedPostgres, find_bindir
+from tests.conftest import scratch_database
 from tests.helpers import REPO_ROOT
 
 
 @pytest.fixture
 def empty_url(pg_cluster: EmbeddedPostgres) -> Iterator[str]:
     """A database with nothing in it (not cloned from the migrated template)."""
-    name = f"e_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(pg_cluster.url("postgres"), autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}" TEMPLATE template0')
-    try:
-        yield pg_cluster.url(name)
-    finally:
-        with psycopg.connect(pg_cluster.url("postgres"), autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with scratch_database(pg_cluster, "e", template="template0") as url:
+        yield url
 
 
 def schema(url: str) -> str:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -23,7 +22,7 @@ from core.pgembed import EmbeddedPostgres, free_port
 from server.app import create_app
 from server.serve import ApiServer
 from server.state import ApiOptions, ApiState
-from tests.conftest import TEMPLATE, fast_settings
+from tests.conftest import fast_settings, scratch_database
 
 # Tight limits so the bad-input tests finish quickly.
 TEST_OPTIONS = ApiOptions(pool_size=4, pool_wait_s=0.5, body_timeout_s=1.0,
@@ -81,14 +80,8 @@ async def api(db_url: str) -> AsyncIterator[Api]:
 @pytest.fixture(scope="module")
 def module_db_url(pg_cluster: EmbeddedPostgres, template_url: str) -> Iterator[str]:
     """One migrated database for a whole module (for tests that write nothing)."""
-    name = f"m_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(pg_cluster.url("postgres"), autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{TEMPLATE}"')
-    try:
-        yield pg_cluster.url(name)
-    finally:
-        with psycopg.connect(pg_cluster.url("postgres"), autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with scratch_database(pg_cluster, "m") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
