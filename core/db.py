@@ -8,6 +8,8 @@ after the kernel's ~15 minutes of retransmits.
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import logging
 from typing import Any
 
@@ -86,6 +88,28 @@ async def server_max_connections(url: str) -> int | None:
         return None
 
 
+class Connection(psycopg.AsyncConnection[Any]):
+    """psycopg's AsyncConnection, minus a leak: a connection attempt that times out (or is
+    cancelled) keeps its half-open socket alive through the exception's traceback until
+    the garbage collector runs, and after a partition heals it completes into a server
+    session nobody owns, over the connection budget. Drop the traceback and collect."""
+
+    @classmethod
+    async def connect(cls, *args: Any, **kwargs: Any) -> Connection:
+        try:
+            return await super().connect(*args, **kwargs)
+        except (psycopg.errors.ConnectionTimeout, TimeoutError, asyncio.CancelledError) as exc:
+            exc.__traceback__ = None
+            del exc
+            gc.collect()
+            raise
+
+
+async def connect(url: str, role: str) -> Connection:
+    """One autocommit connection outside any pool (the LISTEN connection, probes)."""
+    return await Connection.connect(conninfo(url, role), autocommit=True)
+
+
 async def _configure(conn: psycopg.AsyncConnection[Any]) -> None:
     await conn.set_autocommit(True)
 
@@ -105,6 +129,7 @@ async def open_pool(
         min_size=min(2, size),
         max_size=size,
         configure=_configure,
+        connection_class=Connection,
         open=False,
         timeout=30,
         # Background reconnection backs off by doubling without a cap; give up after a

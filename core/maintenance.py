@@ -7,11 +7,10 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from core import queue
-from core.db import conninfo
+from core.db import connect
 from core.loops import BackgroundLoop, LoopSettings
 from core.metrics import Metrics
 
@@ -66,7 +65,7 @@ class Listener(BackgroundLoop):
     async def run_once(self) -> int:
         """One connection's lifetime: returns when it breaks (by raising) or on stop."""
         self.listening.clear()
-        conn = await psycopg.AsyncConnection.connect(conninfo(self.url, "listener"), autocommit=True)
+        conn = await connect(self.url, "listener")
         try:
             await conn.execute("LISTEN boundq_jobs")
             self.connects += 1

@@ -8,7 +8,10 @@ together take turns: the second sees the first's work and has nothing left to do
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import re
+import time
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -16,6 +19,8 @@ from typing import Any
 import psycopg
 
 from core.errors import MigrationError
+
+log = logging.getLogger("boundq.migrate")
 
 # Any constant works as long as every boundq process uses the same one.
 MIGRATION_LOCK_KEY = 0x626F756E6471  # "boundq"
@@ -114,6 +119,23 @@ async def _locked_steps(url: str, target: int, *, up: bool) -> list[int]:
 async def migrate(url: str, target: int | None = None) -> list[int]:
     """Apply pending migrations up to `target` (latest by default); returns versions applied."""
     return await _locked_steps(url, LATEST_VERSION if target is None else target, up=True)
+
+
+async def migrate_when_reachable(url: str, wait_s: float = 60.0) -> list[int]:
+    """migrate(), waiting up to `wait_s` for the database: a worker started while
+    PostgreSQL restarts waits for it instead of exiting."""
+    deadline = time.monotonic() + wait_s
+    delay = 0.2
+    while True:
+        try:
+            return await migrate(url)
+        except psycopg.OperationalError as exc:
+            if time.monotonic() + delay > deadline:
+                raise
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            log.warning("database not reachable yet (%s); retrying in %.1fs", first, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
 
 async def rollback(url: str, steps: int = 1) -> list[int]:

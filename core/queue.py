@@ -106,31 +106,46 @@ async def enqueue_many(conn: Conn, specs: Sequence[JobSpec]) -> list[int]:
                     )
                     ids[index] = job_id
         if keyed:
-            chosen = [specs[i] for i in keyed]
-            cur = await conn.execute(
-                Q.job_insert_many_deduped,
-                {
-                    "names": [s.name for s in chosen],
-                    "kinds": [s.kind for s in chosen],
-                    "payloads": [s.payload_json for s in chosen],
-                    "priorities": [s.priority for s in chosen],
-                    "run_ats": [s.run_at for s in chosen],
-                    "delays": [s.delay_s for s in chosen],
-                    "max_attempts": [s.max_attempts for s in chosen],
-                    "timeouts": [s.timeout_s for s in chosen],
-                    "dedupe_keys": [s.dedupe_key for s in chosen],
-                },
-            )
-            by_key = {key: job_id for job_id, key in await cur.fetchall()}
-            for index in keyed:
-                key = specs[index].dedupe_key
-                if key not in by_key:
-                    found = await conn.execute(Q.job_get_active_by_dedupe_key, {"dedupe_key": key})
-                    existing = await found.fetchone()
-                    assert existing is not None, "a skipped duplicate has a live holder"
-                    by_key[key] = existing[0]
-                ids[index] = by_key[key]
+            await _insert_deduped(conn, specs, keyed, ids)
     return ids
+
+
+async def _insert_deduped(conn: Conn, specs: Sequence[JobSpec], keyed: list[int],
+                          ids: list[int]) -> None:
+    """INSERT ... ON CONFLICT DO NOTHING, then look up the live holder of each skipped key.
+    A holder may finish between the two statements; its key is then free and the job is
+    inserted on the next round (as enqueue() does for one job)."""
+    by_key: dict[str, int] = {}
+    left = keyed
+    for _ in range(3):
+        chosen = [specs[i] for i in left]
+        cur = await conn.execute(
+            Q.job_insert_many_deduped,
+            {
+                "names": [s.name for s in chosen],
+                "kinds": [s.kind for s in chosen],
+                "payloads": [s.payload_json for s in chosen],
+                "priorities": [s.priority for s in chosen],
+                "run_ats": [s.run_at for s in chosen],
+                "delays": [s.delay_s for s in chosen],
+                "max_attempts": [s.max_attempts for s in chosen],
+                "timeouts": [s.timeout_s for s in chosen],
+                "dedupe_keys": [s.dedupe_key for s in chosen],
+            },
+        )
+        by_key.update({key: job_id for job_id, key in await cur.fetchall()})
+        for key in {specs[i].dedupe_key for i in left} - by_key.keys():
+            found = await conn.execute(Q.job_get_active_by_dedupe_key, {"dedupe_key": key})
+            holder = await found.fetchone()
+            if holder is not None:
+                by_key[str(key)] = holder[0]
+        left = [i for i in left if specs[i].dedupe_key not in by_key]
+        if not left:
+            break
+    else:
+        raise RuntimeError(f"dedupe keys kept changing owner: {len(left)} left")
+    for index in keyed:
+        ids[index] = by_key[str(specs[index].dedupe_key)]
 
 
 async def claim(conn: Conn, owner: str, limit: int, lease_s: float) -> list[ClaimedRow]:

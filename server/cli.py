@@ -105,13 +105,13 @@ def _load_handlers(settings: Settings, args: argparse.Namespace) -> None:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from core.migrate import migrate
+    from core.migrate import migrate_when_reachable
 
     settings = _settings(args)
     configure_logging(settings.log_format, settings.log_level)
     _load_handlers(settings, args)
     url = _url(settings)
-    _run(migrate(url))
+    _run(migrate_when_reachable(url))
     if settings.worker_processes > 1:
         from core.supervisor import supervise
 

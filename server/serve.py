@@ -23,7 +23,7 @@ from starlette.applications import Starlette
 from core.config import Settings
 from core.db import open_pool, pool_max_size, server_max_connections
 from core.metrics import Metrics
-from core.migrate import migrate
+from core.migrate import migrate_when_reachable
 from core.worker import Worker
 from server.app import create_app
 from server.state import ApiOptions
@@ -69,7 +69,7 @@ def uvicorn_config(app: Starlette, settings: Settings) -> uvicorn.Config:
 
 
 async def run_server(settings: Settings, url: str, group_commit: bool = True) -> int:
-    await migrate(url)
+    await migrate_when_reachable(url)
     budget = pool_max_size(settings, await server_max_connections(url))
     api_size, worker_size = split_budget(settings, budget)
     metrics = Metrics()

@@ -138,3 +138,18 @@ async def test_cli_migrate_rollback_refresh(empty_url) -> None:
     done = await asyncio.to_thread(_cli, empty_url, "refresh")
     assert done.returncode == 0, done.stderr
     assert await version(empty_url) == LATEST_VERSION
+
+
+async def test_migrate_when_reachable_waits_then_gives_up_on_a_dead_server() -> None:
+    import time
+
+    import psycopg
+
+    from core.migrate import migrate_when_reachable
+    from core.pgembed import free_port
+
+    url = f"postgresql://postgres@127.0.0.1:{free_port()}/none?connect_timeout=1"
+    started = time.monotonic()
+    with pytest.raises(psycopg.OperationalError):
+        await migrate_when_reachable(url, wait_s=1.5)
+    assert 1.0 <= time.monotonic() - started < 6

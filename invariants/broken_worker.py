@@ -1,0 +1,127 @@
+"""Deliberately broken queues, for the harness's self-test. Test code only: core is
+never changed. `python -m invariants.broken_worker VARIANT` patches the named SQL blocks
+(or one queue function) in its own process and then runs the ordinary `boundq worker`.
+
+Each variant breaks one ownership rule of DESIGN.md; the variant's database has the
+jobs_legal_transition trigger dropped (see variants.py) so that a bug shows up as a
+history violation the checker must find, instead of being refused by that last guard.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import sys
+from typing import Any
+
+from core import queue
+from core.queries import Q
+
+# The worker's clock: in this model, the database clock plus this worker's clock error
+# (a per-connection setting the harness gives each worker). A worker that sends its
+# own time.time() for lease math behaves exactly so when its clock is off by that much.
+WORKER_NOW = ("(now() + coalesce(current_setting('boundq.worker_clock_skew', true), '0 s')"
+              "::interval)")
+
+IN_SUBQUERY_CLAIM = """
+WITH claimed AS (
+    UPDATE jobs AS j
+    SET status = 'processing',
+        attempts = j.attempts + 1,
+        lease_owner = %(owner)s,
+        lease_expires_at = now() + make_interval(secs => %(lease_s)s::float8),
+        started_at = now(),
+        updated_at = now()
+    WHERE j.id IN (
+        SELECT id FROM jobs
+        WHERE status = 'new' AND run_at <= now()
+        ORDER BY priority DESC, run_at, id
+        LIMIT %(limit)s
+        FOR UPDATE SKIP LOCKED)
+    RETURNING j.id, j.attempts, j.kind, j.payload, j.timeout_s, j.run_at
+), opened AS (
+    INSERT INTO job_attempts (job_id, attempt, owner, claimed_at)
+    SELECT id, attempts, %(owner)s, now() FROM claimed
+)
+SELECT id, attempts, kind, payload, timeout_s,
+       extract(epoch FROM now() - run_at)::float8 AS waited_s
+FROM claimed
+"""
+
+REAP_FETCH = """
+SELECT id FROM jobs WHERE status = 'processing' AND lease_expires_at < now()
+ORDER BY lease_expires_at LIMIT %(limit)s
+"""
+
+REAP_UPDATE_BY_ID = """
+WITH reaped AS (
+    UPDATE jobs AS j
+    SET status = CASE WHEN j.attempts >= j.max_attempts
+                      THEN 'failed'::job_status ELSE 'new'::job_status END,
+        finished_at = CASE WHEN j.attempts >= j.max_attempts THEN now() END,
+        run_at = now(),
+        last_error = 'lease expired (owner ' || coalesce(j.lease_owner, '?') || ')',
+        lease_owner = NULL,
+        lease_expires_at = NULL,
+        updated_at = now()
+    WHERE j.id = ANY(%(ids)s::bigint[])
+    RETURNING j.id, j.attempts, j.status
+), closed AS (
+    UPDATE job_attempts AS a
+    SET finished_at = now(), outcome = 'lost', error = 'lease expired'
+    FROM reaped
+    WHERE a.job_id = reaped.id AND a.attempt = reaped.attempts
+)
+SELECT id, status::text AS status FROM reaped
+"""
+
+# What a fetch-then-update reaper does between its two statements (log, decide, batch).
+REAP_GAP_S = 0.25
+
+
+async def reap_fetch_then_update(conn: Any, limit: int = 1000) -> dict[int, str]:
+    """River #1302: fetch expired ids, then update them by id from that stale list."""
+    cur = await conn.execute(REAP_FETCH, {"limit": limit})
+    ids = [row[0] for row in await cur.fetchall()]
+    if not ids:
+        return {}
+    await asyncio.sleep(REAP_GAP_S)
+    cur = await conn.execute(REAP_UPDATE_BY_ID, {"ids": ids})
+    return {row[0]: row[1] for row in await cur.fetchall()}
+
+
+def _sub(block: str, pattern: str, replacement: str, count: int = 0) -> None:
+    text, n = re.subn(pattern, replacement, Q.text(block), count=count)
+    if n == 0:
+        raise SystemExit(f"broken_worker: {block} no longer matches {pattern!r}")
+    Q._blocks[block] = text
+
+
+def patch(variant: str) -> None:
+    if variant == "unfenced_completion":
+        # Completion by id alone: a stale owner's result overwrites whatever the job is now.
+        _sub("job_complete_batch",
+             r"\n\s*AND j\.attempts = mine\.attempt\s*\n\s*AND j\.lease_owner = %\(owner\)s"
+             r"\s*\n\s*AND j\.status = 'processing'", "", count=1)
+    elif variant == "in_subquery_claim":
+        Q._blocks["job_claim"] = IN_SUBQUERY_CLAIM.strip()
+    elif variant == "fetch_then_update_reaper":
+        queue.reap_expired = reap_fetch_then_update
+    elif variant == "worker_clock_leases":
+        lease = r"now\(\) \+ make_interval\(secs => %\(lease_s\)s::float8\)"
+        for block in ("job_claim", "job_heartbeat"):
+            _sub(block, lease, f"{WORKER_NOW} + make_interval(secs => %(lease_s)s::float8)")
+        _sub("job_reap_expired", r"lease_expires_at < now\(\)", f"lease_expires_at < {WORKER_NOW}")
+    else:
+        raise SystemExit(f"broken_worker: unknown variant {variant!r}")
+
+
+def main(argv: list[str]) -> int:
+    patch(argv[0])
+    from server.cli import main as cli_main
+
+    return cli_main(["worker", "--handlers", "invariants.handlers", *argv[1:]])
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,386 @@
+"""One run against one fresh database: worker processes behind fault proxies, the client
+that enqueues and logs, the faults, the drain after healing, and the history check.
+
+Workers are real `boundq worker` processes (python -m server.cli worker, or a broken
+variant's entry point) started from the repo root; each reaches PostgreSQL only through
+its own FaultProxy, so its network can be cut alone. The harness itself talks to
+PostgreSQL directly (application_name boundq-harness, never terminated by the faults).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import time
+import urllib.parse
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import psycopg
+
+import invariants.handlers  # noqa: F401 - registers the test kinds for validation
+from core import queue
+from core.config import load_settings
+from core.errors import BoundqError
+from core.handlers import default_registry
+from core.validation import validate_job
+from invariants import history as hist
+from invariants.checker import History, InvariantViolation, Process, Report, check
+from invariants.cluster import Cluster
+from invariants.faultproxy import FaultProxy, Mode, ProxyHost
+from invariants.profile import WORKER_ENV, Profile, Stats
+from invariants.variants import Variant
+
+REPO = Path(__file__).resolve().parent.parent
+_T = TypeVar("_T")
+_ENV_DROP = ("DATABASE_URL", "BOUNDQ_HANDLERS", "BOUNDQ_CRASH_AT", "WORKER_PROCESSES",
+             "MAX_DB_CONNECTIONS")
+
+
+@dataclass
+class Context:
+    """Session-wide: the cluster, the proxy thread, the profile, tallies, artifact folder."""
+
+    cluster: Cluster
+    proxies: ProxyHost
+    profile: Profile
+    stats: Stats
+    artifacts: Path
+    workroot: Path
+
+
+@dataclass
+class WorkerProc:
+    index: int
+    popen: subprocess.Popen[bytes]
+    proxy: FaultProxy
+    concurrency: int
+    db_connections: int
+    log_path: Path
+    crash_at: str | None = None
+    clock_skew_s: float = 0.0
+    partitioned: str | None = None
+    signals: list[str] = field(default_factory=list)
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    @property
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    @property
+    def healthy(self) -> bool:
+        """Alive, asked to keep running, and started without a crash point or skew."""
+        return (self.alive and not self.crash_at and not self.clock_skew_s
+                and not {"SIGTERM", "SIGKILL"} & set(self.signals))
+
+    def describe(self) -> dict[str, Any]:
+        try:
+            tail = self.log_path.read_text(errors="replace").splitlines()[-40:]
+        except OSError:
+            tail = []
+        return {"index": self.index, "pid": self.pid, "returncode": self.popen.poll(),
+                "concurrency": self.concurrency, "db_connections": self.db_connections,
+                "crash_at": self.crash_at, "clock_skew_s": self.clock_skew_s,
+                "signals": self.signals, "log_tail": tail}
+
+
+class Harness:
+    def __init__(self, ctx: Context, variant: Variant, label: str) -> None:
+        self.ctx = ctx
+        self.variant = variant
+        self.label = label
+        self.db = ctx.cluster.clone()
+        self.url = ctx.cluster.url(self.db)
+        self.workdir = ctx.workroot / f"{label}-{self.db}"
+        self.workdir.mkdir(parents=True)
+        self.client_log = hist.ClientLog(self.workdir / "creates.jsonl")
+        self.faults: list[dict[str, Any]] = []
+        self.workers: list[WorkerProc] = []
+        self._names = 0
+        self._loop = asyncio.new_event_loop()
+        for statement in variant.db_prepare:
+            self.sql(statement)
+
+    # --- plumbing --------------------------------------------------------------------------
+    def run(self, coro: Coroutine[Any, Any, _T]) -> _T:
+        return self._loop.run_until_complete(coro)
+
+    def sql(self, query: Any, params: Any = None) -> list[tuple[Any, ...]]:
+        with psycopg.connect(self.url, autocommit=True, connect_timeout=5,
+                             application_name="boundq-harness") as conn:
+            cur = conn.execute(query, params)
+            return cur.fetchall() if cur.description else []
+
+    async def _connect(self) -> psycopg.AsyncConnection[Any]:
+        return await psycopg.AsyncConnection.connect(
+            self.url, autocommit=True, connect_timeout=5, application_name="boundq-harness")
+
+    def fault(self, kind: str, **detail: Any) -> None:
+        at: str | None = None
+        with contextlib.suppress(psycopg.Error):
+            at = str(self.sql("SELECT now()")[0][0])
+        self.faults.append({"kind": kind, "db_time": at, "wall": time.time(), **detail})
+        self.ctx.stats.faults[kind] += 1
+
+    # --- workers ---------------------------------------------------------------------------
+    def start_worker(self, concurrency: int = 2, crash_at: str | None = None,
+                     clock_skew_s: float = 0.0, **env_overrides: str) -> WorkerProc:
+        proxy = self.ctx.proxies.add(lambda: self.ctx.cluster.port)
+        query = {"sslmode": "disable", "gssencmode": "disable", "connect_timeout": "3"}
+        options = self.variant.options(clock_skew_s)
+        if options:
+            query["options"] = options
+        url = (f"postgresql://postgres@127.0.0.1:{proxy.port}/{self.db}?"
+               + urllib.parse.urlencode(query, quote_via=urllib.parse.quote))
+        env = {k: v for k, v in os.environ.items() if k not in _ENV_DROP}
+        env.update(WORKER_ENV)
+        env.update({"DATABASE_URL": url, "MAX_CONCURRENT_JOBS": str(concurrency),
+                    "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"})
+        env.update(env_overrides)
+        if crash_at:
+            env["BOUNDQ_CRASH_AT"] = crash_at
+        settings = load_settings({k: v for k, v in env.items() if k.isupper()}, dotenv=None)
+        index = len(self.workers)
+        log_path = self.workdir / f"worker-{index}.log"
+        with log_path.open("wb") as log:
+            popen = subprocess.Popen(self.variant.worker_argv(), cwd=REPO, env=env,
+                                     stdout=log, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, start_new_session=True)
+        worker = WorkerProc(index, popen, proxy, concurrency, settings.db_connections, log_path,
+                            crash_at, clock_skew_s)
+        self.workers.append(worker)
+        if crash_at:
+            self.ctx.stats.faults[f"crash_point:{crash_at}"] += 1
+        return worker
+
+    def wait_ready(self, worker: WorkerProc, timeout_s: float = 30) -> None:
+        """Until the worker holds its pool and LISTEN connections (start-up is over)."""
+        deadline = time.monotonic() + timeout_s
+        while self.ctx.proxies.stats(worker.proxy)["open"] < 3:
+            if not worker.alive or time.monotonic() > deadline:
+                raise AssertionError(f"worker {worker.index} did not start: "
+                                     f"{worker.describe()['log_tail'][-5:]}")
+            time.sleep(0.05)
+
+    def signal(self, worker: WorkerProc, sig: signal.Signals) -> bool:
+        if not worker.alive:
+            return False
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(worker.pid, sig)
+        worker.signals.append(sig.name)
+        self.fault(sig.name.lower(), worker=worker.index)
+        return True
+
+    def zombie(self, worker: WorkerProc, pause_s: float) -> None:
+        """SIGSTOP past the lease, then SIGCONT: its late writes must be fenced."""
+        if not worker.alive:
+            return
+        try:
+            os.kill(worker.pid, signal.SIGSTOP)
+        except ProcessLookupError:  # died just now (a poison job, a crash point)
+            return
+        self.fault("sigstop", worker=worker.index, pause_s=pause_s)
+        time.sleep(pause_s)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(worker.pid, signal.SIGCONT)
+
+    def partition(self, worker: WorkerProc, mode: Mode) -> None:
+        self.ctx.proxies.set_mode(worker.proxy, mode)
+        worker.partitioned = str(mode)
+        self.fault(f"partition_{mode}", worker=worker.index)
+
+    def heal(self, worker: WorkerProc, how: str = "resume") -> None:
+        self.ctx.proxies.heal(worker.proxy, how)
+        worker.partitioned = None
+
+    def pg_restart(self, down_s: float = 0.0) -> None:
+        self.fault("pg_crash_restart", down_s=down_s)
+        self.ctx.cluster.crash_restart(down_s)
+
+    def terminate(self, target: str) -> int:
+        apps = {"listener": ("boundq-listener",), "pool": ("boundq-worker",),
+                "all": ("boundq-worker", "boundq-listener")}[target]
+        n = self.ctx.cluster.terminate(self.db, apps)
+        self.fault(f"terminate_{target}", backends=n)
+        return n
+
+    def advance_reaper(self) -> dict[int, str]:
+        async def reap() -> dict[int, str]:
+            async with await self._connect() as conn:
+                return await self.variant.reaper(conn)
+
+        self.fault("reaper_pass")
+        return self.run(reap())
+
+    # --- client ----------------------------------------------------------------------------
+    def job(self, kind: str = "noop", payload: dict[str, Any] | None = None,
+            **fields: Any) -> dict[str, Any]:
+        self._names += 1
+        return {"name": f"{self.label}-{self._names}", "kind": kind, "payload": payload or {},
+                **fields}
+
+    def enqueue(self, items: list[dict[str, Any]]) -> list[int]:
+        """Create jobs (one: queue.enqueue; many: queue.enqueue_many) and log the outcome:
+        ok with ids, or info (the request may or may not have committed)."""
+        settings = load_settings(WORKER_ENV, dotenv=None)
+        specs = [validate_job(item, default_registry, settings) for item in items]
+        names = [item["name"] for item in items]
+
+        async def go() -> list[int]:
+            async with await self._connect() as conn:
+                if len(specs) == 1:
+                    row, _ = await queue.enqueue(conn, specs[0])
+                    return [int(row["id"])]
+                return await queue.enqueue_many(conn, specs)
+
+        try:
+            ids = self.run(go())
+        except (psycopg.Error, OSError, BoundqError) as exc:
+            self.client_log.append("info", names)
+            self.faults.append({"kind": "create_indeterminate", "error": repr(exc)})
+            return []
+        except (AssertionError, RuntimeError) as exc:  # boundq's own error: keep and fail
+            self.client_log.append("fail", names)  # its transaction rolled back
+            report = Report([], 0, final=False)
+            path = self.save_artifact(report, None, reason=f"create raised {exc!r}")
+            raise AssertionError(f"a valid create failed inside boundq: {exc!r}; "
+                                 f"history kept at {path}") from exc
+        self.client_log.append("ok", names, ids)
+        return ids
+
+    def cancel(self, job_id: int) -> bool:
+        async def go() -> bool:
+            async with await self._connect() as conn:
+                try:
+                    await queue.cancel(conn, job_id)
+                except BoundqError:  # already terminal, or no such job: nothing to do
+                    return False
+                return True
+
+        self.fault("cancel", job_id=job_id)
+        return self.run(go())
+
+    def processing_ids(self) -> list[int]:
+        return [r[0] for r in self.sql("SELECT id FROM jobs WHERE status = 'processing' "
+                                       "ORDER BY id")]
+
+    def acked_ids(self) -> list[int]:
+        return sorted({i for c in self.client_log.read() if c.result == "ok" for i in c.ids})
+
+    # --- recovery --------------------------------------------------------------------------
+    def heal_all(self) -> None:
+        if not self.ctx.cluster.running():
+            self.ctx.cluster.pg.start()
+        for w in self.workers:
+            if w.alive:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(w.pid, signal.SIGCONT)
+            if w.partitioned:
+                self.heal(w)
+
+    def unsettled(self) -> int:
+        row = self.sql("SELECT count(*) FROM jobs WHERE status IN ('new', 'processing')")
+        return int(row[0][0])
+
+    def drain(self, timeout_s: float, keep: int = 2) -> bool:
+        """Keep `keep` healthy workers running (poison jobs kill theirs) until every job
+        is terminal or the recovery bound passes."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            for _ in range(keep - sum(1 for w in self.workers if w.healthy)):
+                self.start_worker(concurrency=3)
+            with contextlib.suppress(psycopg.OperationalError):
+                if self.unsettled() == 0:
+                    return True
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.2)
+
+    def stop_workers(self, grace_s: float = 8.0) -> None:
+        for w in self.workers:
+            if w.alive:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(w.pid, signal.SIGCONT)
+                    os.kill(w.pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        for w in self.workers:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                w.popen.wait(timeout=max(deadline - time.monotonic(), 0.01))
+            if w.alive:
+                w.popen.kill()
+                w.popen.wait(timeout=10)
+
+    # --- judging ---------------------------------------------------------------------------
+    def processes(self) -> list[Process]:
+        out = []
+        for w in self.workers:
+            high = int(self.ctx.proxies.stats(w.proxy)["high_water"])
+            out.append(Process(w.pid, w.concurrency, w.db_connections, high))
+        return out
+
+    def history(self) -> History:
+        reports = [r for w in self.workers for r in hist.read_worker_reports(w.log_path)]
+        return hist.load(self.url, creates=self.client_log.read(), processes=self.processes(),
+                         reports=reports)
+
+    def check(self, final: bool) -> Report:
+        """Check the history; on a violation keep it as an artifact and raise."""
+        history = self.history()
+        report = check(history, final=final)
+        stats = self.ctx.stats
+        if final:
+            stats.jobs_checked += report.jobs_checked
+            stats.checks += 1
+            for r in history.reports:
+                stats.fenced[r.what] += 1
+        if report.ok:
+            return report
+        if self.variant.broken:
+            stats.detected.setdefault(self.variant.name, set()).update(report.names())
+        else:
+            stats.violations.update(v.invariant for v in report.violations)
+        path = self.save_artifact(report, history)
+        raise InvariantViolation(report, str(path))
+
+    def save_artifact(self, report: Report, history: History | None = None,
+                      reason: str = "invariant violation") -> Path:
+        """One JSON file per failure; the self-test's expected ones go to selftest/."""
+        folder = self.ctx.artifacts / ("selftest" if self.variant.broken else "")
+        folder.mkdir(parents=True, exist_ok=True)
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S-%f")
+        path = folder / f"{stamp}-{self.variant.name}-{self.label}.json"
+        body = {
+            "variant": self.variant.name, "profile": self.ctx.profile.name, "label": self.label,
+            "reason": reason,
+            "final": report.final, "explain": report.explain(200),
+            "violations": [{"invariant": v.invariant, "job_ids": v.job_ids, "detail": v.detail}
+                           for v in report.violations],
+            "faults": self.faults, "workers": [w.describe() for w in self.workers],
+            "history": hist.dump(history) if history is not None else None,
+        }
+        path.write_text(json.dumps(body, indent=1, default=str))
+        if not self.variant.broken:
+            self.ctx.stats.artifacts.append(str(path))
+        return path
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.stop_workers(grace_s=3)
+        for w in self.workers:
+            with contextlib.suppress(Exception):
+                self.ctx.proxies.remove(w.proxy)
+        with contextlib.suppress(Exception):
+            self.heal_all()
+        with contextlib.suppress(psycopg.Error):
+            self.ctx.cluster.drop(self.db)
+        self._loop.close()

@@ -1,0 +1,99 @@
+"""Reading a run's history: database tables (one snapshot), the client log, worker logs."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from invariants import audit
+from invariants.checker import (
+    Attempt,
+    Create,
+    Effect,
+    History,
+    Job,
+    Process,
+    Transition,
+    WorkerReport,
+)
+
+
+class ClientLog:
+    """Create requests as the client saw them, one JSON line each, flushed at once."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.path.touch()
+
+    def append(self, result: str, names: Iterable[str], ids: Iterable[int] = ()) -> None:
+        line = json.dumps({"op": "create", "result": result, "names": list(names),
+                           "ids": list(ids)})
+        with self.path.open("a") as handle:
+            handle.write(line + "\n")
+            handle.flush()
+
+    def read(self) -> list[Create]:
+        out = []
+        for line in self.path.read_text().splitlines():
+            item = json.loads(line)
+            out.append(Create(item["result"], tuple(item["names"]), tuple(item["ids"])))
+        return out
+
+
+def read_worker_reports(log: Path) -> list[WorkerReport]:
+    """A worker's JSON log lines saying an attempt is no longer its own."""
+    out: list[WorkerReport] = []
+    try:
+        lines = log.read_text(errors="replace").splitlines()
+    except OSError:
+        return out
+    for line in lines:
+        if not line.startswith("{"):
+            continue
+        try:
+            item = json.loads(line)
+        except ValueError:
+            continue
+        msg = str(item.get("msg", ""))
+        what = ("lease_lost" if msg.startswith("lease lost")
+                else "write_fenced" if msg.startswith("write fenced") else None)
+        if what and isinstance(item.get("job_id"), int) and isinstance(item.get("attempt"), int):
+            out.append(WorkerReport(item["job_id"], item["attempt"], what))
+    return out
+
+
+def load(url: str, *, creates: list[Create] | None, processes: list[Process],
+         reports: list[WorkerReport], default_concurrency: int | None = None) -> History:
+    """All tables from one REPEATABLE READ snapshot, so they agree with each other."""
+    with psycopg.connect(url, autocommit=True, connect_timeout=5,
+                         application_name="boundq-harness") as conn:
+        conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        jobs = [Job(*r) for r in conn.execute(
+            "SELECT id, kind, status::text, attempts, max_attempts, name, lease_owner, "
+            "finished_at FROM jobs ORDER BY id")]
+        attempts = [Attempt(*r) for r in conn.execute(
+            "SELECT job_id, attempt, owner, claimed_at, finished_at, outcome::text, error "
+            "FROM job_attempts")]
+        effects = [Effect(*r) for r in conn.execute("SELECT job_id, attempt FROM job_effects")]
+        row = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (audit.AUDIT_TABLE,)).fetchone()
+        transitions = ([Transition(*r) for r in conn.execute(audit.SELECT)]
+                       if row and row[0] else None)
+        conn.execute("COMMIT")
+    return History(jobs=jobs, attempts=attempts, effects=effects, transitions=transitions,
+                   creates=creates, processes=processes, reports=reports,
+                   default_concurrency=default_concurrency)
+
+
+def dump(history: History) -> dict[str, Any]:
+    def rows(items: Iterable[Any] | None) -> list[dict[str, Any]] | None:
+        return None if items is None else [asdict(i) for i in items]
+
+    return {"jobs": rows(history.jobs), "attempts": rows(history.attempts),
+            "effects": rows(history.effects), "transitions": rows(history.transitions),
+            "creates": rows(history.creates), "processes": rows(history.processes),
+            "reports": rows(history.reports)}

@@ -1,0 +1,225 @@
+"""The fault machine: Hypothesis generates a schedule of work and faults against real
+worker processes and a real PostgreSQL; the history checker judges what happened.
+
+Each example gets a fresh database cloned from the migrated template, and at least one
+worker. After every step the cheap (mid-run) invariants are checked on one snapshot of
+the database. Teardown heals every fault, keeps two healthy workers running until all
+jobs are terminal (or the profile's recovery bound passes), stops the workers, and runs
+the full (final) check. A violation keeps the history as a JSON artifact and fails.
+
+The same machine runs against the deliberately broken variants (test_selftest.py).
+"""
+
+from __future__ import annotations
+
+import itertools
+import signal
+import time
+from typing import Any, ClassVar
+
+from hypothesis import HealthCheck, Phase, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    Bundle,
+    MultipleResults,
+    RuleBasedStateMachine,
+    consumes,
+    initialize,
+    invariant,
+    multiple,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
+
+from core.faults import POINTS
+from invariants.checker import InvariantViolation
+from invariants.faultproxy import Mode
+from invariants.harness import Context, Harness, WorkerProc
+from invariants.profile import LEASE_S
+from invariants.variants import Variant
+
+MAX_LIVE_WORKERS = 3
+
+_PAYLOADS: dict[str, st.SearchStrategy[dict[str, Any]]] = {
+    "noop": st.just({}),
+    "sleep": st.fixed_dictionaries({"ms": st.integers(0, 600)}),
+    "effect": st.fixed_dictionaries(
+        {"ms": st.integers(0, 800)},
+        optional={"stall_ms": st.integers(0, 2500), "stall_attempts": st.integers(0, 1)}),
+    "fail": st.fixed_dictionaries({"times": st.integers(0, 3)}),
+    "stall": st.fixed_dictionaries({"ms": st.integers(200, 1800)}),
+    "poison": st.fixed_dictionaries({"times": st.integers(1, 3)}),
+}
+_KINDS = ["noop", "sleep", "sleep", "effect", "effect", "effect", "effect", "fail", "stall",
+          "poison"]
+
+
+def _job(kind: str) -> st.SearchStrategy[dict[str, Any]]:
+    return st.fixed_dictionaries(
+        {"kind": st.just(kind), "payload": _PAYLOADS[kind]},
+        optional={"priority": st.integers(0, 9), "delay": st.sampled_from([0, 0.3, 1.0, 2.0]),
+                  "dedupe_key": st.sampled_from(["k0", "k1", "k2"]),
+                  "max_attempts": st.integers(1, 4)})
+
+
+JOBS = st.sampled_from(_KINDS).flatmap(_job)
+FEW_JOBS = st.lists(JOBS, max_size=6)
+# A worker whose clock runs ten minutes fast. The error is handed to a worker only as the
+# clock the worker_clock_leases variant does its lease math with (variants.py); boundq's
+# own workers never get it, since by design no lease decision reads a worker's clock (a
+# libfaketime-skewed real clock would test that too; it is not used here).
+SKEW = st.sampled_from([0.0, 0.0, 600.0])
+SETTLE_MS = st.integers(0, 400)
+
+
+class QueueMachine(RuleBasedStateMachine):
+    ctx: ClassVar[Context]
+    variant: ClassVar[Variant]
+    _examples: ClassVar[itertools.count[int]] = itertools.count(1)
+
+    workers = Bundle("workers")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.h = Harness(self.ctx, self.variant, f"ex{next(self._examples)}")
+        self.ctx.stats.examples[self.variant.name] += 1
+        # Rule-visible state is only what rules did (never process liveness, which varies
+        # from run to run): Hypothesis must draw the same way when it replays an example.
+        self.running = 0
+        self.failed = False
+
+    def _live(self) -> list[WorkerProc]:
+        return [w for w in self.h.workers if w.alive]
+
+    # --- work ------------------------------------------------------------------------------
+    @initialize(target=workers, backlog=st.lists(JOBS, min_size=5, max_size=40),
+                first=st.tuples(st.integers(1, 4), SKEW),
+                second=st.none() | st.tuples(st.integers(1, 4), SKEW))
+    def first_workers(self, backlog: list[dict[str, Any]], first: tuple[int, float],
+                      second: tuple[int, float] | None) -> MultipleResults[WorkerProc]:
+        # Always work in flight (swarm testing may switch the enqueue rules off), and one
+        # or two workers (concurrency, clock skew) from the first step on.
+        self.h.enqueue([self.h.job(**job) for job in backlog])
+        specs = [first] if second is None else [first, second]
+        started = [self.h.start_worker(c, clock_skew_s=skew) for c, skew in specs]
+        self.running += len(started)
+        return multiple(*started)
+
+    @rule(job=JOBS)
+    def enqueue_one(self, job: dict[str, Any]) -> None:
+        self.h.enqueue([self.h.job(**job)])
+
+    @rule(jobs=st.lists(JOBS, min_size=2, max_size=25))
+    def enqueue_bulk(self, jobs: list[dict[str, Any]]) -> None:
+        self.h.enqueue([self.h.job(**job) for job in jobs])
+
+    @precondition(lambda self: self.running < MAX_LIVE_WORKERS)
+    @rule(target=workers, concurrency=st.integers(1, 4),
+          crash_at=st.sampled_from([None, None, None, *POINTS]), clock_skew_s=SKEW)
+    def start_worker(self, concurrency: int, crash_at: str | None,
+                     clock_skew_s: float) -> WorkerProc:
+        self.running += 1
+        return self.h.start_worker(concurrency, crash_at, clock_skew_s)
+
+    @precondition(lambda self: bool(self.h.acked_ids()))
+    @rule(pick=st.integers(0, 10**6), in_flight=st.booleans())
+    def cancel(self, pick: int, in_flight: bool) -> None:
+        # In flight: a job some worker is running now, whose late writes must be fenced.
+        ids = (in_flight and self.h.processing_ids()) or self.h.acked_ids()
+        self.h.cancel(ids[pick % len(ids)])
+
+    @rule(ms=st.integers(50, 1500))
+    def let_time_pass(self, ms: int) -> None:
+        time.sleep(ms / 1000)
+
+    @rule()
+    def advance_reaper(self) -> None:
+        self.h.advance_reaper()
+
+    # --- faults ----------------------------------------------------------------------------
+    # Each fault first feeds a few jobs and lets workers claim them, so the fault lands on
+    # work in flight however the swarm of enabled rules came out for this example.
+    def _feed(self, jobs: list[dict[str, Any]], settle_ms: int) -> None:
+        if not self._live():  # crash points and poison jobs kill workers: restart one
+            self.h.start_worker(2)
+        if jobs:
+            self.h.enqueue([self.h.job(**job) for job in jobs])
+        time.sleep(settle_ms / 1000)
+
+    # A killed or stopped worker is replaced, as core/supervisor.py restarts a dead child.
+    @rule(target=workers, w=consumes(workers), jobs=FEW_JOBS, settle_ms=SETTLE_MS)
+    def sigkill(self, w: WorkerProc, jobs: list[dict[str, Any]], settle_ms: int) -> WorkerProc:
+        self._feed(jobs, settle_ms)
+        self.h.signal(w, signal.SIGKILL)
+        return self.h.start_worker(w.concurrency)
+
+    @rule(target=workers, w=consumes(workers), jobs=FEW_JOBS, settle_ms=SETTLE_MS)
+    def sigterm(self, w: WorkerProc, jobs: list[dict[str, Any]], settle_ms: int) -> WorkerProc:
+        self._feed(jobs, settle_ms)
+        self.h.signal(w, signal.SIGTERM)
+        return self.h.start_worker(w.concurrency)
+
+    @rule(w=workers, factor=st.floats(1.1, 2.5), jobs=FEW_JOBS, settle_ms=SETTLE_MS)
+    def zombie(self, w: WorkerProc, factor: float, jobs: list[dict[str, Any]],
+               settle_ms: int) -> None:
+        self._feed(jobs, settle_ms)
+        self.h.zombie(w, LEASE_S * factor + 0.2)
+
+    @rule(down_ms=st.integers(0, 1000), jobs=FEW_JOBS, settle_ms=SETTLE_MS)
+    def pg_crash_restart(self, down_ms: int, jobs: list[dict[str, Any]], settle_ms: int) -> None:
+        self._feed(jobs, settle_ms)
+        self.h.pg_restart(down_ms / 1000)
+
+    @rule(target_=st.sampled_from(["listener", "pool", "all"]), jobs=FEW_JOBS,
+          settle_ms=SETTLE_MS)
+    def terminate_backends(self, target_: str, jobs: list[dict[str, Any]],
+                           settle_ms: int) -> None:
+        self._feed(jobs, settle_ms)
+        self.h.terminate(target_)
+
+    @rule(w=workers, mode=st.sampled_from([Mode.BLACKHOLE, Mode.BLACKHOLE, Mode.RESET]),
+          jobs=FEW_JOBS, settle_ms=SETTLE_MS)
+    def partition(self, w: WorkerProc, mode: Mode, jobs: list[dict[str, Any]],
+                  settle_ms: int) -> None:
+        self._feed(jobs, settle_ms)
+        self.h.partition(w, mode)
+
+    @precondition(lambda self: any(w.partitioned for w in self.h.workers))
+    @rule(how=st.sampled_from(["resume", "reset"]))
+    def heal(self, how: str) -> None:
+        for w in self.h.workers:
+            if w.partitioned:
+                self.h.heal(w, how)
+
+    # --- judging ---------------------------------------------------------------------------
+    @invariant()
+    def cheap_invariants(self) -> None:
+        try:
+            self.h.check(final=False)
+        except InvariantViolation:
+            self.failed = True
+            raise
+
+    def teardown(self) -> None:
+        try:
+            if self.failed:  # already judged and kept; no need to drain
+                return
+            self.h.heal_all()
+            # A broken variant that wedges is caught by the bound: no need to wait long.
+            bound = self.ctx.profile.drain_s
+            self.h.drain(min(bound, 12) if self.variant.broken else bound)
+            self.h.stop_workers()
+            self.h.check(final=True)  # an undrained job fails here as no_lost_job
+        finally:
+            self.h.close()
+
+
+def run_machine(ctx: Context, variant: Variant, *, examples: int, steps: int,
+                shrink: bool = True) -> None:
+    machine = type(f"QueueMachine_{variant.name}", (QueueMachine,),
+                   {"ctx": ctx, "variant": variant})
+    phases = [Phase.explicit, Phase.generate] + ([Phase.shrink] if shrink else [])
+    run_state_machine_as_test(machine, settings=settings(
+        max_examples=examples, stateful_step_count=steps, deadline=None, database=None,
+        phases=phases, suppress_health_check=list(HealthCheck), print_blob=True))

@@ -1,0 +1,266 @@
+"""The checker against hand-made histories: a clean one passes, each bad one is caught
+under the right invariant name with the right job ids. A checker that cannot fail proves
+nothing, so every rule it has is exercised here by a history that breaks it."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from invariants.checker import (
+    ATTEMPTS_BOUNDED,
+    BOUNDED_CONCURRENCY,
+    EXACTLY_ONCE_EFFECT,
+    NO_LOST_JOB,
+    NO_PHANTOM_JOB,
+    ONE_TERMINAL,
+    SINGLE_OWNER,
+    Attempt,
+    Create,
+    Effect,
+    History,
+    Job,
+    Process,
+    Transition,
+    WorkerReport,
+    check,
+    owner_pid,
+)
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+A = "host-101-aaaa"  # owner ids as core.worker.new_owner_id makes them: host-pid-random
+B = "host-202-bbbb"
+
+
+def t(seconds: float) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+def good() -> History:
+    """Job 1: effect, lost by A (reaped after its lease), then done by B. Job 2: failed
+    after its only attempt. Job 3: cancelled while new. All acknowledged."""
+    jobs = [
+        Job(1, "effect", "success", 2, 3, "j1", finished_at=t(5)),
+        Job(2, "fail", "failed", 1, 1, "j2", finished_at=t(2)),
+        Job(3, "noop", "cancelled", 0, 3, "j3", finished_at=t(1)),
+    ]
+    attempts = [
+        Attempt(1, 1, A, t(0), t(3), "lost", "lease expired"),
+        Attempt(1, 2, B, t(3.5), t(5), "success"),
+        Attempt(2, 1, B, t(1), t(2), "error", "boom"),
+    ]
+    transitions = [
+        Transition(1, 1, t(0), "new", "processing", 0, 1, 3, None, A, None, t(1)),
+        Transition(2, 1, t(0.5), "processing", "processing", 1, 1, 3, A, A, t(1), t(1.5)),
+        Transition(3, 1, t(3), "processing", "new", 1, 1, 3, A, None, t(1.5), None),
+        Transition(4, 2, t(1), "new", "processing", 0, 1, 1, None, B, None, t(2)),
+        Transition(5, 3, t(1), "new", "cancelled", 0, 0, 3),
+        Transition(6, 1, t(3.5), "new", "processing", 1, 2, 3, None, B, None, t(4.5)),
+        Transition(7, 2, t(2), "processing", "failed", 1, 1, 1, B, None, t(2), None),
+        Transition(8, 1, t(5), "processing", "success", 2, 2, 3, B, None, t(4.5), None),
+    ]
+    return History(
+        jobs=jobs, attempts=attempts, effects=[Effect(1, 2)], transitions=transitions,
+        creates=[Create("ok", ("j1", "j2"), (1, 2)), Create("ok", ("j3",), (3,)),
+                 Create("fail", ("never",))],
+        processes=[Process(101, 2, 5, 4), Process(202, 1, 5, 5)],
+        reports=[WorkerReport(1, 1, "lease_lost")],
+    )
+
+
+def names(h: History, final: bool = True) -> set[str]:
+    return check(h, final=final).names()
+
+
+def ids(h: History, invariant: str) -> set[int]:
+    return {i for v in check(h, final=True).violations if v.invariant == invariant
+            for i in v.job_ids}
+
+
+def test_clean_history_passes_mid_run_and_final() -> None:
+    for final in (False, True):
+        report = check(good(), final=final)
+        assert report.ok, report.explain()
+        assert report.jobs_checked == 3
+
+
+def test_owner_pid() -> None:
+    assert owner_pid("my-host-name-4242-deadbeef") == 4242
+    assert owner_pid("nonsense") is None
+
+
+# --- no_lost_job ------------------------------------------------------------------------
+def test_acknowledged_job_missing() -> None:
+    h = good()
+    h.creates = [*(h.creates or []), Create("ok", ("j9",), (9,))]
+    assert ids(h, NO_LOST_JOB) == {9}
+
+
+def test_job_not_terminal_after_heal_is_lost_but_fine_mid_run() -> None:
+    h = good()
+    h.jobs[2] = Job(3, "noop", "new", 0, 3, "j3")
+    h.transitions = [x for x in h.transitions or [] if x.job_id != 3]
+    assert NO_LOST_JOB not in names(h, final=False)
+    assert ids(h, NO_LOST_JOB) == {3}
+
+
+def test_phantom_job_and_job_from_failed_create() -> None:
+    h = good()
+    h.jobs.append(Job(4, "noop", "cancelled", 0, 3, "never", finished_at=t(1)))
+    h.jobs.append(Job(5, "noop", "cancelled", 0, 3, "who", finished_at=t(1)))
+    assert ids(h, NO_PHANTOM_JOB) == {4, 5}
+
+
+def test_indeterminate_create_may_be_absent_or_present() -> None:
+    h = good()
+    h.creates = [*(h.creates or []), Create("info", ("maybe",))]
+    assert check(h, final=True).ok
+    h.jobs.append(Job(6, "noop", "new", 0, 3, "maybe"))
+    assert ids(h, NO_LOST_JOB) == {6}  # recovered, so it must settle like any other
+
+
+# --- single_owner -----------------------------------------------------------------------
+def test_overlapping_attempts() -> None:
+    h = good()
+    h.attempts[1] = replace(h.attempts[1], claimed_at=t(2.5))  # B claimed before A's closed
+    assert ids(h, SINGLE_OWNER) == {1}
+
+
+def test_two_open_attempts() -> None:
+    h = good()
+    h.jobs[0] = Job(1, "effect", "processing", 2, 3, "j1", lease_owner=B)
+    h.attempts[0] = replace(h.attempts[0], finished_at=None, outcome=None)
+    h.attempts[1] = replace(h.attempts[1], finished_at=None, outcome=None)
+    h.effects = []
+    assert SINGLE_OWNER in names(h, final=False)
+
+
+def test_open_attempt_on_settled_job() -> None:
+    h = good()
+    h.attempts[2] = replace(h.attempts[2], finished_at=None, outcome=None)
+    assert ids(h, SINGLE_OWNER) == {2}
+
+
+def test_reaper_revoked_an_unexpired_lease() -> None:
+    h = good()
+    assert h.transitions is not None
+    h.transitions[2] = replace(h.transitions[2], old_lease_expires_at=t(3.2))  # ran past t(3)
+    found = check(h, final=True)
+    assert found.names() == {SINGLE_OWNER}
+    assert "reaped" in str(found.violations[0])
+
+
+def test_graceful_release_is_not_a_revocation() -> None:
+    h = good()
+    assert h.transitions is not None
+    h.transitions[2] = replace(h.transitions[2], old_lease_expires_at=t(3.2))
+    h.attempts[0] = replace(h.attempts[0], error="released at worker shutdown")
+    assert check(h, final=True).ok
+
+
+def test_stale_owner_write_committed() -> None:
+    h = good()
+    h.reports.append(WorkerReport(1, 2, "lease_lost"))  # B lost attempt 2, yet it "succeeded"
+    assert ids(h, SINGLE_OWNER) == {1}
+
+
+def test_lease_moved_without_release() -> None:
+    h = good()
+    assert h.transitions is not None
+    h.transitions.append(Transition(9, 1, t(4), "processing", "processing", 2, 2, 3, B, A,
+                                    t(4.5), t(5)))
+    assert ids(h, SINGLE_OWNER) == {1}
+
+
+# --- one_terminal -----------------------------------------------------------------------
+def test_terminal_row_changed() -> None:
+    h = good()
+    assert h.transitions is not None
+    h.transitions.append(Transition(9, 1, t(6), "success", "success", 2, 2, 3))
+    assert ids(h, ONE_TERMINAL) == {1}
+
+
+def test_success_then_reaped_back_to_new() -> None:
+    h = good()
+    assert h.transitions is not None
+    h.transitions.append(Transition(9, 2, t(3), "failed", "new", 1, 1, 2))  # explicit retry: fine
+    h.transitions.append(Transition(10, 1, t(6), "success", "new", 2, 2, 3))
+    assert ids(h, ONE_TERMINAL) == {1, 2}  # 1 changed; 2 was retried but never settled again
+
+
+def test_illegal_new_to_success() -> None:
+    h = good()
+    assert h.transitions is not None
+    h.transitions[7] = replace(h.transitions[7], old_status="new")
+    assert ids(h, ONE_TERMINAL) == {1}
+
+
+def test_success_on_earlier_attempt() -> None:
+    h = good()
+    h.attempts[0] = replace(h.attempts[0], outcome="success")
+    assert ids(h, ONE_TERMINAL) == {1}
+
+
+def test_failed_job_with_successful_attempt() -> None:
+    h = good()
+    h.attempts[2] = replace(h.attempts[2], outcome="success")
+    assert ids(h, ONE_TERMINAL) == {2}
+
+
+# --- attempts_bounded -------------------------------------------------------------------
+def test_attempts_past_max() -> None:
+    h = good()
+    h.jobs[0] = replace(h.jobs[0], max_attempts=1)
+    assert ids(h, ATTEMPTS_BOUNDED) == {1}
+
+
+def test_attempt_numbers_skip() -> None:
+    h = good()
+    h.attempts[1] = replace(h.attempts[1], attempt=3)
+    h.effects = [Effect(1, 3)]
+    assert ATTEMPTS_BOUNDED in names(h)
+
+
+def test_claim_that_does_not_count() -> None:
+    h = good()
+    assert h.transitions is not None
+    h.transitions[5] = replace(h.transitions[5], new_attempts=1)
+    assert ids(h, ATTEMPTS_BOUNDED) == {1}
+
+
+# --- bounded_concurrency ----------------------------------------------------------------
+def test_more_jobs_than_permits() -> None:
+    h = good()
+    h.processes[1] = Process(202, 1, 5, 5)
+    h.attempts[2] = replace(h.attempts[2], claimed_at=t(3.6), finished_at=t(4))  # B: 2 at once
+    h.transitions = None
+    assert ids(h, BOUNDED_CONCURRENCY) == {1, 2}
+
+
+def test_back_to_back_attempts_do_not_overlap() -> None:
+    h = good()
+    h.attempts[2] = replace(h.attempts[2], claimed_at=t(5), finished_at=t(6))  # starts as 1 ends
+    h.transitions = None
+    assert BOUNDED_CONCURRENCY not in names(h)
+
+
+def test_too_many_connections() -> None:
+    h = good()
+    h.processes[0] = Process(101, 2, 5, 6)
+    assert BOUNDED_CONCURRENCY in names(h)
+
+
+# --- exactly_once_effect ----------------------------------------------------------------
+@pytest.mark.parametrize("effects", [[], [Effect(1, 2), Effect(1, 2)], [Effect(1, 1)]])
+def test_effect_count_or_attempt_wrong(effects: list[Effect]) -> None:
+    h = good()
+    h.effects = effects
+    assert ids(h, EXACTLY_ONCE_EFFECT) == {1}
+
+
+def test_effect_of_unsuccessful_job() -> None:
+    h = good()
+    h.effects.append(Effect(2, 1))
+    assert ids(h, EXACTLY_ONCE_EFFECT) == {2}

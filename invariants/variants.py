@@ -1,0 +1,91 @@
+"""The queues the harness runs: boundq itself, and the broken variants of the self-test.
+
+A variant says how to start its worker process, what to change in its own cloned
+database, which libpq options its workers connect with, which reaper the harness's
+"advance the reaper" rule runs, and (for a broken one) which invariants must catch it.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from core import queue
+from invariants.broken_worker import reap_fetch_then_update
+from invariants.checker import (
+    BOUNDED_CONCURRENCY,
+    EXACTLY_ONCE_EFFECT,
+    NO_LOST_JOB,
+    ONE_TERMINAL,
+    SINGLE_OWNER,
+)
+
+# A broken variant's database drops the last guard so the bug reaches the history (the
+# trigger refuses illegal moves of terminal rows; with it, several of these bugs would show
+# up as worker errors rather than as wrong histories).
+DROP_TRANSITION_GUARD = "DROP TRIGGER IF EXISTS jobs_legal_transition ON jobs"
+
+# A plan PostgreSQL 15 picks for `IN (SELECT ... LIMIT n FOR UPDATE SKIP LOCKED)` under some
+# cost and statistics conditions: a nested-loop semi join that re-runs the locking subquery
+# for each outer row, so every re-run locks new rows and the UPDATE takes far more than n.
+# With default costs on our small tables PostgreSQL hashes the subquery (runs it once),
+# so the variant pins the bad plan; what is tested is that the harness notices over-claim
+# whenever it happens.
+RESCAN_PLAN = ("-c enable_hashjoin=off -c enable_hashagg=off -c enable_material=off "
+               "-c enable_sort=off -c enable_mergejoin=off")
+
+Reaper = Callable[[Any], Awaitable[dict[int, str]]]
+
+
+async def _core_reap(conn: Any) -> dict[int, str]:
+    return await queue.reap_expired(conn)
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    description: str
+    broken: bool = False
+    expected: frozenset[str] = field(default_factory=frozenset)
+    db_prepare: tuple[str, ...] = ()
+    libpq_options: str = ""
+    reaper: Reaper = _core_reap
+
+    def worker_argv(self) -> list[str]:
+        if not self.broken:
+            return [sys.executable, "-m", "server.cli", "worker", "--handlers",
+                    "invariants.handlers"]
+        return [sys.executable, "-m", "invariants.broken_worker", self.name]
+
+    def options(self, clock_skew_s: float) -> str:
+        """libpq `options` for a worker's connections."""
+        parts = [self.libpq_options] if self.libpq_options else []
+        if self.name == "worker_clock_leases":
+            parts.append(f"-c boundq.worker_clock_skew={clock_skew_s:g}s")
+        return " ".join(parts)
+
+
+BOUNDQ = Variant("boundq", "the queue as built (core/)")
+
+BROKEN: tuple[Variant, ...] = (
+    Variant("unfenced_completion",
+            "completion matches the job by id alone: no attempt/owner/status fence",
+            broken=True, expected=frozenset({ONE_TERMINAL, SINGLE_OWNER, EXACTLY_ONCE_EFFECT}),
+            db_prepare=(DROP_TRANSITION_GUARD,)),
+    Variant("in_subquery_claim",
+            "claim written as UPDATE ... WHERE id IN (SELECT ... LIMIT n FOR UPDATE SKIP LOCKED)",
+            broken=True, expected=frozenset({BOUNDED_CONCURRENCY}),
+            db_prepare=(DROP_TRANSITION_GUARD,), libpq_options=RESCAN_PLAN),
+    Variant("fetch_then_update_reaper",
+            "reaper selects expired ids, then updates them by id in a second statement",
+            broken=True, expected=frozenset({ONE_TERMINAL, SINGLE_OWNER, EXACTLY_ONCE_EFFECT}),
+            db_prepare=(DROP_TRANSITION_GUARD,), reaper=reap_fetch_then_update),
+    Variant("worker_clock_leases",
+            "leases written and judged on the worker's clock instead of the database's",
+            broken=True, expected=frozenset({SINGLE_OWNER, NO_LOST_JOB}),
+            db_prepare=(DROP_TRANSITION_GUARD,)),
+)
+
+BY_NAME = {v.name: v for v in (BOUNDQ, *BROKEN)}
