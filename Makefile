@@ -36,8 +36,8 @@ lint: venv ## ruff and mypy --strict
 	$(VENV)/bin/ruff check core server tests
 	$(VENV)/bin/mypy
 
-bench: venv pg-server ## Drain a 100k no-op backlog at several MAX_CONCURRENT_JOBS values
-	$(PY) -m reports.drain --jobs $${BENCH_JOBS:-100000} --concurrency $${BENCH_CONCURRENCY:-1,5,50,500} $(BENCH_ARGS)
+bench: venv-extras pg-server ## Drain 100k no-op jobs at MAX_CONCURRENT_JOBS 1,5,50,500; naive loop, PgQueuer, memory
+	$(PY) -m reports.drain --jobs $${BENCH_JOBS:-100000} --concurrency $${BENCH_CONCURRENCY:-1,5,50,500} $${BENCH_ARGS:---naive --peers --memory}
 
 # flood and report also need Locust, matplotlib/pandas/Jupyter and the peer queues.
 EXTRAS_STAMP := $(VENV)/.installed-extras-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)

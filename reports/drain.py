@@ -90,6 +90,13 @@ def server_settings(url: str) -> dict[str, str]:
 
 
 # --- children: one measurement each ------------------------------------------------------
+PROGRESS_EVERY_S = 5.0
+
+
+def _progress(done: int, jobs: int, elapsed: float) -> None:
+    print(f"    ... {done:,}/{jobs:,} jobs in {elapsed:.0f}s ({done / elapsed:,.0f}/s)",
+          file=sys.stderr, flush=True)
+
 async def _drain_boundq(url: str, jobs: int, concurrency: int, workers: int) -> float:
     from core.worker import Worker
 
@@ -99,8 +106,13 @@ async def _drain_boundq(url: str, jobs: int, concurrency: int, workers: int) -> 
     worker = Worker(settings, url)
     started = time.perf_counter()
     await worker.start()
-    while worker.metrics.succeeded < jobs:  # noqa: ASYNC110 - polling a counter is the point
+    next_report = started + PROGRESS_EVERY_S
+    while worker.metrics.succeeded < jobs:
         await asyncio.sleep(0.005)
+        now = time.perf_counter()
+        if now >= next_report:
+            next_report = now + PROGRESS_EVERY_S
+            _progress(worker.metrics.succeeded, jobs, now - started)
     elapsed = time.perf_counter() - started
     await worker.stop(grace_s=1)
     return elapsed
@@ -132,8 +144,15 @@ async def _drain_naive(url: str, jobs: int, loops: int) -> float:
                     )
                 done += 1
 
+    async def report() -> None:
+        while done < jobs:
+            await asyncio.sleep(PROGRESS_EVERY_S)
+            _progress(done, jobs, time.perf_counter() - started)
+
     started = time.perf_counter()
+    reporter = asyncio.create_task(report())
     await asyncio.gather(*(loop() for _ in range(loops)))
+    reporter.cancel()
     return time.perf_counter() - started
 
 
@@ -171,9 +190,11 @@ def run_child(url: str, mode: str, jobs: int, concurrency: int = 0, workers: int
             "--jobs", str(jobs), "--concurrency", str(concurrency), "--workers", str(workers),
             "--batch", str(batch)]
     env = {**os.environ, "LOG_LEVEL": "warning"}
-    out = subprocess.run(argv, capture_output=True, text=True, env=env, check=False, timeout=3600)
+    # stderr passes through: the child's progress lines and any error show as they happen
+    out = subprocess.run(argv, stdout=subprocess.PIPE, text=True, env=env, check=False,
+                         timeout=3600)
     if out.returncode != 0:
-        raise RuntimeError(f"{mode} child failed:\n{out.stderr[-3000:]}")
+        raise RuntimeError(f"{mode} child failed with exit code {out.returncode}")
     result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
     return result
 
