@@ -78,9 +78,7 @@ def pool_max_size(settings: Settings, server_limit: int | None = None) -> int:
 
 async def server_max_connections(url: str) -> int | None:
     try:
-        async with await psycopg.AsyncConnection.connect(
-            conninfo(url, "probe"), autocommit=True
-        ) as conn:
+        async with await connect(url, "probe") as conn:
             cur = await conn.execute("SHOW max_connections")
             row = await cur.fetchone()
             return int(row[0]) if row else None

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 import psycopg
 from psycopg_pool import PoolClosed, PoolTimeout, TooManyRequests
 
-from core.db import conninfo
+from core.db import Connection, conninfo
 from core.migrate import LATEST_VERSION
 from core.queries import Q
 from server.errors import ApiError, unavailable
@@ -123,7 +123,7 @@ class DbMonitor:
     async def probe(self) -> bool:
         """A fresh connection outside the pool: is the database back?"""
         try:
-            async with await psycopg.AsyncConnection.connect(
+            async with await Connection.connect(
                 conninfo(self.state.url, "api-probe", connect_timeout=PROBE_CONNECT_TIMEOUT_S),
                 autocommit=True,
             ) as conn:
