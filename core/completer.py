@@ -85,25 +85,32 @@ class Completer(BackgroundLoop):
     async def run_once(self) -> int:
         if not self.pending:
             return 0
-        batch = self.pending[: self.batch_max]
-        successes = [(c, o, f) for c, o, f in batch if o.outcome is AttemptOutcome.SUCCESS]
-        failures = [(c, o, f) for c, o, f in batch if o.outcome is not AttemptOutcome.SUCCESS]
-        async with self.ledger.write_lock, self.pool.connection() as conn:
-            if successes:
-                done = await queue.complete_batch(conn, self.owner, [c.key for c, _, _ in successes])
-                crash_point("after_commit", bool(done))
-                self._settle(successes, done)
-                self.metrics.succeeded += len(done)
-            if failures:
-                statuses = await queue.fail_batch(
-                    conn, self.owner, [o for _, o, _ in failures], self.retry_base_s,
-                    self.retry_max_s,
-                )
-                self._settle(failures, set(statuses))
-                self.metrics.failed += len(statuses)
-                retried = sum(1 for s in statuses.values() if s == "new")
-                self.metrics.retried += retried
-                self.metrics.dead_lettered += len(statuses) - retried
+        # The batch is taken under the lock: at shutdown stop() flushes while this loop may
+        # still be running, and a batch taken before waiting for the lock would be written
+        # twice (the second write fenced, and wrongly reported as a lost lease).
+        async with self.ledger.write_lock:
+            batch = self.pending[: self.batch_max]
+            if not batch:
+                return 0
+            successes = [(c, o, f) for c, o, f in batch if o.outcome is AttemptOutcome.SUCCESS]
+            failures = [(c, o, f) for c, o, f in batch if o.outcome is not AttemptOutcome.SUCCESS]
+            async with self.pool.connection() as conn:
+                if successes:
+                    done = await queue.complete_batch(conn, self.owner,
+                                                      [c.key for c, _, _ in successes])
+                    crash_point("after_commit", bool(done))
+                    self._settle(successes, done)
+                    self.metrics.succeeded += len(done)
+                if failures:
+                    statuses = await queue.fail_batch(
+                        conn, self.owner, [o for _, o, _ in failures], self.retry_base_s,
+                        self.retry_max_s,
+                    )
+                    self._settle(failures, set(statuses))
+                    self.metrics.failed += len(statuses)
+                    retried = sum(1 for s in statuses.values() if s == "new")
+                    self.metrics.retried += retried
+                    self.metrics.dead_lettered += len(statuses) - retried
         return len(batch)
 
     def _settle(self, items: list[tuple[Claim, Outcome, asyncio.Future[set[tuple[int, int]]]]],
