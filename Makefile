@@ -33,7 +33,7 @@ test: venv pg-server ## Run the test suite against a throwaway PostgreSQL cluste
 	$(PY) -m pytest tests invariants -q
 
 lint: venv ## ruff and mypy --strict
-	$(VENV)/bin/ruff check core server tests
+	$(VENV)/bin/ruff check core server tests invariants loadtests reports
 	$(VENV)/bin/mypy
 
 bench: venv-extras pg-server ## Drain 100k no-op jobs at MAX_CONCURRENT_JOBS 1,5,50,500; naive loop, PgQueuer, memory
