@@ -90,8 +90,10 @@ async def test_effect_row_written_once_by_the_committed_completion(conn) -> None
     assert await queue.complete_batch(conn, OLD, [(stale.id, stale.attempt)]) == set()
     assert await scalar(conn, "SELECT count(*) FROM job_effects") == 0
     assert await queue.complete_batch(conn, NEW, [(fresh.id, fresh.attempt)]) == {fresh.id}
-    # A repeated completion (a retried write) is fenced by status and adds nothing.
-    assert await queue.complete_batch(conn, NEW, [(fresh.id, fresh.attempt)]) == set()
+    # A repeated completion (a retry after a lost answer) adds nothing, and is reported as
+    # committed (the owner's own earlier write), not as fenced; the stale owner still is.
+    assert await queue.complete_batch(conn, NEW, [(fresh.id, fresh.attempt)]) == {fresh.id}
+    assert await queue.complete_batch(conn, OLD, [(stale.id, stale.attempt)]) == set()
     effects = await rows(conn, "SELECT job_id, attempt FROM job_effects")
     assert effects == [{"job_id": fresh.id, "attempt": 2}]
 

@@ -95,7 +95,8 @@ RETURNING j.id
 -- name: job_complete_batch
 -- Finish a batch of successful attempts (fenced). In the same statement: close their
 -- attempt rows and write the exactly-once effect row of `effect` jobs, so an effect
--- exists if and only if its completion committed.
+-- exists if and only if its completion committed. Returns the ids whose success is
+-- committed: written now, or by this owner's earlier try whose answer was lost.
 WITH done AS (
     UPDATE jobs AS j
     SET status = 'success',
@@ -120,6 +121,14 @@ WITH done AS (
     SELECT id, attempts FROM done WHERE kind = 'effect'
 )
 SELECT id FROM done
+UNION ALL
+-- A retry after a lost answer (the connection broke after COMMIT): the attempt is already
+-- recorded as this owner's success, so it committed then; it was not fenced. (The scan
+-- sees the snapshot from before this statement, so rows of `done` never match here.)
+SELECT a.job_id FROM job_attempts AS a
+JOIN unnest(%(ids)s::bigint[], %(attempts)s::int[]) AS mine(id, attempt)
+  ON a.job_id = mine.id AND a.attempt = mine.attempt
+WHERE a.owner = %(owner)s AND a.outcome = 'success'
 
 -- name: job_fail_batch
 -- Record failed attempts (fenced). With attempts left (and retryable) the job goes back
