@@ -207,3 +207,15 @@ async def test_heartbeats_keep_a_job_longer_than_its_lease(db_url, conn) -> None
 
 async def _status(conn, job_id: int, status: str) -> bool:
     return (await job(conn, job_id))["status"] == status
+
+
+async def test_failure_retried_after_a_lost_answer_is_reported_not_rewritten(conn) -> None:
+    stale, fresh = await _reclaimed(conn)
+    failure = Outcome(fresh.id, fresh.attempt, AttemptOutcome.ERROR, "boom")
+    first = await queue.fail_batch(conn, NEW, [failure], 0, 0)
+    after_first = await job(conn, fresh.id)
+    # The retry reports the owner's own committed failure and writes nothing again.
+    assert await queue.fail_batch(conn, NEW, [failure], 0, 0) == first
+    assert await job(conn, fresh.id) == after_first
+    stale_failure = Outcome(stale.id, stale.attempt, AttemptOutcome.ERROR, "late")
+    assert await queue.fail_batch(conn, OLD, [stale_failure], 0, 0) == {}

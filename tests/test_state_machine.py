@@ -180,9 +180,11 @@ async def test_terminal_rows_never_change(conn, status) -> None:
     # (A success already credited to this owner's attempt is reported back as committed.)
     expected_done = {job_id} if status == JobStatus.SUCCESS else set()
     assert await queue.complete_batch(conn, OWNER, key) == expected_done
+    # (Likewise a failure already recorded as this owner's attempt outcome.)
+    expected_failed = {job_id: "failed"} if status == JobStatus.FAILED else {}
     assert await queue.fail_batch(
         conn, OWNER, [Outcome(job_id, before["attempts"], AttemptOutcome.ERROR, "x")], 0, 0
-    ) == {}
+    ) == expected_failed
     assert await queue.heartbeat(conn, OWNER, key, 30) == set()
     assert await queue.release_batch(conn, OWNER, key) == set()
     assert await queue.reap_expired(conn) == {}

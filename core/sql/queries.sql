@@ -164,6 +164,15 @@ WITH failed AS (
     WHERE a.job_id = failed.id AND a.attempt = failed.attempts
 )
 SELECT id, status::text AS status FROM failed
+UNION ALL
+-- A retry after a lost answer: this owner's failure of the attempt is already recorded, so
+-- it committed then (as in job_complete_batch; rows of `failed` never match here).
+SELECT j.id, j.status::text FROM job_attempts AS a
+JOIN unnest(%(ids)s::bigint[], %(attempts)s::int[], %(outcomes)s::attempt_outcome[])
+     AS mine(id, attempt, outcome)
+  ON a.job_id = mine.id AND a.attempt = mine.attempt
+JOIN jobs AS j ON j.id = a.job_id
+WHERE a.owner = %(owner)s AND a.outcome = mine.outcome
 
 -- name: job_release_batch
 -- Graceful shutdown gave up waiting: hand unfinished jobs back (fenced). The attempt is
