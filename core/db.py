@@ -40,8 +40,13 @@ CONNECT_TIMEOUT_S = 5
 # A plan cached while the queue was empty (or planned from statistics of a drained queue)
 # turned each claim into a scan of every waiting row once a backlog arrived (1-2 s a claim):
 # plan every execution afresh; planning costs ~0.3 ms a batch.
+# Every worker statement reaches its rows through an index (the claim and reaper indexes,
+# the primary keys), but on a never-analyzed table the planner guessed that a fenced
+# batch's guard (owner, status) matched one row and scanned the whole table for it: 90 ms
+# instead of 10 ms per 500 completions, a tenfold slower drain. Forbid the sequential scan.
 ROLE_OPTIONS: dict[str, str] = {
-    "worker": "-c enable_sort=off -c jit=off -c plan_cache_mode=force_custom_plan",
+    "worker": ("-c enable_sort=off -c enable_seqscan=off -c jit=off"
+               " -c plan_cache_mode=force_custom_plan"),
     "api": "-c jit=off",
 }
 

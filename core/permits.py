@@ -1,18 +1,19 @@
 """Job permits: the hard bound on jobs a process owns at once (MAX_CONCURRENT_JOBS).
 
-Permits are taken and returned only through context managers. An acquirer takes up to n
-free permits (`async with permits.acquire_up_to(n) as grant`), claims at most that many
-jobs, and hands one Permit to each job's task; the task releases it with `async with`.
-Permits the grant did not hand out return when the grant's block exits, whatever way it
-exits. A permit counts from before the claim until after the job's completion has been
-written, so the high-water mark also bounds the rows this process holds `processing`.
+An acquirer takes up to n free permits (`async with permits.acquire_up_to(n) as grant`),
+claims at most that many jobs, and hands one Permit to each job. Permits the grant did not
+hand out return when the grant's block exits, whatever way it exits. A job's permit goes
+with its outcome to the completer, which returns it once that outcome is written; a job
+that ends without an outcome to write (cancelled, lease lost) returns it itself. A permit
+counts from before the claim until after the job's completion has been written, so the
+high-water mark also bounds the rows this process holds `processing`.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from types import TracebackType
 
@@ -97,14 +98,16 @@ class Permits:
         self.free += n
         if self.free > self.total:
             raise AssertionError("more permits returned than taken")
-        self._wake_one()
+        self._wake(n)
 
-    def _wake_one(self) -> None:
-        while self._waiters and self.free > 0:
+    def _wake(self, n: int = 1) -> None:
+        """Wake up to n waiters (each then takes what is free; one woken too many
+        finds none and waits again)."""
+        while n > 0 and self._waiters and self.free > 0:
             waiter = self._waiters.popleft()
             if not waiter.done():
                 waiter.set_result(None)
-                return
+                n -= 1
 
     async def _wait_for_one(self) -> None:
         while self.free == 0 or self._closed:
@@ -117,7 +120,7 @@ class Permits:
             except asyncio.CancelledError:
                 # Woken and cancelled at once: pass the wake-up on, or it is lost.
                 if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
-                    self._wake_one()
+                    self._wake()
                 raise
 
     @asynccontextmanager
@@ -132,3 +135,16 @@ class Permits:
             yield grant
         finally:
             grant._close()
+
+
+def release_all(permits: Iterable[Permit]) -> None:
+    """Release many permits with one wake-up pass per pool (the completer's batch)."""
+    returned: dict[int, tuple[Permits, int]] = {}
+    for permit in permits:
+        if not permit._released:
+            permit._released = True
+            owner = permit._owner
+            pool, n = returned.get(id(owner), (owner, 0))
+            returned[id(owner)] = (pool, n + 1)
+    for pool, n in returned.values():
+        pool._give_back(n)

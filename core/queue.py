@@ -168,20 +168,28 @@ async def heartbeat(
 
 
 async def complete_batch(conn: Conn, owner: str, done: Sequence[tuple[int, int]]) -> set[int]:
-    """Mark (id, attempt) pairs successful; returns ids that committed (others were fenced)."""
+    """Mark (id, attempt) pairs successful; returns the ids whose success is committed
+    (others were fenced): written now, or by this owner's earlier try whose answer was lost."""
     if not done:
         return set()
     cur = await conn.execute(
         Q.job_complete_batch,
         {"owner": owner, "ids": [d[0] for d in done], "attempts": [d[1] for d in done]},
     )
-    return {row[0] for row in await cur.fetchall()}
+    committed = {row[0] for row in await cur.fetchall()}
+    missed = [d for d in done if d[0] not in committed]
+    if missed:
+        settled = await _settled_by_owner(conn, owner, missed)
+        committed.update(job_id for (job_id, _), (outcome, _) in settled.items()
+                         if outcome == AttemptOutcome.SUCCESS.value)
+    return committed
 
 
 async def fail_batch(
     conn: Conn, owner: str, failed: Sequence[Outcome], retry_base_s: float, retry_max_s: float
 ) -> dict[int, str]:
-    """Record failed attempts; returns {id: new status} for those that committed."""
+    """Record failed attempts; returns {id: status} for those whose failure is committed
+    (now, or by this owner's earlier try whose answer was lost); others were fenced."""
     if not failed:
         return {}
     cur = await conn.execute(
@@ -197,7 +205,25 @@ async def fail_batch(
             "retry_max_s": retry_max_s,
         },
     )
-    return {row[0]: row[1] for row in await cur.fetchall()}
+    statuses: dict[int, str] = {row[0]: row[1] for row in await cur.fetchall()}
+    missed = [f for f in failed if f.id not in statuses]
+    if missed:
+        settled = await _settled_by_owner(conn, owner, [(f.id, f.attempt) for f in missed])
+        for f in missed:
+            outcome, status = settled.get((f.id, f.attempt), (None, ""))
+            if outcome == f.outcome.value:
+                statuses[f.id] = status
+    return statuses
+
+
+async def _settled_by_owner(conn: Conn, owner: str, keys: Sequence[tuple[int, int]]
+                            ) -> dict[tuple[int, int], tuple[str, str]]:
+    """{(id, attempt): (outcome, job status)} of the attempts this owner already closed."""
+    cur = await conn.execute(
+        Q.job_attempts_settled_by_owner,
+        {"owner": owner, "ids": [k[0] for k in keys], "attempts": [k[1] for k in keys]},
+    )
+    return {(row[0], row[1]): (row[2], row[3]) for row in await cur.fetchall()}
 
 
 async def release_batch(conn: Conn, owner: str, held: Sequence[tuple[int, int]]) -> set[int]:

@@ -22,6 +22,10 @@ Who moves a job, and the SQL block that does it (core/sql/queries.sql):
                 no attempts left
     cancelled   job_cancel                                  never (absorbing)
 
+Every move out of processing writes the ended attempt's job_attempts row in the same
+statement; while a job is processing, its jobs row is the running attempt (attempts,
+lease_owner, started_at).
+
 The database enforces the shape with CHECK constraints (core/migrations/0001_init.up.sql);
 fencing (id, attempts, lease_owner, status='processing') keeps stale owners out.
 """

@@ -39,9 +39,6 @@ WITH claimed AS (
         LIMIT %(limit)s
         FOR UPDATE SKIP LOCKED)
     RETURNING j.id, j.attempts, j.kind, j.payload, j.timeout_s, j.run_at
-), opened AS (
-    INSERT INTO job_attempts (job_id, attempt, owner, claimed_at)
-    SELECT id, attempts, %(owner)s, now() FROM claimed
 )
 SELECT id, attempts, kind, payload, timeout_s,
        extract(epoch FROM now() - run_at)::float8 AS waited_s
@@ -53,8 +50,15 @@ SELECT id FROM jobs WHERE status = 'processing' AND lease_expires_at < now()
 ORDER BY lease_expires_at LIMIT %(limit)s
 """
 
+# The update trusts the stale list: no lock, no re-check of the guard. It reads the owner
+# for the attempt row unlocked as well (NULL once the job has moved on), and writes that row
+# over whatever row the attempt already has: refused by the primary key instead, a reap of
+# a job that finished meanwhile would fail and be retried forever, and the bug would show
+# as a wedged reaper rather than as the wrong history this variant exists to produce.
 REAP_UPDATE_BY_ID = """
-WITH reaped AS (
+WITH seen AS MATERIALIZED (
+    SELECT id, lease_owner, started_at FROM jobs WHERE id = ANY(%(ids)s::bigint[])
+), reaped AS (
     UPDATE jobs AS j
     SET status = CASE WHEN j.attempts >= j.max_attempts
                       THEN 'failed'::job_status ELSE 'new'::job_status END,
@@ -64,13 +68,16 @@ WITH reaped AS (
         lease_owner = NULL,
         lease_expires_at = NULL,
         updated_at = now()
-    WHERE j.id = ANY(%(ids)s::bigint[])
-    RETURNING j.id, j.attempts, j.status
-), closed AS (
-    UPDATE job_attempts AS a
-    SET finished_at = now(), outcome = 'lost', error = 'lease expired'
+    FROM seen
+    WHERE j.id = seen.id
+    RETURNING j.id, j.attempts, j.status, seen.lease_owner, seen.started_at
+), ended AS (
+    INSERT INTO job_attempts (job_id, attempt, owner, claimed_at, finished_at, outcome, error)
+    SELECT id, attempts, coalesce(lease_owner, '?'), coalesce(started_at, now()), now(),
+           'lost', 'lease expired'
     FROM reaped
-    WHERE a.job_id = reaped.id AND a.attempt = reaped.attempts
+    ON CONFLICT (job_id, attempt) DO UPDATE
+    SET finished_at = now(), outcome = 'lost', error = 'lease expired'
 )
 SELECT id, status::text AS status FROM reaped
 """
@@ -103,6 +110,13 @@ def patch(variant: str) -> None:
         _sub("job_complete_batch",
              r"\n\s*AND j\.attempts = mine\.attempt\s*\n\s*AND j\.lease_owner = %\(owner\)s"
              r"\s*\n\s*AND j\.status = 'processing'", "", count=1)
+        # Its attempt row goes over the row the attempt already has. Refused by the primary
+        # key instead, a stale completion of an attempt that had ended would fail its whole
+        # batch again and again: a wedged worker, not the wrong history this variant shows.
+        _sub("job_complete_batch", r"(?s)(INSERT INTO job_attempts\b.*?\bFROM done)",
+             r"\1\n    ON CONFLICT (job_id, attempt) DO UPDATE"
+             r"\n    SET finished_at = now(), outcome = 'success'",
+             count=1)
     elif variant == "in_subquery_claim":
         Q._blocks["job_claim"] = IN_SUBQUERY_CLAIM.strip()
     elif variant == "fetch_then_update_reaper":

@@ -1,6 +1,8 @@
 """The history checker: judges a run from what the database and the clients recorded.
 
-Input (a `History`): the rows of `jobs`, `job_attempts` and `job_effects`; optionally the
+Input (a `History`): the rows of `jobs`, `job_attempts` and `job_effects`, where the
+attempts are the ended ones (`job_attempts` rows) plus an open one for each processing
+job, read from its jobs row (invariants/history.py); optionally the
 test-only audit of every UPDATE of a jobs row (invariants/audit.py), the client-side log
 of create requests (acknowledged `ok`, definitely failed `fail`, or indeterminate `info`),
 the worker processes the harness started (their limits and the connection high-water the
@@ -278,6 +280,14 @@ class _Checker:
                     self.bad(SINGLE_OWNER, [job_id],
                              f"lease moved from {t.old_owner} (attempt {t.old_attempts}) to "
                              f"{t.new_owner} (attempt {t.new_attempts}) at {t.at} without release")
+                if t.old_status == "processing" != t.new_status:
+                    # The statement that ends an attempt writes its row and names the owner
+                    # itself: it must name the one whose lease it ended.
+                    closed = self.attempt(job_id, t.old_attempts)
+                    if closed is not None and closed.owner != t.old_owner:
+                        self.bad(SINGLE_OWNER, [job_id],
+                                 f"attempt {t.old_attempts} was ended at {t.at} while "
+                                 f"{t.old_owner} held it, but its row credits {closed.owner}")
                 if t.old_status == "processing" and t.new_status in ("new", "failed"):
                     ended = self.attempt(job_id, t.old_attempts)
                     revoked = (ended is not None and ended.outcome == "lost"

@@ -76,9 +76,14 @@ def load(url: str, *, creates: list[Create] | None, processes: list[Process],
         jobs = [Job(*r) for r in conn.execute(
             "SELECT id, kind, status::text, attempts, max_attempts, name, lease_owner, "
             "finished_at FROM jobs ORDER BY id")]
+        # job_attempts holds ended attempts only; a processing job's running attempt is its
+        # jobs row, so the checker sees it as an open attempt read from that row.
         attempts = [Attempt(*r) for r in conn.execute(
             "SELECT job_id, attempt, owner, claimed_at, finished_at, outcome::text, error "
-            "FROM job_attempts")]
+            "FROM job_attempts "
+            "UNION ALL "
+            "SELECT id, attempts, lease_owner, started_at, NULL, NULL, NULL "
+            "FROM jobs WHERE status = 'processing'")]
         effects = [Effect(*r) for r in conn.execute("SELECT job_id, attempt FROM job_effects")]
         row = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (audit.AUDIT_TABLE,)).fetchone()
         transitions = ([Transition(*r) for r in conn.execute(audit.SELECT)]

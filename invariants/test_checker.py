@@ -166,6 +166,13 @@ def test_stale_owner_write_committed() -> None:
     assert ids(h, SINGLE_OWNER) == {1}
 
 
+def test_ended_attempt_credited_to_someone_else() -> None:
+    h = good()
+    h.attempts[0] = replace(h.attempts[0], owner=B)  # A's lease was reaped; the row says B
+    found = [v for v in check(h, final=True).violations if v.invariant == SINGLE_OWNER]
+    assert [(v.job_ids, "credits" in v.detail) for v in found] == [((1,), True)]
+
+
 def test_lease_moved_without_release() -> None:
     h = good()
     assert h.transitions is not None

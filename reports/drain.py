@@ -184,6 +184,17 @@ def child_main(args: argparse.Namespace) -> None:
                       "peak_rss_mb": peak_kb / 1024}))
 
 
+def settle(url: str) -> None:
+    """Write the filled backlog out before the clock starts, so no run inherits the last
+    fill's checkpoint (every configuration is treated alike; needs the right to CHECKPOINT,
+    which the embedded cluster's user has)."""
+    try:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("CHECKPOINT")
+    except psycopg.errors.InsufficientPrivilege:
+        pass
+
+
 def run_child(url: str, mode: str, jobs: int, concurrency: int = 0, workers: int = 3,
               batch: int = 50) -> dict[str, Any]:
     argv = [sys.executable, "-m", "reports.drain", "_child", "--mode", mode, "--url", url,
@@ -210,11 +221,29 @@ def measure(base: str, label: str, mode: str, jobs: int, backlog: int | None = N
     else:
         asyncio.run(migrate(url))
         fill_backlog(url, backlog or jobs)
+    settle(url)
     result = run_child(url, mode, jobs, **kw)
     result.update({"label": label, "mode": mode, "jobs": jobs, "backlog": backlog or jobs, **kw})
     print(f"  {label:<34} {result['jobs_per_s']:>10,.0f} jobs/s   peak RSS "
           f"{result['peak_rss_mb']:6.1f} MiB", flush=True)
     return result
+
+
+def summarize(results: list[dict[str, Any]]) -> None:
+    """Best and median round of each configuration, and boundq's best over PgQueuer's."""
+    import statistics
+
+    by_label: dict[str, list[float]] = {}
+    for r in results:
+        by_label.setdefault(r["label"], []).append(r["jobs_per_s"])
+    print("summary (jobs/s)            best      median   rounds")
+    for label, rates in by_label.items():
+        print(f"  {label:<34} {max(rates):>8,.0f}  {statistics.median(rates):>10,.0f}   "
+              f"{', '.join(f'{x:,.0f}' for x in rates)}")
+    boundq = [max(v) for k, v in by_label.items() if k.startswith("boundq")]
+    peers = [max(v) for k, v in by_label.items() if k.startswith("pgqueuer")]
+    if boundq and peers:
+        print(f"  boundq best / PgQueuer best: {max(boundq) / max(peers):.2f}x")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -225,6 +254,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--naive", action="store_true", help="also the one-job-per-txn loop")
     parser.add_argument("--peers", action="store_true", help="also PgQueuer (peers extra)")
     parser.add_argument("--memory", action="store_true", help="peak RSS: 10k vs 1M backlog")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="rounds; each measures every configuration once")
     parser.add_argument("--out", default="reports/runs/bench")
     args, rest = parser.parse_known_args(argv)
     if rest and rest[0] == "_child":
@@ -241,19 +272,30 @@ def main(argv: list[str] | None = None) -> int:
     print(f"drain benchmark: {args.jobs:,} no-op jobs per run; PostgreSQL "
           f"{info.get('server_version')} fsync={info.get('fsync')} "
           f"synchronous_commit={info.get('synchronous_commit')}; {os.cpu_count()} cores", flush=True)
-    results = []
-    for value in (int(v) for v in args.concurrency.split(",") if v.strip()):
-        results.append(measure(base, f"boundq MAX_CONCURRENT_JOBS={value}", "boundq", args.jobs,
-                               concurrency=value, workers=args.workers))
+    # Each round measures every configuration once, so a slow spell of a shared machine
+    # hits all of them alike; the summary keeps each one's best and median round.
+    plan: list[tuple[str, str, dict[str, Any]]] = [
+        (f"boundq MAX_CONCURRENT_JOBS={value}", "boundq",
+         {"concurrency": value, "workers": args.workers})
+        for value in (int(v) for v in args.concurrency.split(",") if v.strip())
+    ]
     if args.naive:
-        results.append(measure(base, "naive 3 loops, 1 job/txn", "naive", args.jobs, workers=3))
+        plan.append(("naive 3 loops, 1 job/txn", "naive", {"workers": 3}))
     if args.peers:
         if pgqueuer_available():
-            for consumers, batch in ((5, 50), (2, 100)):
-                results.append(measure(base, f"pgqueuer {consumers} consumers x batch {batch}",
-                                       "pgqueuer", args.jobs, workers=consumers, batch=batch))
+            plan += [(f"pgqueuer {consumers} consumers x batch {batch}", "pgqueuer",
+                      {"workers": consumers, "batch": batch})
+                     for consumers, batch in ((5, 50), (2, 100))]
         else:
             print("  pgqueuer: not installed (pip install -e '.[peers]')", flush=True)
+    results = []
+    for round_no in range(1, args.repeat + 1):
+        if args.repeat > 1:
+            print(f"round {round_no} of {args.repeat}", flush=True)
+        for label, mode, kw in plan:
+            results.append({**measure(base, label, mode, args.jobs, **kw), "round": round_no})
+    if args.repeat > 1:
+        summarize(results)
     if args.memory:
         drained = min(args.jobs, 10_000)
         for backlog in (10_000, 1_000_000):

@@ -68,7 +68,7 @@ def write_flood_report(run_dir: Path) -> Path:
         f"{settings.get('max_concurrent_jobs')} MAX_QUEUE_DEPTH="
         f"{settings.get('max_queue_depth')} connections={settings.get('db_connections')} "
         f"(API_POOL_BUFFER={settings.get('api_pool_buffer')}), CLAIM_BATCH_MAX="
-        f"{settings.get('claim_batch_max')}",
+        f"{settings.get('claim_batch_max') or 'share of the permits'}",
         f"- PostgreSQL {pg.get('server_version')}: fsync={pg.get('fsync')} "
         f"synchronous_commit={pg.get('synchronous_commit')} full_page_writes="
         f"{pg.get('full_page_writes')} shared_buffers={pg.get('shared_buffers')} x 8kB",

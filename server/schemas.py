@@ -82,7 +82,8 @@ class Attempt(msgspec.Struct):
 
 
 class JobDetail(Job):
-    """A job with its attempt history (one row per claim)."""
+    """A job with its attempt history: one entry per claim, a running attempt last (with
+    finished_at and outcome null)."""
 
     attempt_history: list[Attempt]
 

@@ -141,3 +141,27 @@ def max_overlap(intervals: Iterable[tuple[Any, Any]]) -> int:
         open_now += delta
         best = max(best, open_now)
     return best
+
+
+# --- EXPLAIN (FORMAT JSON) plans ------------------------------------------------------------
+
+def plan_nodes(plan: dict[str, Any]) -> Iterable[dict[str, Any]]:
+    yield plan
+    for child in plan.get("Plans", []):
+        yield from plan_nodes(child)
+
+
+def plan_rows_read(plan: dict[str, Any], relation: str | None = None) -> int:
+    """Rows the plan's scans produced plus rows it threw away, over all loops; only scans
+    of `relation` count as reads when it is given."""
+    total = 0.0
+    for node in plan_nodes(plan):
+        loops = node.get("Actual Loops", 1)
+        for key in ("Rows Removed by Filter", "Rows Removed by Join Filter",
+                    "Rows Removed by Index Recheck"):
+            total += node.get(key, 0) * loops
+        scanned = node.get("Relation Name")
+        if scanned and (relation is None or scanned == relation) \
+                and node["Node Type"] != "ModifyTable":
+            total += node.get("Actual Rows", 0) * loops
+    return int(total)

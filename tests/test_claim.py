@@ -22,7 +22,9 @@ async def test_claim_never_returns_more_than_n(conn, n) -> None:
     assert len(claimed) == min(n, 40)
     assert await scalar(conn, "SELECT count(*) FROM jobs WHERE status = 'processing'") == len(
         claimed)
-    assert await scalar(conn, "SELECT count(*) FROM job_attempts") == len(claimed)
+    assert {c.attempt for c in claimed} == {1}
+    # The claim writes no attempt row: each running attempt is its jobs row until it ends.
+    assert await scalar(conn, "SELECT count(*) FROM job_attempts") == 0
 
 
 async def test_concurrent_claims_each_stay_within_n(db_url, conn) -> None:
@@ -73,9 +75,8 @@ async def test_delayed_job_is_not_claimed_early(conn) -> None:
     async def claimed_later():
         got = await claim(conn, OWNER, 10)
         if got:
-            claimed_at = await scalar(conn, "SELECT claimed_at FROM job_attempts "
-                                            "WHERE job_id = %s", (later,))
-            return got, claimed_at
+            (running,) = await queue.job_attempts(conn, later)
+            return got, running["claimed_at"]
         return None
 
     got, claimed_at = await wait_until(claimed_later, 5, interval=0.05, what="the delayed job")
@@ -106,5 +107,13 @@ async def test_concurrent_claimers_never_share_a_job(db_url, conn) -> None:
     owners = await rows(conn, "SELECT lease_owner, count(*) AS n FROM jobs GROUP BY lease_owner")
     assert {r["lease_owner"]: r["n"] for r in owners} == {
         f"{OWNER}-{i}": len(got) for i, got in enumerate(results)}
-    assert await scalar(conn, "SELECT count(*) FROM job_attempts WHERE attempt = 1") == total
+    assert await scalar(conn, "SELECT count(*) FROM jobs WHERE attempts = 1") == total
+    # Each claimer ends its attempts; each attempt gets exactly one row, owned by its claimer.
+    for i, got in enumerate(results):
+        done = await queue.complete_batch(conn, f"{OWNER}-{i}", [(job_id, 1) for job_id in got])
+        assert done == set(got)
+    attempt_rows = await rows(conn, "SELECT owner, count(*) AS n FROM job_attempts "
+                                    "WHERE attempt = 1 GROUP BY owner")
+    assert {r["owner"]: r["n"] for r in attempt_rows} == {
+        f"{OWNER}-{i}": len(got) for i, got in enumerate(results)}
     assert await scalar(conn, "SELECT count(*) FROM job_attempts") == total

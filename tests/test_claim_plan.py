@@ -16,7 +16,7 @@ import pytest
 from core import queue
 from core.db import conninfo
 from core.queries import Q
-from tests.helpers import as_prepared, placeholders
+from tests.helpers import as_prepared, placeholders, plan_nodes, plan_rows_read
 
 BACKLOG = 50_000
 LIMITS = (5, 100)  # MAX_CONCURRENT_JOBS-sized grants, and CLAIM_BATCH_MAX
@@ -26,25 +26,6 @@ OWNER = "plan-test"
 def _execute_args(limit: int) -> str:
     values = {"limit": str(limit), "owner": f"'{OWNER}'", "lease_s": "30"}
     return ", ".join(values[name] for name in placeholders(Q.job_claim))
-
-
-def _nodes(plan: dict[str, Any]):
-    yield plan
-    for child in plan.get("Plans", []):
-        yield from _nodes(child)
-
-
-def _work(plan: dict[str, Any]) -> int:
-    """Rows the statement read from jobs plus rows it threw away, over all loops."""
-    total = 0.0
-    for node in _nodes(plan):
-        loops = node.get("Actual Loops", 1)
-        for key in ("Rows Removed by Filter", "Rows Removed by Join Filter",
-                    "Rows Removed by Index Recheck"):
-            total += node.get(key, 0) * loops
-        if node.get("Relation Name") == "jobs" and node["Node Type"] != "ModifyTable":
-            total += node.get("Actual Rows", 0) * loops
-    return int(total)
 
 
 def _describe(plan: dict[str, Any], depth: int = 0) -> str:
@@ -68,18 +49,18 @@ def _node_line(node: dict[str, Any], depth: int) -> str:
 
 def _check(plan: dict[str, Any], limit: int, backlog: int) -> None:
     shown = _describe(plan)
-    picked = [n for n in _nodes(plan) if n.get("Subplan Name") == "CTE picked"]
+    picked = [n for n in plan_nodes(plan) if n.get("Subplan Name") == "CTE picked"]
     assert len(picked) == 1, shown
-    pick_nodes = list(_nodes(picked[0]))
+    pick_nodes = list(plan_nodes(picked[0]))
     scans = [n for n in pick_nodes if n.get("Relation Name") == "jobs"]
     assert [(n["Node Type"], n.get("Index Name")) for n in scans] == [
         ("Index Scan", "jobs_claim_idx")
     ], f"the pick must walk jobs_claim_idx in order:\n{shown}"
     assert not any(n["Node Type"] in ("Sort", "Incremental Sort") for n in pick_nodes), shown
-    claimed = next(n for n in _nodes(plan) if n.get("Subplan Name") == "CTE claimed")
+    claimed = next(n for n in plan_nodes(plan) if n.get("Subplan Name") == "CTE claimed")
     assert claimed["Actual Rows"] == min(limit, backlog), shown
     if backlog >= 1000:  # on a handful of rows any plan is cheap; on a backlog it is not
-        work = _work(plan)
+        work = plan_rows_read(plan, relation="jobs")
         assert work <= 4 * limit + 20, f"claim of {limit} touched {work} rows:\n{shown}"
 
 

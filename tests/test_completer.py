@@ -11,6 +11,7 @@ from core.completer import Completer, Ledger
 from core.db import open_pool
 from core.loops import LoopSettings
 from core.metrics import Metrics
+from core.permits import Permits
 from core.queue import Outcome
 from core.states import AttemptOutcome
 from tests.conftest import fast_settings
@@ -26,16 +27,55 @@ async def test_concurrent_flushes_write_each_outcome_once(db_url, conn) -> None:
     metrics, ledger = Metrics(), Ledger()
     completer = Completer(LoopSettings(1.0), pool, ledger, metrics, owner, 0.05, 0.2)
     try:
-        futures = []
+        waiters = []
         for job_id, attempt, kind, payload, timeout_s, _ in rows:
             claim = Claim(job_id, attempt, kind, payload, timeout_s, owner)
             ledger.add(claim)
-            futures.append(completer.submit(claim, Outcome(job_id, attempt, AttemptOutcome.SUCCESS)))
+            waiters.append(asyncio.create_task(
+                completer.finish(claim, Outcome(job_id, attempt, AttemptOutcome.SUCCESS))))
+        await asyncio.sleep(0)  # each waiter submits its outcome
+        assert len(completer.pending) == 3
         await asyncio.gather(completer.run_once(), completer.run_once())
-        assert all(f.done() for f in futures)
+        assert all(w.done() for w in waiters)
+        assert [w.result() for w in waiters] == [True, True, True]
     finally:
         await pool.close()
     assert metrics.succeeded == 3
     assert metrics.fenced_writes == 0, "a second flush rewrote (and was fenced on) the same batch"
     assert await scalar(conn, "SELECT count(*) FROM job_effects") == 3
     assert len(ledger) == 0
+
+
+async def test_permits_come_back_only_once_the_outcome_is_written(db_url, conn) -> None:
+    """A job's permit travels with its outcome: until the completion is written the job is
+    still `processing` in the database, so its permit must still count."""
+    settings = fast_settings()
+    await add_jobs(conn, 2)
+    owner = "completer-test"
+    permits = Permits(2)
+    pool = await open_pool(db_url, settings, "worker", max_size=2)
+    completer = Completer(LoopSettings(1.0), pool, Ledger(), Metrics(), owner, 0.05, 0.2)
+    try:
+        async with permits.acquire_up_to(2) as grant:
+            rows = await queue.claim(conn, owner, grant.count, 30.0)
+            for job_id, attempt, kind, payload, timeout_s, _ in rows:
+                completer.submit(Claim(job_id, attempt, kind, payload, timeout_s, owner),
+                                 Outcome(job_id, attempt, AttemptOutcome.SUCCESS), grant.take())
+        assert permits.in_use == 2, "permits returned before the completions were written"
+        assert await scalar(conn, "SELECT count(*) FROM jobs WHERE status = 'processing'") == 2
+        assert await completer.run_once() == 2
+        assert permits.in_use == 0
+        assert await scalar(conn, "SELECT count(*) FROM jobs WHERE status = 'success'") == 2
+    finally:
+        await pool.close()
+
+
+async def test_abandoned_outcomes_return_their_permits() -> None:
+    permits = Permits(1)
+    completer = Completer(LoopSettings(1.0), None, Ledger(), Metrics(), "o", 0.05, 0.2)  # type: ignore[arg-type]
+    async with permits.acquire_up_to(1) as grant:
+        completer.submit(Claim(1, 1, "noop", {}, None, "o"),
+                         Outcome(1, 1, AttemptOutcome.SUCCESS), grant.take())
+    assert permits.in_use == 1
+    assert completer.abandon() == 1
+    assert permits.in_use == 0 and completer.pending == []

@@ -39,7 +39,8 @@ BAD = [
     ("REAP_INTERVAL_SECONDS", "0"),
     ("POLL_INTERVAL_SECONDS", "never"),
     ("SHUTDOWN_GRACE_SECONDS", "-1"),
-    ("CLAIM_BATCH_MAX", "0"),
+    ("CLAIM_BATCH_MAX", "-1"),
+    ("CLAIM_BATCH_MAX", "10001"),
 ]
 
 
@@ -159,3 +160,17 @@ def test_cli_fails_at_start_with_one_line(tmp_path, name, value) -> None:
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1, done.stderr
     assert name in lines[0]
+
+
+@pytest.mark.parametrize(
+    ("env", "batch"),
+    [({}, 5),  # the seed's 5 permits: all of them
+     ({"MAX_CONCURRENT_JOBS": "50"}, 50),
+     ({"MAX_CONCURRENT_JOBS": "500"}, 167),  # a share of 500 over 3 acquirers
+     ({"MAX_CONCURRENT_JOBS": "500", "NUM_WORKERS": "4"}, 125),
+     ({"MAX_CONCURRENT_JOBS": "500", "NUM_WORKERS": "10"}, 100),  # at least 100
+     ({"MAX_CONCURRENT_JOBS": "100000", "NUM_WORKERS": "1"}, 1000),  # capped
+     ({"MAX_CONCURRENT_JOBS": "500", "CLAIM_BATCH_MAX": "50"}, 50)],  # set explicitly
+)
+def test_claim_batch_defaults_to_an_acquirers_share_of_the_permits(env, batch) -> None:
+    assert load_settings(env, dotenv=None).claim_batch == batch

@@ -11,7 +11,7 @@ import pytest
 from core.claim import Claim
 from core.errors import ClaimAlreadyFinished
 from core.handlers import JobContext, Registry, register_builtins
-from core.permits import Permits, PermitsClosed
+from core.permits import Permits, PermitsClosed, release_all
 from core.queue import Outcome
 from core.states import AttemptOutcome
 from core.worker import Worker
@@ -82,6 +82,35 @@ async def test_cancelling_a_task_waiting_for_a_permit() -> None:
     # Nothing is left waiting that could swallow a later wake-up.
     async with permits.acquire_up_to(1) as grant:
         assert grant.count == 1
+
+
+async def test_a_batch_release_wakes_a_waiter_per_permit() -> None:
+    """The completer returns a written batch's permits at once: every acquirer waiting
+    must get its share, not only the first one woken."""
+    permits = Permits(3)
+    async with permits.acquire_up_to(3) as grant:
+        held = [grant.take() for _ in range(3)]
+    got: list[int] = []
+
+    async def acquirer() -> None:
+        async with permits.acquire_up_to(1) as grant:
+            got.append(grant.count)
+            async with grant.take():
+                await asyncio.sleep(3600)
+
+    waiting = [asyncio.create_task(acquirer()) for _ in range(3)]
+    await _settle()
+    assert got == []
+    release_all(held[:2])
+    await _settle()
+    assert got == [1, 1], "two permits came back, so two waiters must run"
+    release_all(held)  # the third comes back; the two already returned are not counted twice
+    await _settle()
+    assert got == [1, 1, 1] and permits.free == 0
+    for task in waiting:
+        task.cancel()
+    await asyncio.gather(*waiting, return_exceptions=True)
+    assert permits.free == permits.total
 
 
 async def test_woken_and_cancelled_at_once_passes_the_wake_up_on() -> None:
@@ -287,10 +316,11 @@ async def test_submitting_one_claim_twice_raises(db_url) -> None:
     try:
         claim = Claim(7, 1, "noop", {}, None, worker.owner)
         outcome = Outcome(7, 1, AttemptOutcome.SUCCESS)
-        first = worker.completer.submit(claim, outcome)
+        first = asyncio.create_task(worker.completer.finish(claim, outcome))
+        await asyncio.sleep(0)  # submitted
         with pytest.raises(ClaimAlreadyFinished):
             worker.completer.submit(claim, outcome)
-        assert await asyncio.wait_for(first, 5) == set()  # no such job: fenced, not written
+        assert await asyncio.wait_for(first, 5) is False  # no such job: fenced, not written
         assert len(worker.completer.pending) == 0
     finally:
         await worker.stop()

@@ -84,15 +84,19 @@ async def test_completion_racing_the_reaper_ends_in_one_state(db_url, conn) -> N
             found = await rows(
                 conn,
                 "SELECT j.id, j.status::text AS status, j.attempts, a.outcome::text AS outcome, "
-                "a.finished_at IS NOT NULL AS closed, "
+                "a.finished_at IS NOT NULL AS closed, a.owner, "
+                "a.claimed_at = j.started_at AS claimed_at_kept, "
                 "(SELECT count(*) FROM job_effects e WHERE e.job_id = j.id) AS effects, "
                 "(SELECT count(*) FROM job_attempts x WHERE x.job_id = j.id) AS n_attempts "
                 "FROM jobs j JOIN job_attempts a ON a.job_id = j.id AND a.attempt = 1 "
                 "WHERE j.id = ANY(%s)",
                 (sorted(ids),),
             )
+            # Whichever side won wrote the attempt's one row: no job is left without it.
+            assert len(found) == len(ids), sorted(ids - {r["id"] for r in found})
             for r in found:
                 assert r["attempts"] == 1 and r["n_attempts"] == 1 and r["closed"], r
+                assert r["owner"] == OWNER and r["claimed_at_kept"], r
                 if r["id"] in completed:
                     assert (r["status"], r["outcome"], r["effects"]) == ("success", "success", 1), r
                 else:

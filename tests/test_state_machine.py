@@ -1,6 +1,6 @@
 """The job state machine: every allowed move happens through the queue functions, every
-other move is refused by the database, terminal rows never change, and each claim's
-job_attempts row is closed by whatever path ends it."""
+other move is refused by the database, terminal rows never change, and every path that
+ends an attempt writes its job_attempts row (the running attempt is the jobs row)."""
 
 from __future__ import annotations
 
@@ -259,11 +259,19 @@ async def test_cancel_new_and_processing(conn) -> None:
     assert row["status"] == "cancelled" and row["finished_at"] is not None
     assert await attempts(conn, waiting) == []
 
+    # Waiting for a retry: its ended attempt keeps its row, and no attempt is invented.
+    retrying = await add_job(conn, name="retrying", max_attempts=3)
+    assert await _fail(conn, await claim_one(conn)) == {retrying: "new"}
+    assert (await queue.cancel(conn, retrying))["status"] == "cancelled"
+    assert [(a["attempt"], a["outcome"]) for a in await attempts(conn, retrying)] == [
+        (1, "error")]
+
     running = await add_job(conn, name="running")
     c = await claim_one(conn)
     row = await queue.cancel(conn, running)
     assert row["status"] == "cancelled" and row["lease_owner"] is None
     (attempt,) = await attempts(conn, running)
+    assert (attempt["attempt"], attempt["owner"]) == (c.attempt, OWNER)
     assert attempt["outcome"] == "cancelled" and attempt["finished_at"] is not None
     # The former owner's completion is fenced out by status.
     assert await queue.complete_batch(conn, OWNER, [(c.id, c.attempt)]) == set()
@@ -296,7 +304,7 @@ async def test_cancel_and_retry_of_missing_job_raise_not_found(conn) -> None:
         await queue.retry(conn, 424242)
 
 
-# --- job_attempts: opened at claim, closed by every path -------------------------------------
+# --- job_attempts: written when the attempt ends, by every path ------------------------------
 
 async def _end_by(conn, path: str, c) -> None:
     if path == "success":
@@ -325,21 +333,38 @@ async def _end_by(conn, path: str, c) -> None:
         ("released", "lost", "released at worker shutdown"),
     ],
 )
-async def test_attempt_row_opened_at_claim_and_closed_by_every_path(
+async def test_attempt_row_written_when_every_path_ends_the_attempt(
     conn, path, outcome, error
 ) -> None:
     job_id = await add_job(conn, max_attempts=3)
     c = await claim_one(conn)
-    (opened,) = await attempts(conn, job_id)
-    assert (opened["attempt"], opened["owner"]) == (1, OWNER)
-    assert opened["finished_at"] is None and opened["outcome"] is None
+    started_at = (await job(conn, job_id))["started_at"]
+    # While it runs there is no row: the attempt history shows it from the jobs row.
+    assert await scalar(conn, "SELECT count(*) FROM job_attempts") == 0
+    (running,) = await attempts(conn, job_id)
+    assert (running["attempt"], running["owner"], running["claimed_at"]) == (1, OWNER, started_at)
+    assert (running["finished_at"], running["outcome"], running["error"]) == (None, None, None)
     await _end_by(conn, path, c)
-    (closed,) = await attempts(conn, job_id)
-    assert closed["finished_at"] is not None and closed["finished_at"] >= closed["claimed_at"]
-    assert closed["outcome"] == outcome
-    assert closed["error"] == error
-    open_rows = await scalar(conn, "SELECT count(*) FROM job_attempts WHERE finished_at IS NULL")
-    assert open_rows == 0
+    stored = await rows(conn, "SELECT job_id, attempt, owner, claimed_at, finished_at, "
+                              "outcome::text AS outcome, error FROM job_attempts")
+    assert len(stored) == 1
+    (ended,) = await attempts(conn, job_id)
+    assert ended == stored[0]
+    assert (ended["attempt"], ended["owner"], ended["claimed_at"]) == (1, OWNER, started_at)
+    assert ended["finished_at"] is not None and ended["finished_at"] >= ended["claimed_at"]
+    assert ended["outcome"] == outcome
+    assert ended["error"] == error
+
+
+async def test_an_attempt_row_is_never_open_and_never_written_twice(conn) -> None:
+    with pytest.raises(psycopg.errors.NotNullViolation):
+        await conn.execute("INSERT INTO job_attempts (job_id, attempt, owner) VALUES (1, 1, 'x')")
+    await conn.execute("INSERT INTO job_attempts (job_id, attempt, owner, finished_at, outcome) "
+                       "VALUES (1, 1, 'x', now(), 'success')")
+    # An attempt ended twice is a bug: the primary key refuses it loudly.
+    with pytest.raises(psycopg.errors.UniqueViolation):
+        await conn.execute("INSERT INTO job_attempts (job_id, attempt, owner, finished_at, "
+                           "outcome) VALUES (1, 1, 'y', now(), 'lost')")
 
 
 async def test_attempts_are_numbered_one_per_claim(conn) -> None:

@@ -56,10 +56,14 @@ async def test_in_flight_jobs_never_exceed_max_concurrent_jobs(db_url, conn) -> 
     assert max(seen) >= 2, "the sampler never saw parallel work: the test proves nothing"
     assert worker.permits.high_water == limit
     assert worker.metrics.in_flight_high_water <= limit
-    intervals = await rows(conn, "SELECT owner, claimed_at, finished_at FROM job_attempts")
+    intervals = await rows(conn, "SELECT a.owner, a.claimed_at, a.finished_at, "
+                                 "j.started_at, j.finished_at AS job_finished_at "
+                                 "FROM job_attempts a JOIN jobs j ON j.id = a.job_id")
     assert len(intervals) == backlog
     assert {r["owner"] for r in intervals} == {worker.owner}
-    assert all(r["finished_at"] is not None for r in intervals)
+    # Each row spans its lease exactly: from the claim to the completion that ended it.
+    assert all((r["claimed_at"], r["finished_at"]) == (r["started_at"], r["job_finished_at"])
+               for r in intervals)
     overlap = max_overlap((r["claimed_at"], r["finished_at"]) for r in intervals)
     assert 2 <= overlap <= limit, overlap
 

@@ -143,6 +143,10 @@ async def test_sigkill_mid_job_then_another_worker_finishes_everything(spawn, co
     killed = {r["id"] for r in await rows(
         conn, "SELECT id FROM jobs WHERE status = 'processing'")}
     assert len(killed) == 4
+    # The killed attempts are still running as far as the database knows: the jobs rows
+    # hold them, and their attempt rows are written only when the reaper ends them.
+    assert await scalar(conn, "SELECT count(*) FROM job_attempts WHERE job_id = ANY(%s)",
+                        (sorted(killed),)) == 0
 
     second = spawn(max_concurrent_jobs=4)
     await wait_until(lambda: _all_success(conn, len(ids)), 30,

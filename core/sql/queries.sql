@@ -49,13 +49,20 @@ WHERE dedupe_key = %(dedupe_key)s AND status IN ('new', 'processing')
 SELECT * FROM jobs WHERE id = %(id)s
 
 -- name: job_attempts_list
+-- Ended attempts have a row; the running one (if any) is the jobs row itself.
 SELECT job_id, attempt, owner, claimed_at, finished_at, outcome, error
-FROM job_attempts WHERE job_id = %(id)s ORDER BY attempt
+FROM job_attempts WHERE job_id = %(id)s
+UNION ALL
+SELECT id, attempts, lease_owner, started_at, NULL, NULL, NULL
+FROM jobs WHERE id = %(id)s AND status = 'processing'
+ORDER BY attempt
 
 -- name: job_claim
 -- Claim up to %(limit)s runnable jobs in one statement: lock them with SKIP LOCKED in a
--- materialized CTE (LIMIT applies before locking, so never more than limit rows), lease
--- them, and open one job_attempts row each. The caller already holds one permit per row.
+-- materialized CTE (LIMIT applies before locking, so never more than limit rows) and lease
+-- them. The caller already holds one permit per row. No job_attempts row is written here:
+-- while the job is processing its jobs row describes the running attempt (attempts,
+-- lease_owner, started_at), and the row is written once, by whatever ends the attempt.
 WITH picked AS MATERIALIZED (
     SELECT id FROM jobs
     WHERE status = 'new' AND run_at <= now()
@@ -73,9 +80,6 @@ WITH picked AS MATERIALIZED (
     FROM picked
     WHERE j.id = picked.id  -- picked holds the row locks, taken after re-checking status
     RETURNING j.id, j.attempts, j.kind, j.payload, j.timeout_s, j.run_at
-), opened AS (
-    INSERT INTO job_attempts (job_id, attempt, owner, claimed_at)
-    SELECT id, attempts, %(owner)s, now() FROM claimed
 )
 SELECT id, attempts, kind, payload, timeout_s,
        extract(epoch FROM now() - run_at)::float8 AS waited_s
@@ -93,10 +97,10 @@ WHERE j.id = mine.id
 RETURNING j.id
 
 -- name: job_complete_batch
--- Finish a batch of successful attempts (fenced). In the same statement: close their
--- attempt rows and write the exactly-once effect row of `effect` jobs, so an effect
--- exists if and only if its completion committed. Returns the ids whose success is
--- committed: written now, or by this owner's earlier try whose answer was lost.
+-- Finish a batch of successful attempts (fenced). In the same statement: write their
+-- attempt rows and the exactly-once effect row of `effect` jobs, so an effect exists if
+-- and only if its completion committed. Returns the ids written now; for the others see
+-- job_attempts_settled_by_owner.
 WITH done AS (
     UPDATE jobs AS j
     SET status = 'success',
@@ -110,25 +114,16 @@ WITH done AS (
       AND j.attempts = mine.attempt
       AND j.lease_owner = %(owner)s
       AND j.status = 'processing'
-    RETURNING j.id, j.attempts, j.kind
-), closed AS (
-    UPDATE job_attempts AS a
-    SET finished_at = now(), outcome = 'success'
-    FROM done
-    WHERE a.job_id = done.id AND a.attempt = done.attempts
+    RETURNING j.id, j.attempts, j.kind, j.started_at
+), ended AS (
+    -- RETURNING gives the new lease_owner (NULL); the fence says it was the caller.
+    INSERT INTO job_attempts (job_id, attempt, owner, claimed_at, finished_at, outcome)
+    SELECT id, attempts, %(owner)s, started_at, now(), 'success' FROM done
 ), effects AS (
     INSERT INTO job_effects (job_id, attempt)
     SELECT id, attempts FROM done WHERE kind = 'effect'
 )
 SELECT id FROM done
-UNION ALL
--- A retry after a lost answer (the connection broke after COMMIT): the attempt is already
--- recorded as this owner's success, so it committed then; it was not fenced. (The scan
--- sees the snapshot from before this statement, so rows of `done` never match here.)
-SELECT a.job_id FROM job_attempts AS a
-JOIN unnest(%(ids)s::bigint[], %(attempts)s::int[]) AS mine(id, attempt)
-  ON a.job_id = mine.id AND a.attempt = mine.attempt
-WHERE a.owner = %(owner)s AND a.outcome = 'success'
 
 -- name: job_fail_batch
 -- Record failed attempts (fenced). With attempts left (and retryable) the job goes back
@@ -156,23 +151,27 @@ WITH failed AS (
       AND j.attempts = mine.attempt
       AND j.lease_owner = %(owner)s
       AND j.status = 'processing'
-    RETURNING j.id, j.attempts, j.status, mine.error, mine.outcome
-), closed AS (
-    UPDATE job_attempts AS a
-    SET finished_at = now(), outcome = failed.outcome, error = failed.error
-    FROM failed
-    WHERE a.job_id = failed.id AND a.attempt = failed.attempts
+    RETURNING j.id, j.attempts, j.status, j.started_at, mine.error, mine.outcome
+), ended AS (
+    INSERT INTO job_attempts (job_id, attempt, owner, claimed_at, finished_at, outcome, error)
+    SELECT id, attempts, %(owner)s, started_at, now(), outcome, error FROM failed
 )
 SELECT id, status::text AS status FROM failed
-UNION ALL
--- A retry after a lost answer: this owner's failure of the attempt is already recorded, so
--- it committed then (as in job_complete_batch; rows of `failed` never match here).
-SELECT j.id, j.status::text FROM job_attempts AS a
-JOIN unnest(%(ids)s::bigint[], %(attempts)s::int[], %(outcomes)s::attempt_outcome[])
-     AS mine(id, attempt, outcome)
-  ON a.job_id = mine.id AND a.attempt = mine.attempt
+
+-- name: job_attempts_settled_by_owner
+-- Only for the rows a fenced write did not return (rare): those this owner itself already
+-- settled. A retry after a lost answer (the connection broke after COMMIT) finds its own
+-- earlier write here, so it committed then and was not fenced. Kept out of the hot
+-- statements so a completion pays nothing for it; the reaper, a cancel or a release close
+-- attempts as lost/cancelled, which the caller does not take for its own outcome.
+SELECT a.job_id, a.attempt, a.outcome::text AS outcome, j.status::text AS status
+FROM job_attempts AS a
 JOIN jobs AS j ON j.id = a.job_id
-WHERE a.owner = %(owner)s AND a.outcome = mine.outcome
+WHERE a.job_id = ANY(%(ids)s::bigint[])
+  AND (a.job_id, a.attempt) IN (
+      SELECT * FROM unnest(%(ids)s::bigint[], %(attempts)s::int[]))
+  AND a.owner = %(owner)s
+  AND a.outcome IS NOT NULL
 
 -- name: job_release_batch
 -- Graceful shutdown gave up waiting: hand unfinished jobs back (fenced). The attempt is
@@ -192,12 +191,11 @@ WITH released AS (
       AND j.attempts = mine.attempt
       AND j.lease_owner = %(owner)s
       AND j.status = 'processing'
-    RETURNING j.id, j.attempts
-), closed AS (
-    UPDATE job_attempts AS a
-    SET finished_at = now(), outcome = 'lost', error = 'released at worker shutdown'
+    RETURNING j.id, j.attempts, j.started_at
+), ended AS (
+    INSERT INTO job_attempts (job_id, attempt, owner, claimed_at, finished_at, outcome, error)
+    SELECT id, attempts, %(owner)s, started_at, now(), 'lost', 'released at worker shutdown'
     FROM released
-    WHERE a.job_id = released.id AND a.attempt = released.attempts
 )
 SELECT id FROM released
 
@@ -205,8 +203,10 @@ SELECT id FROM released
 -- One guarded statement over expired leases: rows a completion holds are skipped, and
 -- the UPDATE re-checks the guard on the locked row, so a job finished meanwhile is never
 -- overwritten (River #1302). The lost attempt counts; with none left the job fails.
+-- The attempt row needs the owner, which RETURNING gives as the new value (NULL): it is
+-- read in `expired`, whose row locks keep it from changing before the UPDATE.
 WITH expired AS MATERIALIZED (
-    SELECT id FROM jobs
+    SELECT id, lease_owner, started_at FROM jobs
     WHERE status = 'processing' AND lease_expires_at < now()
     ORDER BY lease_expires_at
     LIMIT %(limit)s
@@ -224,31 +224,37 @@ WITH expired AS MATERIALIZED (
     FROM expired
     WHERE j.id = expired.id AND j.status = 'processing' AND j.lease_expires_at < now()
     RETURNING j.id, j.attempts, j.status
-), closed AS (
-    UPDATE job_attempts AS a
-    SET finished_at = now(), outcome = 'lost', error = 'lease expired'
-    FROM reaped
-    WHERE a.job_id = reaped.id AND a.attempt = reaped.attempts AND a.finished_at IS NULL
+), ended AS (
+    INSERT INTO job_attempts (job_id, attempt, owner, claimed_at, finished_at, outcome, error)
+    SELECT reaped.id, reaped.attempts, expired.lease_owner, expired.started_at, now(), 'lost',
+           'lease expired'
+    FROM reaped JOIN expired ON expired.id = reaped.id
 )
 SELECT id, status::text AS status FROM reaped
 
 -- name: job_cancel
--- new | processing -> cancelled. A running attempt is closed as cancelled; its owner's
--- later writes are fenced out by status.
-WITH cancelled AS (
-    UPDATE jobs
+-- new | processing -> cancelled. A running attempt ends as cancelled; its owner's later
+-- writes are fenced out by status. Its row needs the status and owner from before the
+-- UPDATE (RETURNING gives the new ones): `target` reads them under the row lock, so they
+-- cannot change before the UPDATE.
+WITH target AS MATERIALIZED (
+    SELECT id, status, lease_owner, attempts, started_at FROM jobs
+    WHERE id = %(id)s AND status IN ('new', 'processing')
+    FOR UPDATE
+), cancelled AS (
+    UPDATE jobs AS j
     SET status = 'cancelled',
         finished_at = now(),
         lease_owner = NULL,
         lease_expires_at = NULL,
         updated_at = now()
-    WHERE id = %(id)s AND status IN ('new', 'processing')
-    RETURNING *
-), closed AS (
-    UPDATE job_attempts AS a
-    SET finished_at = now(), outcome = 'cancelled', error = 'cancelled'
-    FROM cancelled
-    WHERE a.job_id = cancelled.id AND a.attempt = cancelled.attempts AND a.finished_at IS NULL
+    FROM target
+    WHERE j.id = target.id
+    RETURNING j.*
+), ended AS (
+    INSERT INTO job_attempts (job_id, attempt, owner, claimed_at, finished_at, outcome, error)
+    SELECT id, attempts, lease_owner, started_at, now(), 'cancelled', 'cancelled'
+    FROM target WHERE status = 'processing'
 )
 SELECT * FROM cancelled
 

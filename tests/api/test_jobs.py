@@ -48,17 +48,23 @@ async def test_concurrent_creates_are_grouped(api: Api) -> None:
 
 async def test_get_job_with_history(api: Api) -> None:
     job = (await api.client.post("/jobs", json={"name": "h"})).json()
-    await api.sql("UPDATE jobs SET status='processing', attempts=1, lease_owner='t', "
+    # Attempt 1 ended (its row), attempt 2 is running (only the jobs row says so).
+    await api.sql("UPDATE jobs SET status='processing', attempts=2, lease_owner='t', "
                   "lease_expires_at=now()+interval '1 min', started_at=now() WHERE id=%s",
                   job["id"])
-    await api.sql("INSERT INTO job_attempts (job_id, attempt, owner) VALUES (%s, 1, 't')",
-                  job["id"])
+    await api.sql("INSERT INTO job_attempts (job_id, attempt, owner, claimed_at, finished_at, "
+                  "outcome, error) VALUES (%s, 1, 'old', now() - interval '1 min', "
+                  "now() - interval '30 s', 'lost', 'lease expired')", job["id"])
     r = await api.client.get(f"/jobs/{job['id']}")
     assert r.status_code == 200
     detail = r.json()
     assert detail["status"] == "processing"
-    assert [a["attempt"] for a in detail["attempt_history"]] == [1]
-    assert detail["attempt_history"][0]["outcome"] is None
+    history = detail["attempt_history"]
+    assert [(a["attempt"], a["owner"], a["outcome"], a["error"]) for a in history] == [
+        (1, "old", "lost", "lease expired"), (2, "t", None, None)]
+    assert history[0]["finished_at"] is not None
+    assert history[1]["finished_at"] is None
+    assert history[1]["claimed_at"] == detail["started_at"]
     assert (await api.client.get("/jobs/999999")).status_code == 404
     for bad in ("abc", "-1", "0", "99999999999999999999999", "9" * 5000):
         r = await api.client.get(f"/jobs/{bad}")
