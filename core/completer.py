@@ -60,6 +60,10 @@ class Ledger:
     def discard(self, claim: Claim) -> None:
         self.claims.pop(claim.key, None)
 
+    def add_writer(self, wake: asyncio.Event) -> None:
+        """A completer's wake-up, set whenever an outcome is put in the outbox."""
+        self._writers.append(wake)
+
     def put(self, item: Pending) -> None:
         item[0].finish()  # consumes the claim: reporting an attempt twice raises
         self.pending.append(item)
@@ -79,6 +83,11 @@ class Ledger:
 
     def settled(self, items: list[Pending]) -> None:
         self.writing -= len(items)
+
+    def drop_pending(self) -> list[Pending]:
+        """Everything waiting (not what a write has already taken)."""
+        items, self.pending = self.pending, []
+        return items
 
     @property
     def unwritten(self) -> int:
@@ -103,7 +112,7 @@ class Completer(BackgroundLoop):
         self.retry_base_s = retry_base_s
         self.retry_max_s = retry_max_s
         self.batch_max = batch_max
-        ledger._writers.append(self.wake)
+        ledger.add_writer(self.wake)
 
     @property
     def pending(self) -> list[Pending]:
@@ -179,8 +188,7 @@ class Completer(BackgroundLoop):
     def abandon(self) -> int:
         """Give up on unwritten outcomes (shutdown with the database away): return their
         permits; their leases expire and the reaper hands the jobs out again."""
-        items = self.ledger.take(len(self.ledger.pending))
-        self.ledger.settled(items)
+        items = self.ledger.drop_pending()
         for claim, _, _, future in items:
             self.ledger.discard(claim)
             if future is not None and not future.done():

@@ -82,6 +82,16 @@ async def _claim_is_bounded(worker, conn, limit: int, name: str = "claim_under_t
     _check(await _explain(worker, limit, name), limit, row[0])
 
 
+async def _claims_are_bounded(db_url: str, conn) -> None:
+    """Every claim size, on a fresh worker connection."""
+    worker = await _worker_conn(db_url)
+    try:
+        for limit in LIMITS:
+            await _claim_is_bounded(worker, conn, limit)
+    finally:
+        await worker.close()
+
+
 async def _worker_conn(db_url: str) -> psycopg.AsyncConnection[Any]:
     """A connection with the worker's session settings and the claim prepared on it, planned
     afresh for each EXPLAIN (a custom plan, as a statement's first runs get)."""
@@ -125,12 +135,7 @@ async def test_claim_plan_on_a_fresh_never_analyzed_table(db_url, conn) -> None:
 async def test_claim_plan_right_after_a_bulk_insert(db_url, conn) -> None:
     await _never_analyzed(conn)
     await _bulk_insert(conn)
-    worker = await _worker_conn(db_url)
-    try:
-        for limit in LIMITS:
-            await _claim_is_bounded(worker, conn, limit)
-    finally:
-        await worker.close()
+    await _claims_are_bounded(db_url, conn)
 
 
 async def test_claim_plan_after_idle_polling_then_a_bulk_insert(db_url, conn) -> None:
@@ -172,9 +177,4 @@ async def test_claim_plan_with_statistics_from_an_empty_queue(db_url, conn, hist
         )
     await conn.execute("ANALYZE jobs")
     await _bulk_insert(conn)
-    worker = await _worker_conn(db_url)
-    try:
-        for limit in LIMITS:
-            await _claim_is_bounded(worker, conn, limit)
-    finally:
-        await worker.close()
+    await _claims_are_bounded(db_url, conn)
