@@ -91,7 +91,7 @@ async def create_job(request: Request) -> Response:
     state.monitor.check_available()
     job = decode_job(await read_body(request, MAX_JOB_BODY, state.options.body_timeout_s))
     spec = validate_job(job.as_item(), state.registry, state.settings)
-    state.monitor.admit(1)
+    await state.monitor.admit(1)
     if key is None:
         row, created = await state.batcher.create(spec)
     else:

@@ -70,7 +70,7 @@ async def bulk_create(request: Request) -> Response:
     raws = await _read_items(request, state)
     if not raws:
         raise ApiError(422, "invalid_field", "the array holds no jobs", "body")
-    state.monitor.admit(len(raws))
+    await state.monitor.admit(len(raws))
     try:
         async with state.connection() as conn:
             ids, errors = await write_bulk(conn, raws, _validator(state), atomic)

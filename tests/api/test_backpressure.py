@@ -36,6 +36,19 @@ async def test_queue_depth_limit_is_429(db_url: str) -> None:
         assert r.status_code == 201
 
 
+async def test_creates_the_workers_keep_up_with_are_never_refused(db_url: str) -> None:
+    """Between counts the API's figure of waiting jobs only grows by its own creates; jobs
+    the workers took meanwhile must not turn into 429s while the queue is far from full."""
+    settings = fast_settings(MAX_QUEUE_DEPTH=20)
+    async with running_api(db_url, settings) as api:
+        for i in range(60):  # three times the limit, every one taken at once by a "worker"
+            r = await api.client.post("/jobs", json={"name": f"j{i}"})
+            assert r.status_code == 201, (i, r.status_code, r.text)
+            await api.sql("UPDATE jobs SET status = 'cancelled', finished_at = now() "
+                          "WHERE status = 'new'")
+        assert await api.count_jobs() == 60
+
+
 async def test_exhausted_pool_is_503_after_a_bounded_wait(api: Api) -> None:
     pool = api.state.pool
     held = [await pool.getconn() for _ in range(api.state.pool_size)]
