@@ -12,6 +12,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -49,6 +50,20 @@ ROWS_JS = ("Array.from(document.querySelectorAll('table tbody tr'))"
            ".map(r => Array.from(r.cells).map(c => c.innerText.trim()))")
 
 
+def _start_swarm(page: Any, tries: int = 3) -> None:
+    """Submit the start form, and again when the swarm has not begun a few seconds later:
+    in 2 of 11 runs here the first click started nothing (most likely it landed before the
+    page's script had bound the form). The run must still reach RUNNING."""
+    for attempt in range(1, tries + 1):
+        page.js("document.querySelector('form button[type=submit]').click()")
+        try:
+            page.wait_for("/RUNNING|SPAWNING/.test(document.body.innerText)", timeout=7)
+            return
+        except AssertionError:
+            if attempt == tries:
+                raise
+
+
 def test_web_ui_starts_a_run_and_shows_statistics(pg_cluster: EmbeddedPostgres, tmp_path: Path,
                                                   browser_binary: str) -> None:
     port = free_port()
@@ -66,7 +81,7 @@ def test_web_ui_starts_a_run_and_shows_statistics(pg_cluster: EmbeddedPostgres, 
             page.goto(ui)
             page.wait_for("!!document.querySelector('form button[type=submit]')")
             assert page.js("document.querySelector('input[name=userCount]').value") == "3"
-            page.js("document.querySelector('form button[type=submit]').click()")
+            _start_swarm(page)
             page.wait_for("document.body.innerText.includes('RUNNING')")
             rows = page.wait_for(
                 f"(() => {{ const rows = {ROWS_JS};"
