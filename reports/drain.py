@@ -1,4 +1,5 @@
-"""`make bench`: drain a pre-filled backlog of no-op jobs and print jobs/s and peak RSS.
+"""`make bench`: drain a pre-filled backlog of no-op jobs and print jobs/s, peak RSS and
+CPU per job (the drain process's, plus the server's when it runs on this machine).
 
 Each measurement runs in a fresh child process against a fresh database on the same
 cluster (DATABASE_URL, or the embedded one with its durable settings), so peak RSS is
@@ -38,6 +39,7 @@ from reports.peers import (
     setup_pgqueuer,
     setup_procrastinate,
 )
+from reports.server_cpu import postmaster_pid, server_cpu_seconds
 
 BENCH_DB = "boundq_bench"
 
@@ -98,12 +100,14 @@ def _progress(done: int, jobs: int, elapsed: float) -> None:
           file=sys.stderr, flush=True)
 
 async def _drain_boundq(url: str, jobs: int, concurrency: int, workers: int) -> float:
+    from core.gc_tuning import WORKER_THRESHOLDS, tune_gc
     from core.worker import Worker
 
     settings = load_settings(dotenv=None).with_overrides(
         max_concurrent_jobs=concurrency, num_workers=workers,
     )
     worker = Worker(settings, url)
+    tune_gc(WORKER_THRESHOLDS)  # as `boundq worker` runs
     started = time.perf_counter()
     await worker.start()
     next_report = started + PROGRESS_EVERY_S
@@ -171,6 +175,7 @@ def peak_rss_kb() -> int:
 def child_main(args: argparse.Namespace) -> None:
     import uvloop
 
+    cpu_started = time.process_time()
     if args.mode == "boundq":
         elapsed = uvloop.run(_drain_boundq(args.url, args.jobs, args.concurrency, args.workers))
     elif args.mode == "naive":
@@ -179,9 +184,10 @@ def child_main(args: argparse.Namespace) -> None:
         elapsed = run_procrastinate_child(args.url, args.jobs, args.workers)
     else:
         elapsed = run_pgqueuer_child(args.url, args.jobs, args.workers, args.batch)
+    client_cpu_s = time.process_time() - cpu_started
     peak_kb = peak_rss_kb()
     print(json.dumps({"elapsed_s": elapsed, "jobs_per_s": args.jobs / elapsed,
-                      "peak_rss_mb": peak_kb / 1024}))
+                      "peak_rss_mb": peak_kb / 1024, "client_cpu_s": client_cpu_s}))
 
 
 def settle(url: str) -> None:
@@ -222,11 +228,40 @@ def measure(base: str, label: str, mode: str, jobs: int, backlog: int | None = N
         asyncio.run(migrate(url))
         fill_backlog(url, backlog or jobs)
     settle(url)
+    postmaster = postmaster_pid(url)
+    server_before = server_cpu_seconds(postmaster) if postmaster else 0.0
     result = run_child(url, mode, jobs, **kw)
+    if postmaster:
+        wait_for_backends_to_exit(url)
+        result["server_cpu_s"] = server_cpu_seconds(postmaster) - server_before
     result.update({"label": label, "mode": mode, "jobs": jobs, "backlog": backlog or jobs, **kw})
     print(f"  {label:<34} {result['jobs_per_s']:>10,.0f} jobs/s   peak RSS "
-          f"{result['peak_rss_mb']:6.1f} MiB", flush=True)
+          f"{result['peak_rss_mb']:6.1f} MiB   CPU/job {cpu_per_job(result)}", flush=True)
     return result
+
+
+def wait_for_backends_to_exit(url: str, timeout_s: float = 10.0) -> None:
+    """The child has exited; its backends exit a moment later. Read the server's CPU
+    once they have, so none of their time is missed."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with psycopg.connect(url, autocommit=True) as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            ).fetchone()
+        if row is not None and row[0] == 0:
+            return
+        time.sleep(0.05)
+
+
+def cpu_per_job(result: dict[str, Any]) -> str:
+    """"client + server µs" of CPU per job drained (server only for a local cluster)."""
+    client_us = result["client_cpu_s"] / result["jobs"] * 1e6
+    if "server_cpu_s" not in result:
+        return f"{client_us:,.0f} µs (client; server not local)"
+    server_us = result["server_cpu_s"] / result["jobs"] * 1e6
+    return f"{client_us:,.0f} + {server_us:,.0f} = {client_us + server_us:,.0f} µs"
 
 
 def summarize(results: list[dict[str, Any]]) -> None:
@@ -234,11 +269,15 @@ def summarize(results: list[dict[str, Any]]) -> None:
     import statistics
 
     by_label: dict[str, list[float]] = {}
+    cpu_by_label: dict[str, list[float]] = {}
     for r in results:
         by_label.setdefault(r["label"], []).append(r["jobs_per_s"])
-    print("summary (jobs/s)            best      median   rounds")
+        cpu_by_label.setdefault(r["label"], []).append(
+            (r["client_cpu_s"] + r.get("server_cpu_s", 0.0)) / r["jobs"] * 1e6)
+    print("summary (jobs/s)            best      median   CPU µs/job (median)   rounds")
     for label, rates in by_label.items():
-        print(f"  {label:<34} {max(rates):>8,.0f}  {statistics.median(rates):>10,.0f}   "
+        print(f"  {label:<34} {max(rates):>8,.0f}  {statistics.median(rates):>10,.0f}  "
+              f"{statistics.median(cpu_by_label[label]):>10,.0f}   "
               f"{', '.join(f'{x:,.0f}' for x in rates)}")
     boundq = [max(v) for k, v in by_label.items() if k.startswith("boundq")]
     peers = [max(v) for k, v in by_label.items() if k.startswith("pgqueuer")]

@@ -1,0 +1,46 @@
+"""The drain's server CPU figure: read from /proc for the test cluster, living and
+exited backends both counted."""
+
+from __future__ import annotations
+
+import time
+
+import psycopg
+
+from core.pgembed import EmbeddedPostgres
+from reports.drain import wait_for_backends_to_exit
+from reports.server_cpu import parse_stat_times, postmaster_pid, server_cpu_seconds, stat_tail
+
+# A query that keeps one backend busy for a few tenths of a second.
+BURN = "SELECT count(*) FROM generate_series(1, 4000000) AS g WHERE g % 7 = 3"
+
+
+def test_stat_line_with_odd_command_name() -> None:
+    fields = [str(n) for n in range(3, 53)]
+    fields[1], fields[11:15] = "4242", ["10", "5", "100", "7"]
+    line = "1234 (post (gres) x) " + " ".join(fields) + "\n"
+    assert parse_stat_times(stat_tail(line)) == (4242, 15, 107)
+
+
+def test_postmaster_of_the_local_cluster(pg_cluster: EmbeddedPostgres) -> None:
+    pid_file = pg_cluster.data_dir / "postmaster.pid"
+    expected = int(pid_file.read_text().splitlines()[0])
+    assert postmaster_pid(pg_cluster.url("postgres")) == expected
+
+
+def test_counts_a_backend_that_has_exited(pg_cluster: EmbeddedPostgres) -> None:
+    url = pg_cluster.url("postgres")
+    postmaster = postmaster_pid(url)
+    assert postmaster is not None
+    before = server_cpu_seconds(postmaster)
+    started = time.process_time()
+    with psycopg.connect(url, autocommit=True) as conn:
+        wall = time.perf_counter()
+        conn.execute(BURN)
+        burned_wall = time.perf_counter() - wall
+    wait_for_backends_to_exit(url)
+    spent = server_cpu_seconds(postmaster) - before
+    # The backend is gone; its time is in the postmaster's reaped-children total. It ran
+    # for most of the query's wall time (other tests may share the cores: allow half).
+    assert spent >= burned_wall * 0.5, (spent, burned_wall)
+    assert time.process_time() - started < burned_wall  # the client did not do the work
