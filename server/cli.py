@@ -117,8 +117,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
         return supervise(settings.worker_processes, [sys.executable, "-m", "server.cli", "worker",
                                                      *_child_args(args)])
+    from core.gc_tuning import WORKER_THRESHOLDS, tune_gc
     from core.worker import Worker
 
+    tune_gc(WORKER_THRESHOLDS)
     _run(Worker(settings, url).run_until_signalled())
     return 0
 
