@@ -6,6 +6,7 @@ sure it runs again whatever happens (try/finally)."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import psycopg
 import pytest
@@ -46,7 +47,10 @@ async def test_worker_survives_a_postgres_crash(pg_cluster: EmbeddedPostgres, db
         async def all_done():
             return await _count(db_url, "success") == total
 
-        await wait_until(all_done, 60, interval=0.2, what="every job done after the restart")
+        try:
+            await wait_until(all_done, 60, interval=0.2, what="every job done after the restart")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{await _stall_report(worker, db_url)}") from None
     finally:
         if not pg_cluster.running():
             await asyncio.to_thread(pg_cluster.start)
@@ -72,6 +76,44 @@ async def test_worker_survives_a_postgres_crash(pg_cluster: EmbeddedPostgres, db
         # single_owner: one job's attempts never overlap in time (by the database clock)
         assert max_overlap((a["claimed_at"], a["finished_at"]) for a in attempts) == 1, (
             job_id, attempts)
+
+
+async def _stall_report(worker: Worker, db_url: str) -> str:
+    """What a stalled worker was doing: its loops' stacks, outbox, permits, pool and the
+    server's sessions, so a rare stall can be diagnosed from one failed run."""
+    lines = [f"permits free {worker.permits.free}/{worker.permits.total}; outbox "
+             f"{len(worker.ledger.pending)} waiting, {worker.ledger.writing} being written; "
+             f"held {len(worker.ledger)}; pool {worker.pool.get_stats()}"]
+    for task in worker._loop_tasks:
+        frames: list[str] = []
+        awaited: Any = task.get_coro()
+        last_frame: Any = None
+        while awaited is not None:
+            frame = getattr(awaited, "cr_frame", None) or getattr(awaited, "ag_frame", None)
+            if frame is None:
+                # An @asynccontextmanager's generator hides behind its asend(): find it.
+                holder = last_frame.f_locals.get("self") if last_frame is not None else None
+                gen = getattr(holder, "gen", None)
+                if gen is None or gen.ag_frame is None:
+                    break
+                awaited = gen
+                continue
+            last_frame = frame
+            frames.append(f"{frame.f_code.co_name}:{frame.f_lineno}")
+            awaited = getattr(awaited, "cr_await", None) or getattr(awaited, "ag_await", None)
+        frames.append(repr(awaited)[:80])
+        lines.append(f"{task.get_name()} done={task.done()} in {' -> '.join(frames)}")
+    try:
+        async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as c:
+            lines += [str(r) for r in await rows(
+                c, "SELECT application_name, state, wait_event_type, wait_event, "
+                   "left(query, 60) AS query FROM pg_stat_activity "
+                   "WHERE datname = current_database()")]
+            lines.append(str(await rows(c, "SELECT status::text, count(*) FROM jobs "
+                                           "GROUP BY 1")))
+    except psycopg.Error as exc:
+        lines.append(f"database: {exc}")
+    return "\n".join(lines)
 
 
 async def _some_done(db_url: str, n: int) -> bool:
