@@ -1,6 +1,6 @@
 """Micro benchmarks of the hot statements (pytest-benchmark), 100 jobs a statement:
 
-  claim            job_claim: lock, lease and open attempts of 100 waiting jobs
+  claim            job_claim: lock and lease 100 waiting jobs
   complete batch   job_complete_batch: finish 100 claimed jobs (fenced)
   COPY enqueue     queue.enqueue_many: 100 jobs through COPY in one transaction
 
