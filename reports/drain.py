@@ -274,7 +274,9 @@ def summarize(results: list[dict[str, Any]]) -> None:
         by_label.setdefault(r["label"], []).append(r["jobs_per_s"])
         cpu_by_label.setdefault(r["label"], []).append(
             (r["client_cpu_s"] + r.get("server_cpu_s", 0.0)) / r["jobs"] * 1e6)
-    print("summary (jobs/s)            best      median   CPU µs/job (median)   rounds")
+    cpu_scope = "" if all("server_cpu_s" in r for r in results) else ", client only"
+    print(f"summary (jobs/s)            best      median   CPU µs/job (median{cpu_scope})   "
+          "rounds")
     for label, rates in by_label.items():
         print(f"  {label:<34} {max(rates):>8,.0f}  {statistics.median(rates):>10,.0f}  "
               f"{statistics.median(cpu_by_label[label]):>10,.0f}   "

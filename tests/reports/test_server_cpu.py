@@ -28,8 +28,8 @@ def test_postmaster_of_the_local_cluster(pg_cluster: EmbeddedPostgres) -> None:
     assert postmaster_pid(pg_cluster.url("postgres")) == expected
 
 
-def test_counts_a_backend_that_has_exited(pg_cluster: EmbeddedPostgres) -> None:
-    url = pg_cluster.url("postgres")
+def test_counts_a_backend_that_has_exited(db_url: str) -> None:
+    url = db_url  # a database of its own: no other session's exit to wait for
     postmaster = postmaster_pid(url)
     assert postmaster is not None
     before = server_cpu_seconds(postmaster)
