@@ -38,9 +38,9 @@ log = logging.getLogger("boundq.worker")
 
 Pool = AsyncConnectionPool[psycopg.AsyncConnection[Any]]
 
-# One submitted outcome: the claim, its outcome, the job's permit (returned after the
-# write), and a future for a caller that waits on the write (None on the hot path).
-Pending = tuple[Claim, Outcome, Permit | None, "asyncio.Future[bool] | None"]
+# One submitted outcome: the claim, its outcome and the job's permit (returned after the
+# write).
+Pending = tuple[Claim, Outcome, Permit | None]
 
 
 class Ledger:
@@ -114,22 +114,10 @@ class Completer(BackgroundLoop):
         self.batch_max = batch_max
         ledger.add_writer(self.wake)
 
-    @property
-    def pending(self) -> list[Pending]:
-        return self.ledger.pending
-
     def submit(self, claim: Claim, outcome: Outcome, permit: Permit | None = None) -> None:
         """Hand over a finished attempt (consumes the claim) and the job's permit, which
         is returned once the outcome is written."""
-        self.ledger.put((claim, outcome, permit, None))
-
-    async def finish(self, claim: Claim, outcome: Outcome) -> bool:
-        """Submit and wait for the write; False when the write was fenced (lease lost)."""
-        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self.ledger.put((claim, outcome, None, future))
-        # No shield: a cancelled waiter cancels only its own future; the outcome stays
-        # pending and is written with its batch all the same.
-        return await future
+        self.ledger.put((claim, outcome, permit))
 
     def full(self, handled: int) -> bool:
         return bool(self.ledger.pending)
@@ -169,30 +157,24 @@ class Completer(BackgroundLoop):
         return len(batch)
 
     def _settle(self, items: list[Pending], committed_ids: set[int]) -> None:
-        """A written sub-batch: drop it from the ledger, return its permits and resolve
-        its waiters."""
+        """A written sub-batch: drop it from the ledger and return its permits."""
         self.ledger.settled(items)
         claims = self.ledger.claims
-        for claim, outcome, _, future in items:
+        for claim, outcome, _ in items:
             claims.pop(claim.key, None)
-            committed = claim.id in committed_ids
-            if not committed:
+            if claim.id not in committed_ids:
                 self.metrics.fenced_writes += 1
                 log.warning("write fenced: job %d attempt %d is no longer ours", claim.id,
                             claim.attempt, extra={"job_id": claim.id, "attempt": claim.attempt,
                                                   "outcome": outcome.outcome.value})
-            if future is not None and not future.done():
-                future.set_result(committed)
         release_all(p[2] for p in items if p[2] is not None)
 
     def abandon(self) -> int:
         """Give up on unwritten outcomes (shutdown with the database away): return their
         permits; their leases expire and the reaper hands the jobs out again."""
         items = self.ledger.drop_pending()
-        for claim, _, _, future in items:
+        for claim, _, _ in items:
             self.ledger.discard(claim)
-            if future is not None and not future.done():
-                future.set_result(False)
         release_all(p[2] for p in items if p[2] is not None)
         return len(items)
 

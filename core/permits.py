@@ -139,12 +139,10 @@ class Permits:
 
 def release_all(permits: Iterable[Permit]) -> None:
     """Release many permits with one wake-up pass per pool (the completer's batch)."""
-    returned: dict[int, tuple[Permits, int]] = {}
+    returned: dict[Permits, int] = {}
     for permit in permits:
         if not permit._released:
             permit._released = True
-            owner = permit._owner
-            pool, n = returned.get(id(owner), (owner, 0))
-            returned[id(owner)] = (pool, n + 1)
-    for pool, n in returned.values():
+            returned[permit._owner] = returned.get(permit._owner, 0) + 1
+    for pool, n in returned.items():
         pool._give_back(n)

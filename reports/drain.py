@@ -255,12 +255,18 @@ def wait_for_backends_to_exit(url: str, timeout_s: float = 10.0) -> None:
         time.sleep(0.05)
 
 
+def cpu_us_per_job(result: dict[str, Any]) -> tuple[float, float | None]:
+    """(client, server) µs of CPU per job drained; server None unless the cluster is local."""
+    per_job = 1e6 / result["jobs"]
+    server = result.get("server_cpu_s")
+    return result["client_cpu_s"] * per_job, None if server is None else server * per_job
+
+
 def cpu_per_job(result: dict[str, Any]) -> str:
     """"client + server µs" of CPU per job drained (server only for a local cluster)."""
-    client_us = result["client_cpu_s"] / result["jobs"] * 1e6
-    if "server_cpu_s" not in result:
+    client_us, server_us = cpu_us_per_job(result)
+    if server_us is None:
         return f"{client_us:,.0f} µs (client; server not local)"
-    server_us = result["server_cpu_s"] / result["jobs"] * 1e6
     return f"{client_us:,.0f} + {server_us:,.0f} = {client_us + server_us:,.0f} µs"
 
 
@@ -272,8 +278,8 @@ def summarize(results: list[dict[str, Any]]) -> None:
     cpu_by_label: dict[str, list[float]] = {}
     for r in results:
         by_label.setdefault(r["label"], []).append(r["jobs_per_s"])
-        cpu_by_label.setdefault(r["label"], []).append(
-            (r["client_cpu_s"] + r.get("server_cpu_s", 0.0)) / r["jobs"] * 1e6)
+        client_us, server_us = cpu_us_per_job(r)
+        cpu_by_label.setdefault(r["label"], []).append(client_us + (server_us or 0.0))
     cpu_scope = "" if all("server_cpu_s" in r for r in results) else ", client only"
     print(f"summary (jobs/s)            best      median   CPU µs/job (median{cpu_scope})   "
           "rounds")

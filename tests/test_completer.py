@@ -27,17 +27,14 @@ async def test_concurrent_flushes_write_each_outcome_once(db_url, conn) -> None:
     metrics, ledger = Metrics(), Ledger()
     completer = Completer(LoopSettings(1.0), pool, ledger, metrics, owner, 0.05, 0.2)
     try:
-        waiters = []
         for job_id, attempt, kind, payload, timeout_s, _ in rows:
             claim = Claim(job_id, attempt, kind, payload, timeout_s, owner)
             ledger.add(claim)
-            waiters.append(asyncio.create_task(
-                completer.finish(claim, Outcome(job_id, attempt, AttemptOutcome.SUCCESS))))
-        await asyncio.sleep(0)  # each waiter submits its outcome
-        assert len(completer.pending) == 3
+            completer.submit(claim, Outcome(job_id, attempt, AttemptOutcome.SUCCESS))
+        assert len(ledger.pending) == 3
         await asyncio.gather(completer.run_once(), completer.run_once())
-        assert all(w.done() for w in waiters)
-        assert [w.result() for w in waiters] == [True, True, True]
+        assert ledger.unwritten == 0, "an outcome was neither written nor put back"
+        assert await scalar(conn, "SELECT count(*) FROM jobs WHERE status = 'success'") == 3
     finally:
         await pool.close()
     assert metrics.succeeded == 3
@@ -78,4 +75,4 @@ async def test_abandoned_outcomes_return_their_permits() -> None:
                          Outcome(1, 1, AttemptOutcome.SUCCESS), grant.take())
     assert permits.in_use == 1
     assert completer.abandon() == 1
-    assert permits.in_use == 0 and completer.pending == []
+    assert permits.in_use == 0 and completer.ledger.pending == []

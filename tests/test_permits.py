@@ -316,12 +316,16 @@ async def test_submitting_one_claim_twice_raises(db_url) -> None:
     try:
         claim = Claim(7, 1, "noop", {}, None, worker.owner)
         outcome = Outcome(7, 1, AttemptOutcome.SUCCESS)
-        first = asyncio.create_task(worker.completer.finish(claim, outcome))
-        await asyncio.sleep(0)  # submitted
+        worker.completer.submit(claim, outcome)
         with pytest.raises(ClaimAlreadyFinished):
             worker.completer.submit(claim, outcome)
-        assert await asyncio.wait_for(first, 5) is False  # no such job: fenced, not written
-        assert len(worker.completer.pending) == 0
+
+        async def settled() -> bool:
+            return worker.ledger.unwritten == 0
+
+        await wait_until(settled, 5, what="the one submitted outcome written")
+        assert worker.metrics.fenced_writes == 1  # no such job: fenced, not written
+        assert len(worker.ledger.pending) == 0
     finally:
         await worker.stop()
 
