@@ -33,11 +33,11 @@ test: venv pg-server ## Run the test suite against a throwaway PostgreSQL cluste
 	$(PY) -m pytest tests invariants -q
 
 lint: venv ## ruff and mypy --strict
-	$(VENV)/bin/ruff check core server tests invariants loadtests reports
+	$(VENV)/bin/ruff check boundq core server tests invariants loadtests reports
 	$(VENV)/bin/mypy
 
 bench: venv-extras pg-server ## Drain 100k no-op jobs at MAX_CONCURRENT_JOBS 1,5,50,500; naive loop, PgQueuer, memory
-	$(PY) -m reports.drain --jobs $${BENCH_JOBS:-100000} --concurrency $${BENCH_CONCURRENCY:-1,5,50,500} $${BENCH_ARGS:---naive --peers --memory}
+	$(PY) -m boundq.reports.drain --jobs $${BENCH_JOBS:-100000} --concurrency $${BENCH_CONCURRENCY:-1,5,50,500} $${BENCH_ARGS:---naive --peers --memory}
 
 # flood and report also need Locust, matplotlib/pandas/Jupyter and the peer queues.
 EXTRAS_STAMP := $(VENV)/.installed-extras-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
@@ -48,13 +48,13 @@ $(EXTRAS_STAMP): $(STAMP)
 venv-extras: $(EXTRAS_STAMP)
 
 flood: venv-extras pg-server ## Flood API + workers with Locust, drain, verify lost = 0 (FLOOD_TIME, FLOOD_USERS, ...)
-	$(PY) -m server.cli flood $(FLOOD_ARGS)
+	$(VENV)/bin/boundq flood $(FLOOD_ARGS)
 
 flood-ui: venv-extras pg-server ## The same with the Locust web UI on http://127.0.0.1:8089 (Ctrl-C ends it)
-	$(PY) -m server.cli flood --ui $(FLOOD_ARGS)
+	$(VENV)/bin/boundq flood --ui $(FLOOD_ARGS)
 
 report: venv-extras pg-server ## Benchmark sweeps (with PgQueuer, procrastinate): figures + summary
-	$(PY) -m server.cli report $(REPORT_ARGS)
+	$(VENV)/bin/boundq report $(REPORT_ARGS)
 
 soak: venv pg-server ## Long fault runs of the invariant suite (BOUNDQ_INVARIANTS_PROFILE=soak)
 	BOUNDQ_INVARIANTS_PROFILE=soak $(PY) -m pytest invariants -q

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from core.errors import ClaimAlreadyFinished
+from boundq.core.errors import ClaimAlreadyFinished
 
 
 class Claim:

@@ -25,14 +25,14 @@ from typing import Any
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
-from core import queue
-from core.claim import Claim
-from core.faults import crash_point
-from core.loops import BackgroundLoop, LoopSettings
-from core.metrics import Metrics
-from core.permits import Permit, release_all
-from core.queue import Outcome
-from core.states import AttemptOutcome
+from boundq.core import queue
+from boundq.core.claim import Claim
+from boundq.core.faults import crash_point
+from boundq.core.loops import BackgroundLoop, LoopSettings
+from boundq.core.metrics import Metrics
+from boundq.core.permits import Permit, release_all
+from boundq.core.queue import Outcome
+from boundq.core.states import AttemptOutcome
 
 log = logging.getLogger("boundq.worker")
 

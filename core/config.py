@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from core.errors import ConfigError
+from boundq.core.errors import ConfigError
 
 
 def read_dotenv(path: Path) -> dict[str, str]:

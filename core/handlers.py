@@ -4,7 +4,7 @@ A handler is `async def handler(job: JobContext) -> None`. Returning is success;
 is a recorded failure (retried with backoff until max_attempts). A handler may give a
 payload validator so bad payloads are refused at enqueue, before anything is written.
 
-    from core.handlers import handler
+    from boundq.core.handlers import handler
 
     @handler("send_email", validate=lambda p: require_keys(p, "to"))
     async def send_email(job: JobContext) -> None: ...
@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from core.errors import JobValidationError
+from boundq.core.errors import JobValidationError
 
 
 @dataclass(slots=True)

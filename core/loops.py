@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import psycopg
 from psycopg_pool import PoolTimeout
 
-from core.metrics import Metrics
+from boundq.core.metrics import Metrics
 
 log = logging.getLogger("boundq.loops")
 

@@ -9,10 +9,10 @@ from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
 
-from core import queue
-from core.db import connect
-from core.loops import BackgroundLoop, LoopSettings
-from core.metrics import Metrics
+from boundq.core import queue
+from boundq.core.db import connect
+from boundq.core.loops import BackgroundLoop, LoopSettings
+from boundq.core.metrics import Metrics
 
 log = logging.getLogger("boundq.worker")
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import psycopg
 
-from core.errors import MigrationError
+from boundq.core.errors import MigrationError
 
 log = logging.getLogger("boundq.migrate")
 
@@ -38,7 +38,7 @@ class Migration:
 def load_migrations() -> list[Migration]:
     ups: dict[int, tuple[str, str]] = {}
     downs: dict[int, str] = {}
-    for entry in resources.files("core.migrations").iterdir():
+    for entry in resources.files("boundq.core.migrations").iterdir():
         match = _FILE.match(entry.name)
         if not match:
             continue

@@ -24,7 +24,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.errors import EmbeddedPostgresError
+from boundq.core.errors import EmbeddedPostgresError
 
 SUPERUSER = "postgres"
 DATABASE = "boundq"

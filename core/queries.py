@@ -49,4 +49,4 @@ class _Queries:
         return self._blocks[name]
 
 
-Q = _Queries(parse_blocks(resources.files("core.sql").joinpath("queries.sql").read_text("utf-8")))
+Q = _Queries(parse_blocks(resources.files("boundq.core.sql").joinpath("queries.sql").read_text("utf-8")))

@@ -16,10 +16,10 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
-from core.errors import InvalidTransition, JobNotFound
-from core.queries import Q
-from core.states import AttemptOutcome
-from core.validation import JobSpec
+from boundq.core.errors import InvalidTransition, JobNotFound
+from boundq.core.queries import Q
+from boundq.core.states import AttemptOutcome
+from boundq.core.validation import JobSpec
 
 Conn = psycopg.AsyncConnection[Any]
 Row = dict[str, Any]

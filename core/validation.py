@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from core.config import Settings
-from core.db import encode_json
-from core.errors import JobValidationError
-from core.handlers import Registry
+from boundq.core.config import Settings
+from boundq.core.db import encode_json
+from boundq.core.errors import JobValidationError
+from boundq.core.handlers import Registry
 
 MAX_NAME = 200
 MAX_KEY = 200

@@ -23,19 +23,19 @@ from typing import Any
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
-from core import queue
-from core.claim import Claim
-from core.completer import Completer, Heartbeater, Ledger
-from core.config import Settings
-from core.db import open_pool
-from core.faults import crash_point
-from core.handlers import JobContext, PermanentJobError, Registry, default_registry
-from core.loops import DB_ERRORS, BackgroundLoop, LoopSettings
-from core.maintenance import Listener, Reaper
-from core.metrics import Metrics
-from core.permits import Permit, Permits, PermitsClosed
-from core.queue import Outcome
-from core.states import AttemptOutcome
+from boundq.core import queue
+from boundq.core.claim import Claim
+from boundq.core.completer import Completer, Heartbeater, Ledger
+from boundq.core.config import Settings
+from boundq.core.db import open_pool
+from boundq.core.faults import crash_point
+from boundq.core.handlers import JobContext, PermanentJobError, Registry, default_registry
+from boundq.core.loops import DB_ERRORS, BackgroundLoop, LoopSettings
+from boundq.core.maintenance import Listener, Reaper
+from boundq.core.metrics import Metrics
+from boundq.core.permits import Permit, Permits, PermitsClosed
+from boundq.core.queue import Outcome
+from boundq.core.states import AttemptOutcome
 
 log = logging.getLogger("boundq.worker")
 

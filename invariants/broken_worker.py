@@ -14,8 +14,8 @@ import re
 import sys
 from typing import Any
 
-from core import queue
-from core.queries import Q
+from boundq.core import queue
+from boundq.core.queries import Q
 
 # The worker's clock: in this model, the database clock plus this worker's clock error
 # (a per-connection setting the harness gives each worker). A worker that sends its
@@ -132,7 +132,7 @@ def patch(variant: str) -> None:
 
 def main(argv: list[str]) -> int:
     patch(argv[0])
-    from server.cli import main as cli_main
+    from boundq.cli import main as cli_main
 
     return cli_main(["worker", "--handlers", "invariants.handlers", *argv[1:]])
 

@@ -24,8 +24,8 @@ from datetime import datetime
 from itertools import pairwise
 from typing import TypeVar
 
-from core.states import TERMINAL as _TERMINAL
-from core.states import TRANSITIONS as _TRANSITIONS
+from boundq.core.states import TERMINAL as _TERMINAL
+from boundq.core.states import TRANSITIONS as _TRANSITIONS
 
 NO_LOST_JOB = "no_lost_job"
 SINGLE_OWNER = "single_owner"

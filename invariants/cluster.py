@@ -20,8 +20,8 @@ from typing import Any
 
 import psycopg
 
-from core.migrate import migrate
-from core.pgembed import SUPERUSER, EmbeddedPostgres
+from boundq.core.migrate import migrate
+from boundq.core.pgembed import SUPERUSER, EmbeddedPostgres
 from invariants.audit import INSTALL as AUDIT_INSTALL
 
 TEMPLATE = "inv_template"

@@ -19,8 +19,8 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from core.errors import JobValidationError
-from core.handlers import JobContext, default_registry
+from boundq.core.errors import JobValidationError
+from boundq.core.handlers import JobContext, default_registry
 
 
 def _ms(payload: Any, key: str, hi: int = 60_000) -> int:

@@ -1,7 +1,7 @@
 """One run against one fresh database: worker processes behind fault proxies, the client
 that enqueues and logs, the faults, the drain after healing, and the history check.
 
-Workers are real `boundq worker` processes (python -m server.cli worker, or a broken
+Workers are real `boundq worker` processes (`python -m boundq worker`, or a broken
 variant's entry point) started from the repo root; each reaches PostgreSQL only through
 its own FaultProxy, so its network can be cut alone. The harness itself talks to
 PostgreSQL directly (application_name boundq-harness, never terminated by the faults).
@@ -26,11 +26,11 @@ from typing import Any, TypeVar
 import psycopg
 
 import invariants.handlers  # noqa: F401 - registers the test kinds for validation
-from core import queue
-from core.config import load_settings
-from core.errors import BoundqError
-from core.handlers import default_registry
-from core.validation import validate_job
+from boundq.core import queue
+from boundq.core.config import load_settings
+from boundq.core.errors import BoundqError
+from boundq.core.handlers import default_registry
+from boundq.core.validation import validate_job
 from invariants import history as hist
 from invariants.checker import History, InvariantViolation, Process, Report, check
 from invariants.cluster import Cluster

@@ -32,7 +32,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from core.faults import POINTS
+from boundq.core.faults import POINTS
 from invariants.checker import InvariantViolation
 from invariants.faultproxy import Mode
 from invariants.harness import Context, Harness, WorkerProc

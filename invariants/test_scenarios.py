@@ -17,11 +17,11 @@ from typing import Any
 import psycopg
 import pytest
 
-from core import queue
-from core.config import load_settings
-from core.faults import POINTS
-from core.handlers import default_registry
-from core.validation import validate_job
+from boundq.core import queue
+from boundq.core.config import load_settings
+from boundq.core.faults import POINTS
+from boundq.core.handlers import default_registry
+from boundq.core.validation import validate_job
 from invariants.broken_worker import REAP_FETCH, REAP_UPDATE_BY_ID
 from invariants.checker import History, owner_pid
 from invariants.faultproxy import Mode

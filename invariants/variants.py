@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from core import queue
+from boundq.core import queue
 from invariants.broken_worker import reap_fetch_then_update
 from invariants.checker import (
     BOUNDED_CONCURRENCY,
@@ -55,7 +55,7 @@ class Variant:
 
     def worker_argv(self) -> list[str]:
         if not self.broken:
-            return [sys.executable, "-m", "server.cli", "worker", "--handlers",
+            return [sys.executable, "-m", "boundq", "worker", "--handlers",
                     "invariants.handlers"]
         return [sys.executable, "-m", "invariants.broken_worker", self.name]
 

@@ -23,14 +23,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from core.config import describe, load_settings
-from core.pgembed import free_port, resolve_database_url
-from loadtests import processes as procs
-from loadtests.outcome import print_summary, summarize
-from loadtests.sampling import Progress, Sampler
-from loadtests.verify import read_acked, read_statuses, unexpected_statuses, unfinished, verify
-from reports.drain import fresh_database
-from reports.meta import run_metadata, timestamp
+from boundq.core import dbadmin
+from boundq.core.config import describe, load_settings
+from boundq.core.pgembed import free_port, resolve_database_url
+from boundq.core.runinfo import run_metadata, timestamp
+from boundq.loadtests import processes as procs
+from boundq.loadtests.outcome import print_summary, summarize
+from boundq.loadtests.sampling import Progress, Sampler
+from boundq.loadtests.verify import read_acked, read_statuses, unexpected_statuses, unfinished, verify
 
 FLOOD_DB = "boundq_flood"
 
@@ -150,7 +150,7 @@ def run_flood(o: FloodOptions, stream: TextIO | None = None) -> FloodResult:
     if o.scenario not in procs.SCENARIOS:
         raise FloodError(f"unknown scenario {o.scenario!r}: {', '.join(procs.SCENARIOS)}")
     base_url = resolve_database_url(o.database_url or load_settings().database_url)
-    db_url = fresh_database(base_url, FLOOD_DB) if o.fresh_db else base_url
+    db_url = dbadmin.fresh_database(base_url, FLOOD_DB) if o.fresh_db else base_url
     port = free_port()
     server_env = _server_env(o, db_url, port)
     settings = load_settings(server_env, dotenv=procs.ROOT / ".env")

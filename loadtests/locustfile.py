@@ -4,6 +4,6 @@ User classes (see users.py): CreateUser, BulkUser, MixedUser, ArrivalUser. Name 
 to run on the command line; `boundq flood --scenario ...` does that for you.
 """
 
-from loadtests.users import ArrivalUser, BulkUser, CreateUser, MixedUser
+from boundq.loadtests.users import ArrivalUser, BulkUser, CreateUser, MixedUser
 
 __all__ = ["ArrivalUser", "BulkUser", "CreateUser", "MixedUser"]

@@ -6,12 +6,12 @@ import csv
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from core.config import Settings
+from boundq.core.config import Settings
 
 if TYPE_CHECKING:
-    from loadtests.flood import FloodOptions
-    from loadtests.sampling import Sampler
-    from loadtests.verify import Verdict
+    from boundq.loadtests.flood import FloodOptions
+    from boundq.loadtests.sampling import Sampler
+    from boundq.loadtests.verify import Verdict
 
 
 def read_locust_stats(run_dir: Path) -> list[dict[str, str]]:

@@ -41,7 +41,7 @@ def _die_with_parent() -> None:
 
 def start_server(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
     with open(log_path, "ab") as log:  # the child keeps its own copy of the descriptor
-        return subprocess.Popen([sys.executable, "-m", "server.cli", "serve"], cwd=ROOT,
+        return subprocess.Popen([sys.executable, "-m", "boundq", "serve"], cwd=ROOT,
                                 env=env, stdout=log, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True,
                                 preexec_fn=_die_with_parent)

@@ -10,7 +10,7 @@ import os
 
 from locust import LoadTestShape
 
-from loadtests.users import MixedUser
+from boundq.loadtests.users import MixedUser
 
 __all__ = ["MixedUser", "StepLoadShape"]
 

@@ -10,7 +10,7 @@ the drain's own and runs do not share caches. Side by side in one run:
   pgqueuer    PgQueuer's QueueManager (asyncpg), if the `peers` extra is installed
   memory      peak RSS draining the same number of jobs from a 10k and a 1M backlog
 
-    python -m reports.drain --jobs 100000 --concurrency 1,5,50,500 --naive --peers
+    python -m boundq.reports.drain --jobs 100000 --concurrency 1,5,50,500 --naive --peers
 """
 
 from __future__ import annotations
@@ -29,47 +29,20 @@ from typing import Any
 
 import psycopg
 
-from core.config import load_settings
-from core.migrate import migrate
-from core.pgembed import resolve_database_url
-from reports.peers import (
+from boundq.core import dbadmin, runinfo
+from boundq.core.config import load_settings
+from boundq.core.migrate import migrate
+from boundq.core.pgembed import resolve_database_url
+from boundq.reports.peers import (
     pgqueuer_available,
     run_pgqueuer_child,
     run_procrastinate_child,
     setup_pgqueuer,
     setup_procrastinate,
 )
-from reports.server_cpu import postmaster_pid, server_cpu_seconds
+from boundq.reports.server_cpu import postmaster_pid, server_cpu_seconds
 
 BENCH_DB = "boundq_bench"
-
-
-def _db_url(base: str, name: str) -> str:
-    """The same server, another database, as a postgresql:// URL (asyncpg needs a URL)."""
-    from urllib.parse import quote, urlencode
-
-    from psycopg.conninfo import conninfo_to_dict
-
-    params = {k: str(v) for k, v in conninfo_to_dict(base).items()}
-    user = quote(params.pop("user", ""), safe="")
-    password = params.pop("password", None)
-    auth = f"{user}:{quote(password, safe='')}@" if password else (f"{user}@" if user else "")
-    host = params.pop("host", "127.0.0.1")
-    port = params.pop("port", "5432")
-    params.pop("dbname", None)
-    query = f"?{urlencode(params)}" if params else ""
-    return f"postgresql://{auth}{host}:{port}/{quote(name, safe='')}{query}"
-
-
-def _admin_url(base: str) -> str:
-    return _db_url(base, "postgres")
-
-
-def fresh_database(base: str, name: str = BENCH_DB) -> str:
-    with psycopg.connect(_admin_url(base), autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}"')
-    return _db_url(base, name)
 
 
 def fill_backlog(url: str, jobs: int) -> None:
@@ -81,16 +54,6 @@ def fill_backlog(url: str, jobs: int) -> None:
             copy.write_row(("bench", "noop"))
 
 
-def server_settings(url: str) -> dict[str, str]:
-    with psycopg.connect(url, autocommit=True) as conn:
-        rows = conn.execute(
-            "SELECT name, setting FROM pg_settings WHERE name IN "
-            "('fsync', 'synchronous_commit', 'full_page_writes', 'shared_buffers', "
-            "'server_version', 'max_connections', 'wal_level')"
-        ).fetchall()
-    return {name: setting for name, setting in rows}
-
-
 # --- children: one measurement each ------------------------------------------------------
 PROGRESS_EVERY_S = 5.0
 
@@ -100,8 +63,8 @@ def _progress(done: int, jobs: int, elapsed: float) -> None:
           file=sys.stderr, flush=True)
 
 async def _drain_boundq(url: str, jobs: int, concurrency: int, workers: int) -> float:
-    from core.gc_tuning import WORKER_THRESHOLDS, tune_gc
-    from core.worker import Worker
+    from boundq.core.gc_tuning import WORKER_THRESHOLDS, tune_gc
+    from boundq.core.worker import Worker
 
     settings = load_settings(dotenv=None).with_overrides(
         max_concurrent_jobs=concurrency, num_workers=workers,
@@ -203,7 +166,7 @@ def settle(url: str) -> None:
 
 def run_child(url: str, mode: str, jobs: int, concurrency: int = 0, workers: int = 3,
               batch: int = 50) -> dict[str, Any]:
-    argv = [sys.executable, "-m", "reports.drain", "_child", "--mode", mode, "--url", url,
+    argv = [sys.executable, "-m", "boundq.reports.drain", "_child", "--mode", mode, "--url", url,
             "--jobs", str(jobs), "--concurrency", str(concurrency), "--workers", str(workers),
             "--batch", str(batch)]
     env = {**os.environ, "LOG_LEVEL": "warning"}
@@ -219,7 +182,7 @@ def run_child(url: str, mode: str, jobs: int, concurrency: int = 0, workers: int
 # --- the sweep ---------------------------------------------------------------------------
 def measure(base: str, label: str, mode: str, jobs: int, backlog: int | None = None,
             **kw: Any) -> dict[str, Any]:
-    url = fresh_database(base)
+    url = dbadmin.fresh_database(base, BENCH_DB)
     if mode == "pgqueuer":
         setup_pgqueuer(url, backlog or jobs)
     elif mode == "procrastinate":
@@ -294,7 +257,7 @@ def summarize(results: list[dict[str, Any]]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m reports.drain", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m boundq.reports.drain", description=__doc__)
     parser.add_argument("--jobs", type=int, default=100_000)
     parser.add_argument("--concurrency", default="1,5,50,500")
     parser.add_argument("--workers", type=int, default=3, help="NUM_WORKERS for boundq")
@@ -315,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
         child_main(child.parse_args(argv if argv is not None else sys.argv[1:]))
         return 0
     base = resolve_database_url(load_settings().database_url)
-    info = server_settings(base)
+    info = runinfo.postgres(base)
     print(f"drain benchmark: {args.jobs:,} no-op jobs per run; PostgreSQL "
           f"{info.get('server_version')} fsync={info.get('fsync')} "
           f"synchronous_commit={info.get('synchronous_commit')}; {os.cpu_count()} cores", flush=True)

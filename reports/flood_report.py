@@ -7,8 +7,8 @@ from typing import Any
 
 import pandas as pd
 
-from reports import figures
-from reports.writer import history_frame, load_run, markdown_table, samples_frame, save
+from boundq.reports import figures
+from boundq.reports.writer import history_frame, load_run, markdown_table, samples_frame, save
 
 
 def flood_figures(run_dir: Path) -> dict[str, Path]:

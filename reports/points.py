@@ -28,9 +28,10 @@ from typing import Any
 import psutil
 import psycopg
 
-from core.migrate import migrate
-from reports.drain import fill_backlog, fresh_database, run_child
-from reports.peers import setup_pgqueuer, setup_procrastinate
+from boundq.core import dbadmin
+from boundq.core.migrate import migrate
+from boundq.reports.drain import BENCH_DB, fill_backlog, run_child
+from boundq.reports.peers import setup_pgqueuer, setup_procrastinate
 
 ROOT = Path(__file__).resolve().parent.parent
 QUEUE_TABLES = {"boundq": ("jobs", "job_attempts"), "pgqueuer": ("pgqueuer", "pgqueuer_log"),
@@ -63,7 +64,7 @@ class WriteCounters:
 def prepare(base: str, system: str, jobs: int) -> str:
     """A fresh database with `jobs` no-op jobs of `system` waiting, analyzed (as a queue
     table in service would be by autovacuum)."""
-    url = fresh_database(base)
+    url = dbadmin.fresh_database(base, BENCH_DB)
     if system == "pgqueuer":
         setup_pgqueuer(url, jobs)
     elif system == "procrastinate":
@@ -88,7 +89,7 @@ def worker_process(url: str, env: dict[str, str]) -> Iterator[subprocess.Popen[b
     """`boundq worker` on `url` with `env` (NUM_WORKERS, MAX_CONCURRENT_JOBS, ...)."""
     child_env = {**os.environ, "DATABASE_URL": url, "LOG_LEVEL": "warning", **env,
                  "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-m", "server.cli", "worker"], cwd=ROOT,
+    proc = subprocess.Popen([sys.executable, "-m", "boundq", "worker"], cwd=ROOT,
                             env=child_env, stdin=subprocess.DEVNULL,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:

@@ -7,8 +7,8 @@ from typing import Any
 
 import pandas as pd
 
-from reports import figures
-from reports.writer import load_run, markdown_table, points_frame, save
+from boundq.reports import figures
+from boundq.reports.writer import load_run, markdown_table, points_frame, save
 
 SUSTAINED = 0.95  # a steady point "keeps up" when it processed this share of the offer
 

@@ -26,7 +26,7 @@ from typing import Any
 
 import psycopg
 
-from reports.peers import PROCRASTINATE_CONCURRENCY
+from boundq.reports.peers import PROCRASTINATE_CONCURRENCY
 
 ROOT = Path(__file__).resolve().parent.parent
 TICK_S = 0.02
@@ -68,7 +68,7 @@ async def enqueue(system: str, url: str, rate: float, seconds: float) -> int:
             return await _open_loop(rate, seconds, insert_pgq)
         finally:
             await pg.close()
-    from reports.peers import _procrastinate_app
+    from boundq.reports.peers import _procrastinate_app
 
     app = _procrastinate_app(url)
 
@@ -84,7 +84,7 @@ async def enqueue(system: str, url: str, rate: float, seconds: float) -> int:
 
 
 def run_boundq(url: str, rate: float, seconds: float, env: dict[str, str]) -> dict[str, Any]:
-    from reports.points import wait_drained, worker_process
+    from boundq.reports.points import wait_drained, worker_process
 
     with worker_process(url, env) as proc:
         time.sleep(1.5)  # start-up and first poll
@@ -148,7 +148,7 @@ async def _consume(system: str, url: str, expect: int, deadline_s: float) -> dic
             m.shutdown.set()
         await asyncio.wait(tasks, timeout=10)
     else:
-        from reports.peers import _procrastinate_app
+        from boundq.reports.peers import _procrastinate_app
 
         app = _procrastinate_app(url)
 
@@ -171,7 +171,7 @@ async def _consume(system: str, url: str, expect: int, deadline_s: float) -> dic
 
 def run_peer(system: str, url: str, rate: float, seconds: float) -> dict[str, Any]:
     expect = int(rate * seconds)
-    argv = [sys.executable, "-m", "reports.steady", system, url, str(expect),
+    argv = [sys.executable, "-m", "boundq.reports.steady", system, url, str(expect),
             str(seconds + 60)]
     child = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                              env={**os.environ, "PYTHONPATH": str(ROOT)}, text=True)

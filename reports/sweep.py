@@ -10,7 +10,7 @@ embedded cluster with its durable settings), one after the other, with a progres
   steady       fixed arrival rates (open loop): latency percentiles against offered load
   peers        PgQueuer and procrastinate (the `peers` extra), drain and steady state
 
-    python -m server.cli report [--quick] [--no-peers] [--no-http] [--jobs N]
+    boundq report [--quick] [--no-peers] [--no-http] [--jobs N]
 """
 
 from __future__ import annotations
@@ -29,13 +29,13 @@ from typing import Any
 import pandas as pd
 from tqdm import tqdm
 
-from core.config import load_settings
-from core.pgembed import resolve_database_url
-from reports.meta import run_metadata, timestamp
-from reports.peers import pgqueuer_available, procrastinate_available
-from reports.points import ROOT, drain_boundq, drain_peer, prepare
-from reports.report_writer import write_report
-from reports.steady import run_boundq, run_peer
+from boundq.core.config import load_settings
+from boundq.core.pgembed import resolve_database_url
+from boundq.core.runinfo import run_metadata, timestamp
+from boundq.reports.peers import pgqueuer_available, procrastinate_available
+from boundq.reports.points import ROOT, drain_boundq, drain_peer, prepare
+from boundq.reports.report_writer import write_report
+from boundq.reports.steady import run_boundq, run_peer
 
 Point = tuple[str, str, Callable[[], dict[str, Any]]]  # (table, label, measure)
 
@@ -72,7 +72,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def http_creates(concurrency: int, pool: int | None, seconds: int = 6) -> float:
     """creates/s accepted by the API: a short create flood through the public CLI."""
     with tempfile.TemporaryDirectory(prefix="boundq-report-") as tmp:
-        argv = [sys.executable, "-m", "server.cli", "flood", "--scenario", "create",
+        argv = [sys.executable, "-m", "boundq", "flood", "--scenario", "create",
                 "--job-ms", "0", "--time", str(seconds), "--users", "32",
                 "--max-queue-depth", "10000000", "--concurrency", str(concurrency),
                 "--out", tmp]

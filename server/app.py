@@ -19,22 +19,22 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from core import queue
-from core.config import Settings
-from core.handlers import Registry
-from core.metrics import Metrics
-from core.migrate import LATEST_VERSION
-from core.queries import Q
-from core.validation import validate_job
-from server import idempotency
-from server.auth import authorize
-from server.body import MAX_JOB_BODY, decode_job, read_body, require_json
-from server.bulk import bulk_create
-from server.errors import EXCEPTION_HANDLERS, ApiError, error_response, json_response
-from server.metrics import MetricsMiddleware, render
-from server.openapi import build_openapi
-from server.schemas import STATUSES
-from server.state import ApiOptions, ApiState
+from boundq.core import queue
+from boundq.core.config import Settings
+from boundq.core.handlers import Registry
+from boundq.core.metrics import Metrics
+from boundq.core.migrate import LATEST_VERSION
+from boundq.core.queries import Q
+from boundq.core.validation import validate_job
+from boundq.server import idempotency
+from boundq.server.auth import authorize
+from boundq.server.body import MAX_JOB_BODY, decode_job, read_body, require_json
+from boundq.server.bulk import bulk_create
+from boundq.server.errors import EXCEPTION_HANDLERS, ApiError, error_response, json_response
+from boundq.server.metrics import MetricsMiddleware, render
+from boundq.server.openapi import build_openapi
+from boundq.server.schemas import STATUSES
+from boundq.server.state import ApiOptions, ApiState
 
 MAX_ID = 2**63 - 1
 

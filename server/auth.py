@@ -8,8 +8,8 @@ import hmac
 
 from starlette.requests import Request
 
-from server.errors import ApiError
-from server.state import ApiState
+from boundq.server.errors import ApiError
+from boundq.server.state import ApiState
 
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="boundq"'}
 

@@ -23,13 +23,13 @@ from typing import TYPE_CHECKING
 import psycopg
 from psycopg_pool import PoolClosed, PoolTimeout, TooManyRequests
 
-from core.db import Connection, conninfo
-from core.migrate import LATEST_VERSION
-from core.queries import Q
-from server.errors import ApiError, unavailable
+from boundq.core.db import Connection, conninfo
+from boundq.core.migrate import LATEST_VERSION
+from boundq.core.queries import Q
+from boundq.server.errors import ApiError, unavailable
 
 if TYPE_CHECKING:
-    from server.state import ApiState
+    from boundq.server.state import ApiState
 
 log = logging.getLogger("boundq.api")
 

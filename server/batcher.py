@@ -19,13 +19,13 @@ import msgspec
 import psycopg
 from psycopg.rows import dict_row
 
-from core import queue
-from core.queries import Q
-from core.validation import JobSpec
-from server.errors import unavailable
+from boundq.core import queue
+from boundq.core.queries import Q
+from boundq.core.validation import JobSpec
+from boundq.server.errors import unavailable
 
 if TYPE_CHECKING:
-    from server.state import ApiState
+    from boundq.server.state import ApiState
 
 Row = dict[str, Any]
 Result = tuple[Row, bool]  # (job, created); created=False: a live job held the dedupe_key

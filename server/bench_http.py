@@ -1,6 +1,6 @@
 """HTTP benchmark: single creates and bulk uploads against a real `boundq serve`.
 
-    python -m server.bench_http [--connections 64] [--duration 20] [--bulk-jobs 100000]
+    python -m boundq.server.bench_http [--connections 64] [--duration 20] [--bulk-jobs 100000]
 
 It starts `boundq serve` in its own process (on DATABASE_URL, or the embedded cluster with
 its durable defaults), waits for /readyz, then:
@@ -30,7 +30,8 @@ from typing import Any
 
 import httpx
 
-from core.pgembed import free_port
+from boundq.core import dbadmin
+from boundq.core.pgembed import free_port
 
 _WRK_SCRIPT = """
 wrk.method = "POST"
@@ -43,32 +44,23 @@ _BODY = b'{"name": "bench", "status": "new"}'
 def fresh_database(name: str) -> str:
     """An empty database named `name` on DATABASE_URL's server or the embedded cluster
     (durable settings), so every run starts from an empty queue."""
-    import psycopg
-    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+    from boundq.core.pgembed import resolve_database_url
 
-    from core.pgembed import resolve_database_url
-
-    url = resolve_database_url(os.environ.get("DATABASE_URL"))
-    admin = make_conninfo("", **{**conninfo_to_dict(url), "dbname": "postgres"})
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(psycopg.sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-            psycopg.sql.Identifier(name)))
-        conn.execute(psycopg.sql.SQL("CREATE DATABASE {}").format(psycopg.sql.Identifier(name)))
-    return make_conninfo("", **{**conninfo_to_dict(url), "dbname": name})
+    return dbadmin.fresh_database(resolve_database_url(os.environ.get("DATABASE_URL")), name)
 
 
 def start_server(port: int, group_commit: bool, url: str) -> subprocess.Popen[bytes]:
     """`boundq serve` in its own process (group commit can be turned off to compare)."""
     env = {**os.environ, "HTTP_PORT": str(port), "LOG_LEVEL": "warning", "DATABASE_URL": url}
-    cmd = [sys.executable, "-m", "server.bench_http", "serve", "1" if group_commit else "0"]
+    cmd = [sys.executable, "-m", "boundq.server.bench_http", "serve", "1" if group_commit else "0"]
     return subprocess.Popen(cmd, env=env)
 
 
 def serve_for_bench(group_commit: bool) -> int:
-    from core.config import load_settings
-    from core.logs import configure_logging
-    from core.pgembed import resolve_database_url
-    from server.serve import serve
+    from boundq.core.config import load_settings
+    from boundq.core.logs import configure_logging
+    from boundq.core.pgembed import resolve_database_url
+    from boundq.server.serve import serve
 
     settings = load_settings()
     configure_logging(settings.log_format, settings.log_level)
@@ -135,7 +127,7 @@ async def _loadgen(url: str, connections: int, duration: float) -> dict[str, Any
 
 def run_loadgen(url: str, connections: int, duration: int) -> dict[str, Any]:
     """The fallback load generator, in its own process like wrk."""
-    cmd = [sys.executable, "-m", "server.bench_http", "loadgen", url, str(connections),
+    cmd = [sys.executable, "-m", "boundq.server.bench_http", "loadgen", url, str(connections),
            str(duration)]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
@@ -166,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         url, connections, duration = args[1], int(args[2]), float(args[3])
         print(json.dumps(asyncio.run(_loadgen(url, connections, duration))))
         return 0
-    parser = argparse.ArgumentParser(prog="python -m server.bench_http")
+    parser = argparse.ArgumentParser(prog="python -m boundq.server.bench_http")
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--duration", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)

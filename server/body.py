@@ -7,9 +7,9 @@ import asyncio
 import msgspec
 from starlette.requests import Request
 
-from core.validation import MAX_PAYLOAD_BYTES
-from server.errors import ApiError, decode_failure
-from server.schemas import JobCreate
+from boundq.core.validation import MAX_PAYLOAD_BYTES
+from boundq.server.errors import ApiError, decode_failure
+from boundq.server.schemas import JobCreate
 
 # A single create: the largest payload plus room for the other fields.
 MAX_JOB_BODY = MAX_PAYLOAD_BYTES + 64 * 1024

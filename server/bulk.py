@@ -12,13 +12,13 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
-from core.validation import JobSpec, validate_job
-from server.auth import authorize
-from server.body import decode_item, decode_items, media_type, read_body, require_json, too_large
-from server.bulkwrite import BatchRejected, Validate, write_bulk
-from server.errors import ApiError, json_response
-from server.multipart import file_part
-from server.state import ApiState
+from boundq.core.validation import JobSpec, validate_job
+from boundq.server.auth import authorize
+from boundq.server.body import decode_item, decode_items, media_type, read_body, require_json, too_large
+from boundq.server.bulkwrite import BatchRejected, Validate, write_bulk
+from boundq.server.errors import ApiError, json_response
+from boundq.server.multipart import file_part
+from boundq.server.state import ApiState
 
 MULTIPART_OVERHEAD = 64 * 1024
 

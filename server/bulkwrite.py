@@ -20,12 +20,12 @@ from typing import Any
 import msgspec
 import psycopg
 
-from core import queue
-from core.errors import JobValidationError
-from core.queries import Q
-from core.queue import _COPY_JOBS as COPY_JOBS  # COPY cannot be a PREPAREd named block
-from core.validation import JobSpec
-from server.errors import ApiError
+from boundq.core import queue
+from boundq.core.errors import JobValidationError
+from boundq.core.queries import Q
+from boundq.core.queue import _COPY_JOBS as COPY_JOBS  # COPY cannot be a PREPAREd named block
+from boundq.core.validation import JobSpec
+from boundq.server.errors import ApiError
 
 YIELD_EVERY = 2000  # let other requests run during a long batch
 

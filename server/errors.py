@@ -19,10 +19,10 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
-from core.errors import InvalidTransition, JobNotFound, JobValidationError
+from boundq.core.errors import InvalidTransition, JobNotFound, JobValidationError
 
 if TYPE_CHECKING:
-    from server.state import ApiState
+    from boundq.server.state import ApiState
 
 log = logging.getLogger("boundq.api")
 

@@ -15,11 +15,11 @@ from typing import Any
 import msgspec
 import psycopg
 
-from core import queue
-from core.queries import Q
-from core.validation import MAX_KEY, JobSpec
-from server.errors import ApiError
-from server.schemas import JobCreate
+from boundq.core import queue
+from boundq.core.queries import Q
+from boundq.core.validation import MAX_KEY, JobSpec
+from boundq.server.errors import ApiError
+from boundq.server.schemas import JobCreate
 
 HEADER = "Idempotency-Key"
 _encoder = msgspec.json.Encoder()

@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from core.metrics import Histogram, render_prometheus
+from boundq.core.metrics import Histogram, render_prometheus
 
 if TYPE_CHECKING:
-    from server.state import ApiState
+    from boundq.server.state import ApiState
 
 BATCH_BUCKETS = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0)
 

@@ -7,7 +7,7 @@ named `file` (or else the only part with a filename) is the upload.
 
 from __future__ import annotations
 
-from server.errors import ApiError
+from boundq.server.errors import ApiError
 
 MAX_PART_HEADERS = 8 * 1024
 

@@ -11,10 +11,10 @@ from typing import Any
 
 import msgspec
 
-from core.config import Settings
-from core.validation import MAX_KEY
-from server import schemas as s
-from server.state import ApiOptions
+from boundq.core.config import Settings
+from boundq.core.validation import MAX_KEY
+from boundq.server import schemas as s
+from boundq.server.state import ApiOptions
 
 MAX_ID = 2**63 - 1
 _TYPES = [s.JobCreate, s.Job, s.JobDetail, s.JobPage, s.ErrorBody, s.BulkResult,

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta
 
-from core.validation import MAX_ATTEMPTS, MAX_DELAY_S, MAX_KEY, MAX_NAME, MAX_TIMEOUT_S
+from boundq.core.validation import MAX_ATTEMPTS, MAX_DELAY_S, MAX_KEY, MAX_NAME, MAX_TIMEOUT_S
 
 Status = Literal["new", "processing", "success", "failed", "cancelled"]
 Outcome = Literal["success", "error", "timeout", "lost", "cancelled"]

@@ -19,14 +19,14 @@ import psycopg
 import uvicorn
 from starlette.applications import Starlette
 
-from core.config import Settings
-from core.db import open_pool, pool_max_size, server_max_connections
-from core.gc_tuning import SERVE_THRESHOLDS, tune_gc
-from core.metrics import Metrics
-from core.migrate import migrate_when_reachable
-from core.worker import Worker
-from server.app import create_app
-from server.state import ApiOptions
+from boundq.core.config import Settings
+from boundq.core.db import open_pool, pool_max_size, server_max_connections
+from boundq.core.gc_tuning import SERVE_THRESHOLDS, tune_gc
+from boundq.core.metrics import Metrics
+from boundq.core.migrate import migrate_when_reachable
+from boundq.core.worker import Worker
+from boundq.server.app import create_app
+from boundq.server.state import ApiOptions
 
 log = logging.getLogger("boundq.serve")
 

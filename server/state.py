@@ -11,13 +11,13 @@ from typing import Any
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
-from core.config import Settings
-from core.db import open_pool
-from core.handlers import Registry, default_registry
-from core.metrics import Metrics
-from server.backpressure import DbMonitor
-from server.batcher import CreateBatcher
-from server.metrics import ApiMetrics
+from boundq.core.config import Settings
+from boundq.core.db import open_pool
+from boundq.core.handlers import Registry, default_registry
+from boundq.core.metrics import Metrics
+from boundq.server.backpressure import DbMonitor
+from boundq.server.batcher import CreateBatcher
+from boundq.server.metrics import ApiMetrics
 
 Conn = psycopg.AsyncConnection[Any]
 Pool = AsyncConnectionPool[Conn]

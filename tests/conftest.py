@@ -16,9 +16,9 @@ from typing import Any
 import psycopg
 import pytest
 
-from core.config import Settings, load_settings
-from core.migrate import migrate
-from core.pgembed import EmbeddedPostgres
+from boundq.core.config import Settings, load_settings
+from boundq.core.migrate import migrate
+from boundq.core.pgembed import EmbeddedPostgres
 
 TEMPLATE = "boundq_template"
 

@@ -11,9 +11,9 @@ from typing import Any, NamedTuple
 
 from psycopg.rows import dict_row
 
-from core import queue
-from core.handlers import Registry, default_registry
-from core.validation import JobSpec, validate_job
+from boundq.core import queue
+from boundq.core.handlers import Registry, default_registry
+from boundq.core.validation import JobSpec, validate_job
 from tests.conftest import fast_settings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import signal
 
-from core.handlers import JobContext, handler
+from boundq.core.handlers import JobContext, handler
 
 
 @handler("poison")

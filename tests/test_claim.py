@@ -9,7 +9,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from core import queue
+from boundq.core import queue
 from tests.helpers import add_jobs, claim, rows, scalar, spec, wait_until
 
 OWNER = "claimer"

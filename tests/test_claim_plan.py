@@ -13,9 +13,9 @@ from typing import Any
 import psycopg
 import pytest
 
-from core import queue
-from core.db import conninfo
-from core.queries import Q
+from boundq.core import queue
+from boundq.core.db import conninfo
+from boundq.core.queries import Q
 from tests.helpers import as_prepared, placeholders, plan_nodes, plan_rows_read
 
 BACKLOG = 50_000

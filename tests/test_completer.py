@@ -5,15 +5,15 @@ from __future__ import annotations
 
 import asyncio
 
-from core import queue
-from core.claim import Claim
-from core.completer import Completer, Ledger
-from core.db import open_pool
-from core.loops import LoopSettings
-from core.metrics import Metrics
-from core.permits import Permits
-from core.queue import Outcome
-from core.states import AttemptOutcome
+from boundq.core import queue
+from boundq.core.claim import Claim
+from boundq.core.completer import Completer, Ledger
+from boundq.core.db import open_pool
+from boundq.core.loops import LoopSettings
+from boundq.core.metrics import Metrics
+from boundq.core.permits import Permits
+from boundq.core.queue import Outcome
+from boundq.core.states import AttemptOutcome
 from tests.conftest import fast_settings
 from tests.helpers import add_jobs, scalar
 

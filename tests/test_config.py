@@ -9,9 +9,9 @@ import sys
 
 import pytest
 
-from core.config import ENV_VARIABLES, Settings, describe, load_settings, read_dotenv
-from core.db import conninfo, pool_max_size
-from core.errors import ConfigError
+from boundq.core.config import ENV_VARIABLES, Settings, describe, load_settings, read_dotenv
+from boundq.core.db import conninfo, pool_max_size
+from boundq.core.errors import ConfigError
 from tests.helpers import REPO_ROOT
 
 BAD = [
@@ -154,7 +154,7 @@ def test_connections_carry_their_role() -> None:
 def test_cli_fails_at_start_with_one_line(tmp_path, name, value) -> None:
     env = {k: v for k, v in os.environ.items() if k not in ENV_VARIABLES}
     env.update({name: value, "DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none"})
-    done = subprocess.run([sys.executable, "-m", "server.cli", "worker"], cwd=REPO_ROOT,
+    done = subprocess.run([sys.executable, "-m", "boundq", "worker"], cwd=REPO_ROOT,
                           env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2, (done.stdout, done.stderr)
     lines = done.stderr.strip().splitlines()

@@ -11,8 +11,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from core.pgembed import EmbeddedPostgres
-from core.worker import Worker
+from boundq.core.pgembed import EmbeddedPostgres
+from boundq.core.worker import Worker
 from tests.conftest import fast_settings
 from tests.helpers import add_job, add_jobs, max_overlap, rows, scalar, wait_until
 

@@ -14,10 +14,10 @@ from typing import Any
 import psycopg
 import pytest
 
-from core import queue
-from core.db import conninfo
-from core.queries import Q
-from core.states import AttemptOutcome
+from boundq.core import queue
+from boundq.core.db import conninfo
+from boundq.core.queries import Q
+from boundq.core.states import AttemptOutcome
 from tests.helpers import plan_nodes, plan_rows_read
 
 BACKLOG = 50_000

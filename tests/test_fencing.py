@@ -7,11 +7,11 @@ import asyncio
 
 import pytest
 
-from core import queue
-from core.handlers import JobContext, Registry, register_builtins
-from core.queue import Outcome
-from core.states import AttemptOutcome
-from core.worker import Worker
+from boundq.core import queue
+from boundq.core.handlers import JobContext, Registry, register_builtins
+from boundq.core.queue import Outcome
+from boundq.core.states import AttemptOutcome
+from boundq.core.worker import Worker
 from tests.conftest import fast_settings
 from tests.helpers import (
     add_job,

@@ -13,8 +13,8 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
-from core.errors import MigrationError
-from core.migrate import (
+from boundq.core.errors import MigrationError
+from boundq.core.migrate import (
     LATEST_VERSION,
     current_version,
     load_migrations,
@@ -22,7 +22,7 @@ from core.migrate import (
     refresh,
     rollback,
 )
-from core.pgembed import EmbeddedPostgres, find_bindir
+from boundq.core.pgembed import EmbeddedPostgres, find_bindir
 from tests.conftest import scratch_database
 from tests.helpers import REPO_ROOT
 
@@ -124,7 +124,7 @@ async def test_refresh_drops_data_and_rebuilds_the_schema(db_url) -> None:
 
 def _cli(url: str, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "DATABASE_URL": url}
-    return subprocess.run([sys.executable, "-m", "server.cli", *args], cwd=REPO_ROOT, env=env,
+    return subprocess.run([sys.executable, "-m", "boundq", *args], cwd=REPO_ROOT, env=env,
                           capture_output=True, text=True, timeout=60)
 
 
@@ -145,8 +145,8 @@ async def test_migrate_when_reachable_waits_then_gives_up_on_a_dead_server() -> 
 
     import psycopg
 
-    from core.migrate import migrate_when_reachable
-    from core.pgembed import free_port
+    from boundq.core.migrate import migrate_when_reachable
+    from boundq.core.pgembed import free_port
 
     url = f"postgresql://postgres@127.0.0.1:{free_port()}/none?connect_timeout=1"
     started = time.monotonic()

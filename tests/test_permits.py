@@ -8,13 +8,13 @@ import asyncio
 
 import pytest
 
-from core.claim import Claim
-from core.errors import ClaimAlreadyFinished
-from core.handlers import JobContext, Registry, register_builtins
-from core.permits import Permits, PermitsClosed, release_all
-from core.queue import Outcome
-from core.states import AttemptOutcome
-from core.worker import Worker
+from boundq.core.claim import Claim
+from boundq.core.errors import ClaimAlreadyFinished
+from boundq.core.handlers import JobContext, Registry, register_builtins
+from boundq.core.permits import Permits, PermitsClosed, release_all
+from boundq.core.queue import Outcome
+from boundq.core.states import AttemptOutcome
+from boundq.core.worker import Worker
 from tests.conftest import fast_settings
 from tests.helpers import add_job, add_jobs, attempts, job, scalar, wait_until
 

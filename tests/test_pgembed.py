@@ -14,7 +14,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from core.pgembed import EmbeddedPostgres, default_data_dir, find_bindir
+from boundq.core.pgembed import EmbeddedPostgres, default_data_dir, find_bindir
 
 pytestmark = pytest.mark.slow
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from core.queries import Q, parse_blocks
+from boundq.core.queries import Q, parse_blocks
 from tests.helpers import as_prepared, placeholders
 
 

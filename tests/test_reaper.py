@@ -10,9 +10,9 @@ from typing import Any
 
 import psycopg
 
-from core import queue
-from core.queue import Outcome
-from core.states import AttemptOutcome
+from boundq.core import queue
+from boundq.core.queue import Outcome
+from boundq.core.states import AttemptOutcome
 from tests.helpers import add_jobs, claim, claim_one, expire_leases, job, rows, scalar
 
 OWNER = "owner-racer"

@@ -2,10 +2,10 @@ from __future__ import annotations
 
 import asyncio
 
-from core import queue
-from core.handlers import default_registry
-from core.validation import validate_job
-from core.worker import Worker
+from boundq.core import queue
+from boundq.core.handlers import default_registry
+from boundq.core.validation import validate_job
+from boundq.core.worker import Worker
 from tests.conftest import fast_settings
 
 

@@ -10,12 +10,12 @@ from datetime import timedelta
 import psycopg
 import pytest
 
-from core import queue
-from core.errors import InvalidTransition, JobNotFound
-from core.handlers import JobContext, default_registry
-from core.queue import Outcome
-from core.states import TERMINAL, TRANSITIONS, AttemptOutcome, JobStatus
-from core.worker import Worker
+from boundq.core import queue
+from boundq.core.errors import InvalidTransition, JobNotFound
+from boundq.core.handlers import JobContext, default_registry
+from boundq.core.queue import Outcome
+from boundq.core.states import TERMINAL, TRANSITIONS, AttemptOutcome, JobStatus
+from boundq.core.worker import Worker
 from tests.conftest import fast_settings
 from tests.helpers import (
     add_job,

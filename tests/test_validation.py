@@ -14,10 +14,10 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 import pytest
 
-from core import queue
-from core.errors import JobValidationError
-from core.handlers import default_registry
-from core.validation import MAX_PAYLOAD_DEPTH, validate_job
+from boundq.core import queue
+from boundq.core.errors import JobValidationError
+from boundq.core.handlers import default_registry
+from boundq.core.validation import MAX_PAYLOAD_DEPTH, validate_job
 from tests.conftest import fast_settings
 from tests.helpers import REPO_ROOT, scalar, spec
 
@@ -188,7 +188,7 @@ def test_cli_enqueue_with_one_bad_item_writes_nothing(tmp_path, db_url) -> None:
     batch.write_text(json.dumps([{"name": "good"}, {"name": "bad", "priority": 99},
                                  {"name": "good-too"}]))
     env = {**os.environ, "DATABASE_URL": db_url}
-    done = subprocess.run([sys.executable, "-m", "server.cli", "enqueue", "--file", str(batch)],
+    done = subprocess.run([sys.executable, "-m", "boundq", "enqueue", "--file", str(batch)],
                           cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2, (done.stdout, done.stderr)
     assert "priority" in done.stderr

@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 
 import psycopg
 
-from core.worker import Worker
+from boundq.core.worker import Worker
 from tests.conftest import fast_settings
 from tests.helpers import add_jobs, max_overlap, rows, scalar, wait_until
 

@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from core.config import ENV_VARIABLES
-from core.worker import Worker
+from boundq.core.config import ENV_VARIABLES
+from boundq.core.worker import Worker
 from tests.conftest import fast_settings
 from tests.helpers import REPO_ROOT, add_jobs, max_overlap, rows, scalar, wait_until
 
@@ -47,7 +47,7 @@ class WorkerProcess:
         self.log = log
         self._out = open(log, "ab")  # noqa: SIM115 - closed in wait()/kill()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "server.cli", "worker", *args],
+            [sys.executable, "-m", "boundq", "worker", *args],
             cwd=REPO_ROOT, env=base, stdout=self._out, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, start_new_session=True,
         )

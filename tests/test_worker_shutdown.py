@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 
-from core.worker import Worker
+from boundq.core.worker import Worker
 from tests.conftest import fast_settings
 from tests.helpers import add_jobs, scalar, wait_until
 

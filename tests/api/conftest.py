@@ -17,11 +17,11 @@ import psycopg
 import pytest
 import uvicorn
 
-from core.config import Settings
-from core.pgembed import EmbeddedPostgres, free_port
-from server.app import create_app
-from server.serve import ApiServer
-from server.state import ApiOptions, ApiState
+from boundq.core.config import Settings
+from boundq.core.pgembed import EmbeddedPostgres, free_port
+from boundq.server.app import create_app
+from boundq.server.serve import ApiServer
+from boundq.server.state import ApiOptions, ApiState
 from tests.conftest import fast_settings, scratch_database
 
 # Tight limits so the bad-input tests finish quickly.

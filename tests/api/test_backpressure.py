@@ -11,7 +11,7 @@ import httpx
 import psycopg
 import pytest
 
-from core.pgembed import EmbeddedPostgres
+from boundq.core.pgembed import EmbeddedPostgres
 from tests.api.conftest import Api, running_api
 from tests.conftest import fast_settings
 

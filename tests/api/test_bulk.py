@@ -6,7 +6,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from core.config import Settings
+from boundq.core.config import Settings
 from tests.api.conftest import Api, running_api
 from tests.conftest import fast_settings
 

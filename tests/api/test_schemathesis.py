@@ -27,10 +27,10 @@ from schemathesis.specs.openapi.checks import (
     unsupported_method,
 )
 
-from core.pgembed import free_port
-from server.app import create_app
-from server.openapi import build_openapi
-from server.serve import ApiServer
+from boundq.core.pgembed import free_port
+from boundq.server.app import create_app
+from boundq.server.openapi import build_openapi
+from boundq.server.serve import ApiServer
 from tests.api.conftest import TEST_OPTIONS
 from tests.conftest import fast_settings
 

@@ -11,7 +11,7 @@ import time
 import httpx
 import pytest
 
-from core.pgembed import free_port
+from boundq.core.pgembed import free_port
 
 
 @pytest.mark.slow
@@ -20,7 +20,7 @@ def test_serve_runs_api_and_workers_and_stops_on_sigterm(db_url: str) -> None:
     env = {**os.environ, "DATABASE_URL": db_url, "HTTP_PORT": str(port), "LOG_LEVEL": "warning",
            "POLL_INTERVAL_SECONDS": "0.1", "SHUTDOWN_GRACE_SECONDS": "1",
            "API_POOL_BUFFER": "3", "MAX_DB_CONNECTIONS": "10"}
-    proc = subprocess.Popen([sys.executable, "-m", "server.cli", "serve"], env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "boundq", "serve"], env=env,
                             stderr=subprocess.PIPE, text=True)
     base = f"http://127.0.0.1:{port}"
     try:

@@ -18,10 +18,10 @@ if importlib.util.find_spec("locust") is None:
     pytest.skip("locust is not installed (pip install -e '.[load]')", allow_module_level=True)
 pytest.importorskip("matplotlib")
 
-from core.pgembed import EmbeddedPostgres
-from loadtests.flood import FloodOptions, arrival_rate, run_flood
-from loadtests.verify import unexpected_statuses
-from reports.flood_report import write_flood_report
+from boundq.core.pgembed import EmbeddedPostgres
+from boundq.loadtests.flood import FloodOptions, arrival_rate, run_flood
+from boundq.loadtests.verify import unexpected_statuses
+from boundq.reports.flood_report import write_flood_report
 
 pytestmark = pytest.mark.slow
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from core.pgembed import EmbeddedPostgres, free_port
+from boundq.core.pgembed import EmbeddedPostgres, free_port
 from tests.helpers import REPO_ROOT
 from tests.loadtests.browser import chromium, ensure_chromium
 
@@ -71,7 +71,7 @@ def test_web_ui_starts_a_run_and_shows_statistics(pg_cluster: EmbeddedPostgres, 
     env = {**os.environ, "DATABASE_URL": pg_cluster.url("postgres"), "PYTHONUNBUFFERED": "1"}
     with open(log, "wb") as out:
         runner = subprocess.Popen(
-            [sys.executable, "-m", "server.cli", "flood", "--ui", "--ui-port", str(port),
+            [sys.executable, "-m", "boundq", "flood", "--ui", "--ui-port", str(port),
              "--users", "3", "--spawn-rate", "3", "--job-ms", "0", "--out", str(tmp_path)],
             cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     try:

@@ -11,8 +11,8 @@ matplotlib = pytest.importorskip("matplotlib")
 
 from matplotlib.figure import Figure  # noqa: E402
 
-from reports import figures  # noqa: E402
-from reports.report_writer import peers_frame  # noqa: E402
+from boundq.reports import figures  # noqa: E402
+from boundq.reports.report_writer import peers_frame  # noqa: E402
 
 SWEEP = pd.DataFrame({
     "system": ["boundq"] * 3, "label": ["c=1", "c=5", "c=50"],

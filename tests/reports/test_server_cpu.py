@@ -7,9 +7,9 @@ import time
 
 import psycopg
 
-from core.pgembed import EmbeddedPostgres
-from reports.drain import wait_for_backends_to_exit
-from reports.server_cpu import parse_stat_times, postmaster_pid, server_cpu_seconds, stat_tail
+from boundq.core.pgembed import EmbeddedPostgres
+from boundq.reports.drain import wait_for_backends_to_exit
+from boundq.reports.server_cpu import parse_stat_times, postmaster_pid, server_cpu_seconds, stat_tail
 
 # A query that keeps one backend busy for a few tenths of a second.
 BURN = "SELECT count(*) FROM generate_series(1, 4000000) AS g WHERE g % 7 = 3"

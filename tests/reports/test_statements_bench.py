@@ -23,7 +23,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from core import queue
+from boundq.core import queue
 from tests.helpers import spec
 
 BATCH = 100

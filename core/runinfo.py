@@ -1,4 +1,5 @@
-"""What every run states about itself: machine, versions, PostgreSQL durability settings.
+"""What every benchmark, flood and report run states about itself: machine, versions,
+PostgreSQL durability settings.
 
 No host names and no paths: a run folder may be shared or committed as an example.
 """
@@ -11,7 +12,7 @@ from datetime import UTC, datetime
 from importlib import metadata
 from typing import Any
 
-from reports.drain import server_settings
+import psycopg
 
 PACKAGES = ("boundq", "psycopg", "psycopg-pool", "uvicorn", "starlette", "msgspec", "uvloop",
             "locust", "pgqueuer", "asyncpg", "procrastinate", "matplotlib", "pandas")
@@ -58,7 +59,12 @@ def machine() -> dict[str, Any]:
 
 
 def postgres(url: str) -> dict[str, str]:
-    return server_settings(url)
+    """The server's version and the settings that decide what a commit costs."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT name, setting FROM pg_settings WHERE name = ANY(%s)", (list(DURABILITY),)
+        ).fetchall()
+    return {name: setting for name, setting in rows}
 
 
 def run_metadata(url: str) -> dict[str, Any]:

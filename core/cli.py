@@ -1,0 +1,211 @@
+"""The core's commands: `boundq db`, `migrate`, `rollback`, `refresh`, `worker`, `enqueue`;
+and the helpers every command shares (settings with flag overrides, the database URL,
+running a coroutine on uvloop).
+
+Every command that needs a database uses DATABASE_URL, or starts the embedded cluster
+when it is unset.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any
+
+from boundq.core.config import Settings, load_settings
+from boundq.core.errors import BoundqError
+from boundq.core.logs import configure_logging
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    """Settings from the environment (and .env), with the command's flags on top."""
+    settings = load_settings()
+    changes: dict[str, Any] = {}
+    for attr in ("num_workers", "max_concurrent_jobs", "worker_processes", "http_port",
+                 "http_host"):
+        value = getattr(args, attr, None)
+        if value is not None:
+            changes[attr] = value
+    return settings.with_overrides(**changes) if changes else settings
+
+
+def database_url(settings: Settings) -> str:
+    from boundq.core.pgembed import resolve_database_url
+
+    return resolve_database_url(settings.database_url)
+
+
+def run(coro: Coroutine[Any, Any, Any]) -> Any:
+    try:
+        import uvloop
+
+        return uvloop.run(coro)
+    except ImportError:
+        return asyncio.run(coro)
+
+
+def load_handlers(settings: Settings, args: argparse.Namespace) -> None:
+    from boundq.core.handlers import import_handler_modules
+
+    spec = ",".join(filter(None, [settings.handler_modules, getattr(args, "handlers", None)]))
+    if spec:
+        import_handler_modules(spec)
+
+
+# --- commands ---------------------------------------------------------------------------
+def cmd_db(args: argparse.Namespace) -> int:
+    from boundq.core.pgembed import embedded
+
+    settings = load_settings()
+    if settings.database_url and args.action == "url":
+        print(settings.database_url)
+        return 0
+    cluster = embedded()
+    if args.action == "start":
+        print(cluster.start())
+    elif args.action == "stop":
+        print("stopped" if cluster.stop() else "not running")
+    elif args.action == "status":
+        print(cluster.status())
+        return 0 if cluster.running() else 3
+    elif args.action == "url":
+        if not cluster.running():
+            print("embedded PostgreSQL is not running: `boundq db start`", file=sys.stderr)
+            return 3
+        print(cluster.url())
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from boundq.core.migrate import migrate
+
+    applied = run(migrate(database_url(load_settings()), args.to))
+    print(f"applied: {applied or 'nothing (schema is current)'}")
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    from boundq.core.migrate import rollback
+
+    undone = run(rollback(database_url(load_settings()), args.steps))
+    print(f"rolled back: {undone or 'nothing'}")
+    return 0
+
+
+def cmd_refresh(args: argparse.Namespace) -> int:
+    from boundq.core.migrate import refresh
+
+    undone, applied = run(refresh(database_url(load_settings())))
+    print(f"rolled back: {undone or 'nothing'}; applied: {applied}")
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from boundq.core.migrate import migrate_when_reachable
+
+    settings = settings_from(args)
+    configure_logging(settings.log_format, settings.log_level)
+    load_handlers(settings, args)
+    url = database_url(settings)
+    run(migrate_when_reachable(url))
+    if settings.worker_processes > 1:
+        from boundq.core.supervisor import supervise
+
+        return supervise(settings.worker_processes, worker_argv(args))
+    from boundq.core.gc_tuning import WORKER_THRESHOLDS, tune_gc
+    from boundq.core.worker import Worker
+
+    tune_gc(WORKER_THRESHOLDS)
+    run(Worker(settings, url).run_until_signalled())
+    return 0
+
+
+def worker_argv(args: argparse.Namespace) -> list[str]:
+    """The command line of one worker process started by a supervisor."""
+    out = [sys.executable, "-m", "boundq", "worker", "--processes", "1"]
+    for flag, attr in (("--workers", "num_workers"), ("--concurrency", "max_concurrent_jobs")):
+        value = getattr(args, attr, None)
+        if value is not None:
+            out += [flag, str(value)]
+    if getattr(args, "handlers", None):
+        out += ["--handlers", args.handlers]
+    return out
+
+
+def cmd_enqueue(args: argparse.Namespace) -> int:
+    import psycopg
+
+    from boundq.core import queue
+    from boundq.core.handlers import default_registry
+    from boundq.core.migrate import migrate
+    from boundq.core.validation import validate_job
+
+    settings = settings_from(args)
+    load_handlers(settings, args)
+    if args.file:
+        text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text("utf-8")
+        items = json.loads(text)
+        if not isinstance(items, list):
+            raise BoundqError("the file must hold a JSON array of jobs")
+    else:
+        payload = json.loads(args.payload) if args.payload else {}
+        items = [{"name": args.name or args.kind, "kind": args.kind, "payload": payload,
+                  "priority": args.priority, "delay": args.delay} for _ in range(args.count)]
+    specs = [validate_job(item, default_registry, settings) for item in items]
+
+    async def insert() -> list[int]:
+        url = database_url(settings)
+        await migrate(url)
+        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+            return await queue.enqueue_many(conn, specs)
+
+    ids = run(insert())
+    print(json.dumps({"created": len(ids), "first_id": ids[0] if ids else None,
+                      "last_id": ids[-1] if ids else None}))
+    return 0
+
+
+# --- parsers ----------------------------------------------------------------------------
+def worker_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--workers", dest="num_workers", type=int, help="claim loops (NUM_WORKERS)")
+    p.add_argument("--concurrency", dest="max_concurrent_jobs", type=int,
+                   help="permits per process (MAX_CONCURRENT_JOBS)")
+    p.add_argument("--processes", dest="worker_processes", type=int,
+                   help="worker processes (WORKER_PROCESSES)")
+    p.add_argument("--handlers", help="comma-separated modules that register handlers")
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    db = sub.add_parser("db", help="manage the embedded PostgreSQL")
+    db.add_argument("action", choices=["start", "stop", "status", "url"])
+    db.set_defaults(func=cmd_db)
+
+    mig = sub.add_parser("migrate", help="apply pending migrations")
+    mig.add_argument("--to", type=int, default=None, help="target version (default: latest)")
+    mig.set_defaults(func=cmd_migrate)
+
+    rb = sub.add_parser("rollback", help="undo migrations")
+    rb.add_argument("--steps", type=int, default=1)
+    rb.set_defaults(func=cmd_rollback)
+
+    sub.add_parser("refresh", help="roll back everything and migrate again (drops data)"
+                   ).set_defaults(func=cmd_refresh)
+
+    worker = sub.add_parser("worker", help="run workers only")
+    worker_flags(worker)
+    worker.set_defaults(func=cmd_worker)
+
+    enq = sub.add_parser("enqueue", help="enqueue jobs")
+    enq.add_argument("--kind", default="noop")
+    enq.add_argument("--name")
+    enq.add_argument("--payload", help="JSON object")
+    enq.add_argument("--priority", type=int, default=0)
+    enq.add_argument("--delay", type=float, default=None)
+    enq.add_argument("--count", type=int, default=1)
+    enq.add_argument("--file", help="JSON array of jobs ('-' = stdin)")
+    enq.add_argument("--handlers")
+    enq.set_defaults(func=cmd_enqueue)

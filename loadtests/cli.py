@@ -1,0 +1,75 @@
+"""The load tests' command: `boundq flood` (needs the `load` and `report` extras)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+EXTRAS_HINT = "install the extras: pip install 'boundq[load,report]' (make flood does)"
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(name) or default
+
+
+def cmd_flood(args: argparse.Namespace) -> int:
+    try:
+        from boundq.loadtests import flood
+        from boundq.reports.flood_report import write_flood_report
+    except ImportError as exc:
+        print(f"boundq flood: {exc}; {EXTRAS_HINT}", file=sys.stderr)
+        return 2
+    options = flood.FloodOptions(
+        scenario=args.scenario, users=args.users, spawn_rate=args.spawn_rate or args.users,
+        duration_s=args.time, rate=args.rate, job_ms=args.job_ms, bulk_size=args.bulk_size,
+        max_queue_depth=args.max_queue_depth, drain_timeout_s=args.drain_timeout,
+        out_root=Path(args.out), num_workers=args.num_workers,
+        max_concurrent_jobs=args.max_concurrent_jobs, max_db_connections=args.pool_size,
+        ui_port=args.ui_port if args.ui else None, locust_processes=args.locust_processes)
+    try:
+        result = flood.run_flood(options)
+    except flood.FloodError as exc:
+        print(f"boundq flood: {exc}", file=sys.stderr)
+        return 2
+    report = write_flood_report(result.run_dir)
+    print(f"summary: {report}")
+    return 0 if result.passed else 1
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("flood", help="load test: API + workers under Locust, then verify no "
+                       "acknowledged job was lost")
+    e = _env
+    p.add_argument("--scenario", default=e("FLOOD_SCENARIO", "mixed"),
+                   choices=["mixed", "create", "bulk", "arrival", "step"],
+                   help="Locust users: mixed reads/writes, single creates, bulk uploads, "
+                   "open-loop arrivals at --rate, or a step-load shape (FLOOD_SCENARIO)")
+    p.add_argument("--users", type=int, default=int(e("FLOOD_USERS", "50")),
+                   help="Locust users (FLOOD_USERS, default 50)")
+    p.add_argument("--spawn-rate", type=float, default=float(e("FLOOD_SPAWN_RATE", "0")),
+                   help="users started per second (FLOOD_SPAWN_RATE, default: all in 1 s)")
+    p.add_argument("--time", type=float, default=float(e("FLOOD_TIME", "30")),
+                   help="seconds of load (FLOOD_TIME, default 30)")
+    p.add_argument("--rate", default=e("FLOOD_RATE", ""),
+                   help="arrival scenario: jobs/s, or Nx = N times the capacity bound "
+                   "MAX_CONCURRENT_JOBS x 1000 / job ms (FLOOD_RATE)")
+    p.add_argument("--job-ms", type=int, default=int(e("FLOOD_JOB_MS", "10")),
+                   help="job duration: `sleep` jobs of this many ms; 0 = noop (FLOOD_JOB_MS, "
+                   "default 10)")
+    p.add_argument("--bulk-size", type=int, default=int(e("FLOOD_BULK_SIZE", "100")))
+    p.add_argument("--max-queue-depth", type=int,
+                   default=int(e("FLOOD_MAX_QUEUE_DEPTH", "2000")),
+                   help="the server's MAX_QUEUE_DEPTH: creates past it get 429 (default 2000)")
+    p.add_argument("--drain-timeout", type=float, default=float(e("FLOOD_DRAIN_TIMEOUT", "300")))
+    p.add_argument("--workers", dest="num_workers", type=int, help="NUM_WORKERS")
+    p.add_argument("--concurrency", dest="max_concurrent_jobs", type=int,
+                   help="MAX_CONCURRENT_JOBS")
+    p.add_argument("--pool-size", type=int, help="MAX_DB_CONNECTIONS")
+    p.add_argument("--locust-processes", type=int, default=int(e("FLOOD_LOCUST_PROCESSES", "1")))
+    p.add_argument("--ui", action="store_true", help="the Locust web UI instead of a headless "
+                   "run; Ctrl-C ends it")
+    p.add_argument("--ui-port", type=int, default=int(e("FLOOD_UI_PORT", "8089")))
+    p.add_argument("--out", default=e("FLOOD_OUT", "reports/runs"), help="runs folder")
+    p.set_defaults(func=cmd_flood)
