@@ -7,17 +7,20 @@ consumes it, so reporting one attempt twice raises instead of writing twice.
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime
 from typing import Any
 
 from boundq.core.errors import ClaimAlreadyFinished
 
 
 class Claim:
-    __slots__ = ("_finished", "attempt", "id", "kind", "lost", "owner", "payload", "task",
-                 "timeout_s", "waited_s")
+    __slots__ = ("_finished", "attempt", "claimed_at", "created_at", "id", "kind", "lost",
+                 "owner", "payload", "queue", "run_at", "task", "timeout_s", "waited_s")
 
     def __init__(self, id: int, attempt: int, kind: str, payload: Any, timeout_s: float | None,
-                 owner: str, waited_s: float = 0.0) -> None:
+                 owner: str, waited_s: float = 0.0, queue: str = "default",
+                 run_at: datetime | None = None, created_at: datetime | None = None,
+                 claimed_at: datetime | None = None) -> None:
         self.id = id
         self.attempt = attempt
         self.kind = kind
@@ -25,6 +28,10 @@ class Claim:
         self.timeout_s = timeout_s
         self.owner = owner
         self.waited_s = waited_s
+        self.queue = queue
+        self.run_at = run_at
+        self.created_at = created_at
+        self.claimed_at = claimed_at
         self.lost = False  # the heartbeat found the job no longer ours
         self.task: asyncio.Task[None] | None = None
         self._finished = False

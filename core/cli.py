@@ -111,17 +111,35 @@ def cmd_worker(args: argparse.Namespace) -> int:
     configure_logging(settings.log_format, settings.log_level)
     load_handlers(settings, args)
     url = database_url(settings)
-    run(migrate_when_reachable(url))
     if settings.worker_processes > 1:
         from boundq.core.supervisor import supervise
 
-        return supervise(settings.worker_processes, worker_argv(args))
+        run(migrate_when_reachable(url))
+        return supervise(worker_specs(args, settings.worker_processes),
+                         metrics_port=settings.metrics_port)
     from boundq.core.gc_tuning import WORKER_THRESHOLDS, tune_gc
     from boundq.core.worker import Worker
 
-    tune_gc(WORKER_THRESHOLDS)
-    run(Worker(settings, url).run_until_signalled())
+    worker = Worker(settings, url)
+    if settings.metrics_port:
+        from boundq.core.metrics import serve_metrics
+
+        serve_metrics(settings.metrics_port)
+
+    async def prepare() -> None:
+        await migrate_when_reachable(url)
+        tune_gc(WORKER_THRESHOLDS)
+
+    run(worker.run_until_signalled(before_start=prepare))
     return 0
+
+
+def worker_specs(args: argparse.Namespace, processes: int) -> list[Any]:
+    """The worker processes a supervisor runs (each one `boundq worker --processes 1`)."""
+    from boundq.core.supervisor import ChildSpec
+
+    return [ChildSpec("worker", worker_argv(args), {"WORKER_PROCESSES": "1"})
+            for _ in range(processes)]
 
 
 def worker_argv(args: argparse.Namespace) -> list[str]:

@@ -67,6 +67,27 @@ def _text(text: str) -> str:
     return text
 
 
+def _bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("must be true or false")
+
+
+def _queue_list(text: str) -> tuple[str, ...]:
+    from boundq.core.errors import JobValidationError
+    from boundq.core.validation import check_queue_name
+
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    try:
+        return tuple(dict.fromkeys(check_queue_name(name) for name in names))
+    except JobValidationError as exc:
+        raise ValueError(f"each queue name must be {exc.message.removeprefix('must be ')}"
+                         ) from None
+
+
 CLAIM_BATCH_FLOOR = 100
 CLAIM_BATCH_AUTO_CAP = 1000
 
@@ -96,6 +117,12 @@ class Settings:
     shutdown_grace_seconds: float = 10.0
     claim_batch_max: int = 0  # 0 = automatic, see claim_batch
     handler_modules: str = ""
+    retention_seconds: float | None = None  # success and cancelled jobs; None = forever
+    failed_retention_seconds: float | None = None  # dead letters; None = forever
+    queues: tuple[str, ...] = ()  # serve only these queues; () = all
+    api_nice: int = 10  # `boundq serve`: the API process's lower CPU priority
+    api_group_commit: bool = True  # concurrent single creates share one INSERT
+    metrics_port: int = 0  # `boundq worker`: serve /metrics here (0 = off)
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -149,6 +176,12 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "SHUTDOWN_GRACE_SECONDS": ("shutdown_grace_seconds", _float(0, 86_400)),
     "CLAIM_BATCH_MAX": ("claim_batch_max", _int(0, 10_000)),
     "BOUNDQ_HANDLERS": ("handler_modules", _text),
+    "RETENTION_SECONDS": ("retention_seconds", _float(1, 100 * 365 * 86_400)),
+    "FAILED_RETENTION_SECONDS": ("failed_retention_seconds", _float(1, 100 * 365 * 86_400)),
+    "QUEUES": ("queues", _queue_list),
+    "API_NICE": ("api_nice", _int(0, 19)),
+    "API_GROUP_COMMIT": ("api_group_commit", _bool),
+    "METRICS_PORT": ("metrics_port", _int(0, 65535)),
 }
 
 ENV_VARIABLES = tuple(_VARIABLES)

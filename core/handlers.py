@@ -19,6 +19,7 @@ import asyncio
 import importlib
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from boundq.core.errors import JobValidationError
@@ -26,16 +27,22 @@ from boundq.core.errors import JobValidationError
 
 @dataclass(slots=True)
 class JobContext:
-    """What a handler sees of its job. Holds no connection while the handler runs."""
+    """What a handler sees of its job. Holds no connection while the handler runs.
+    The times are the database's: when the job was created, when it was due (run_at), and
+    when this attempt claimed it."""
 
     id: int
     attempt: int
     kind: str
     payload: Any
     owner: str
+    queue: str = "default"
+    created_at: datetime | None = None
+    run_at: datetime | None = None
+    claimed_at: datetime | None = None
 
 
-HandlerFn = Callable[[JobContext], Awaitable[None]]
+HandlerFn = Callable[[JobContext], Awaitable[Any]]
 PayloadValidator = Callable[[Any], object]  # raises JobValidationError; result ignored
 
 
@@ -103,13 +110,13 @@ async def _sleep(job: JobContext) -> None:
     await asyncio.sleep(int(job.payload.get("ms", 0)) / 1000)
 
 
-async def _cpu(job: JobContext) -> None:
+async def _cpu(job: JobContext) -> int:
     # Deliberately on the event loop: it is the CPU-bound job (and the stall scenario).
     n = int(job.payload.get("n", 0))
     total = 0
     for i in range(n):
         total += i * i
-    job.payload["_result"] = total
+    return total
 
 
 async def _fail(job: JobContext) -> None:

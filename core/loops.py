@@ -68,6 +68,7 @@ class BackgroundLoop(ABC):
         self.metrics = metrics
         self.wake = asyncio.Event()
         self.failures = 0
+        self.idle = False  # in its idle sleep: a wake-up is useful now
 
     @abstractmethod
     async def run_once(self) -> int:
@@ -76,6 +77,10 @@ class BackgroundLoop(ABC):
     def full(self, handled: int) -> bool:
         """True when the round was full and the next should start at once."""
         return False
+
+    def idle_sleep(self) -> float:
+        """How long to sleep after a round that was not full (unless woken)."""
+        return self.settings.idle_sleep()
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -101,11 +106,20 @@ class BackgroundLoop(ABC):
                 log.info("%s: database reachable again", self.name, extra={"loop": self.name})
                 self.failures = 0
             if not self.full(handled):
-                await _sleep_until(stop, self.wake, self.settings.idle_sleep())
+                self.idle = True
+                try:
+                    await _sleep_until(stop, self.wake, self.idle_sleep())
+                finally:
+                    self.idle = False
 
 
 async def _sleep_until(stop: asyncio.Event, wake: asyncio.Event | None, delay: float) -> None:
     """Sleep `delay` seconds, ending early when stop (or wake) is set."""
+    if stop.is_set():
+        return
+    if wake is not None and wake.is_set():  # woken while it was busy: go at once
+        wake.clear()
+        return
     events = [stop] if wake is None else [stop, wake]
     waiters = [asyncio.ensure_future(e.wait()) for e in events]
     try:

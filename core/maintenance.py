@@ -1,16 +1,16 @@
-"""Loops that keep the queue healthy: the lease reaper and the LISTEN wake-up listener."""
+"""Loops that keep the queue moving, run by every worker process at once (each statement
+is safe to run concurrently): the lease reaper, the stager that makes due `scheduled`
+jobs runnable, and the LISTEN wake-up listener."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import Any
-
-from psycopg_pool import AsyncConnectionPool
 
 from boundq.core import queue
 from boundq.core.db import connect
+from boundq.core.lanes import Lane
 from boundq.core.loops import BackgroundLoop, LoopSettings
 from boundq.core.metrics import Metrics
 
@@ -24,15 +24,15 @@ class Reaper(BackgroundLoop):
 
     name = "reaper"
 
-    def __init__(self, settings: LoopSettings, pool: AsyncConnectionPool[Any], metrics: Metrics,
+    def __init__(self, settings: LoopSettings, lane: Lane, metrics: Metrics,
                  batch: int = 1000) -> None:
         super().__init__(settings, metrics)
         self.metrics: Metrics = metrics
-        self.pool = pool
+        self.lane = lane
         self.batch = batch
 
     async def run_once(self) -> int:
-        async with self.pool.connection() as conn:
+        async with self.lane.connection() as conn:
             reaped = await queue.reap_expired(conn, self.batch)
         if reaped:
             self.metrics.reaped += len(reaped)
@@ -45,9 +45,39 @@ class Reaper(BackgroundLoop):
         return handled >= self.batch
 
 
+class Stager(BackgroundLoop):
+    """Makes due `scheduled` jobs (delayed creates, retries in backoff) `new`. It sleeps
+    until the earliest one is due, but never longer than its interval (a job scheduled
+    meanwhile for sooner is then at most one interval late), so a delayed job runs no
+    earlier than its run_at and no later than one POLL_INTERVAL_SECONDS after it."""
+
+    name = "stager"
+
+    def __init__(self, settings: LoopSettings, lane: Lane, batch: int = 1000) -> None:
+        super().__init__(settings)
+        self.lane = lane
+        self.batch = batch
+        self._staged = 0
+        self._due_in: float | None = None
+
+    async def run_once(self) -> int:
+        async with self.lane.connection() as conn:
+            self._staged = await queue.stage_due(conn, self.batch)
+            self._due_in = None if self._staged >= self.batch else await queue.next_due_in(conn)
+        return self._staged
+
+    def full(self, handled: int) -> bool:
+        return handled >= self.batch
+
+    def idle_sleep(self) -> float:
+        if self._due_in is None:
+            return super().idle_sleep()
+        return max(0.005, min(self._due_in, self.settings.interval_s))
+
+
 class Listener(BackgroundLoop):
-    """LISTENs on its own connection and wakes idle acquirers. Only a hint: polling is the
-    truth. After any reconnect it LISTENs again and wakes everyone (notifications sent
+    """LISTENs on its own connection and wakes idle claim loops. Only a hint: polling is
+    the truth. After any reconnect it LISTENs again and wakes everyone (notifications sent
     while it was away are gone). A periodic query on the idle connection finds half-open
     sockets (pg-boss #850) instead of silently falling back to polling."""
 

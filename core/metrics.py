@@ -1,17 +1,29 @@
-"""Process-local counters, gauges and histograms for a metrics endpoint to export.
+"""Metrics: cheap counters on the hot path, exported through prometheus-client.
 
-Plain attributes and fixed-bucket histograms: cheap enough for the job hot path (no locks;
-the core is single-threaded asyncio). `render_prometheus` writes the text format.
+A worker counts in plain attributes and fixed-bucket histograms (no lock, no call per job:
+the core is single-threaded asyncio). `Exporter.flush()` moves what changed since the last
+flush into prometheus-client's metrics, once a second and before every scrape, so a job
+costs the same with metrics on. prometheus-client does the rest: the text format, and its
+multiprocess mode: when PROMETHEUS_MULTIPROC_DIR is set (the supervisors of `boundq serve`
+and `boundq worker --processes N` set it for their children), every process writes its
+values there and one scrape reads them all (`render_all`).
+
+Names (unchanged from the hand-written exporter this replaced): boundq_jobs_<counter>_total,
+boundq_in_flight, boundq_in_flight_high_water, boundq_<gauge>, and the histograms
+boundq_queue_wait_seconds (run_at to claim) and boundq_run_seconds (handler run time).
 """
 
 from __future__ import annotations
 
 import bisect
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any, Literal
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
                    10.0, 30.0, 60.0, 300.0)
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
 @dataclass
@@ -46,7 +58,7 @@ class Metrics:
     claimed: int = 0
     succeeded: int = 0
     failed: int = 0  # attempts that ended in error or timeout
-    retried: int = 0  # of those, sent back to `new`
+    retried: int = 0  # of those, sent back to wait
     dead_lettered: int = 0
     lost_leases: int = 0  # heartbeat found the job no longer ours
     fenced_writes: int = 0  # a completion/failure matched zero rows
@@ -71,30 +83,142 @@ class Metrics:
         return out
 
 
-def _histogram_lines(name: str, help_text: str, hist: Histogram) -> list[str]:
-    lines = [f"# HELP {name} {help_text}", f"# TYPE {name} histogram"]
-    running = 0
-    for bound, count in zip(hist.buckets, hist.counts, strict=False):
-        running += count
-        lines.append(f'{name}_bucket{{le="{bound}"}} {running}')
-    lines.append(f'{name}_bucket{{le="+Inf"}} {hist.n}')
-    lines.append(f"{name}_sum {hist.total}")
-    lines.append(f"{name}_count {hist.n}")
-    return lines
+# --- prometheus-client --------------------------------------------------------------------
+_HELP = {
+    "claimed": "attempts started (jobs claimed)",
+    "succeeded": "attempts that succeeded (completion written)",
+    "failed": "attempts that ended in an error or a timeout",
+    "retried": "failed attempts sent back to wait (backoff)",
+    "dead_lettered": "jobs that ended failed",
+    "lost_leases": "leases the heartbeat found lost (the task was cancelled)",
+    "fenced_writes": "outcomes the database refused: the lease was no longer this owner's",
+    "reaped": "expired leases this process's reaper took back",
+    "released": "leases handed back at shutdown",
+    "db_errors": "database errors a loop backed off from",
+}
 
 
-def render_prometheus(metrics: Metrics, prefix: str = "boundq") -> str:
-    lines: list[str] = []
-    for name in Metrics.COUNTERS:
-        full = f"{prefix}_jobs_{name}_total"
-        lines += [f"# TYPE {full} counter", f"{full} {getattr(metrics, name)}"]
-    for name in ("in_flight", "in_flight_high_water"):
-        full = f"{prefix}_{name}"
-        lines += [f"# TYPE {full} gauge", f"{full} {getattr(metrics, name)}"]
-    for name, read in sorted(metrics.gauges.items()):
-        full = f"{prefix}_{name}"
-        lines += [f"# TYPE {full} gauge", f"{full} {read()}"]
-    lines += _histogram_lines(f"{prefix}_queue_wait_seconds", "enqueue (run_at) to claim",
-                              metrics.queue_wait)
-    lines += _histogram_lines(f"{prefix}_run_seconds", "handler run time", metrics.run_time)
-    return "\n".join(lines) + "\n"
+class PromHistogramFeed:
+    """Adds a local Histogram's new observations to a prometheus-client histogram with the
+    same buckets, bucket by bucket (prometheus-client has no bulk observe: this uses its
+    per-bucket value objects, `_buckets` and `_sum`; tests/test_metrics.py checks the
+    exposition it produces)."""
+
+    def __init__(self, target: Any, source: Histogram) -> None:
+        self.target = target
+        self.source = source
+        self._counts = [0] * len(source.counts)
+        self._total = 0.0
+
+    def flush(self) -> None:
+        counts, total = self.source.counts, self.source.total
+        buckets = self.target._buckets
+        for i, count in enumerate(counts):
+            if count != self._counts[i]:
+                buckets[i].inc(count - self._counts[i])
+                self._counts[i] = count
+        if total != self._total:
+            self.target._sum.inc(total - self._total)
+            self._total = total
+
+
+class _Family:
+    """prometheus-client metrics of one kind, created once per process (a registry
+    refuses a name twice, and tests run many workers in one process)."""
+
+    def __init__(self) -> None:
+        self._made: dict[str, Any] = {}
+
+    def get(self, name: str, make: Callable[[], Any]) -> Any:
+        if name not in self._made:
+            self._made[name] = make()
+        return self._made[name]
+
+
+_FAMILY = _Family()
+
+
+def counter(name: str, doc: str, labels: Sequence[str] = ()) -> Any:
+    from prometheus_client import Counter
+
+    return _FAMILY.get(name, lambda: Counter(name, doc, labels))
+
+
+GaugeMode = Literal["livesum", "livemax", "livemin"]
+
+
+def gauge(name: str, doc: str, mode: GaugeMode = "livesum", labels: Sequence[str] = ()) -> Any:
+    from prometheus_client import Gauge
+
+    return _FAMILY.get(name, lambda: Gauge(name, doc, labels, multiprocess_mode=mode))
+
+
+def histogram(name: str, doc: str, buckets: Sequence[float], labels: Sequence[str] = ()) -> Any:
+    from prometheus_client import Histogram as PromHistogram
+
+    return _FAMILY.get(name, lambda: PromHistogram(name, doc, labels, buckets=list(buckets)))
+
+
+class Exporter:
+    """Moves a Metrics' changes into prometheus-client (call flush() now and then)."""
+
+    def __init__(self, metrics: Metrics, prefix: str = "boundq") -> None:
+        self.metrics = metrics
+        self.prefix = prefix
+        self._last = dict.fromkeys(Metrics.COUNTERS, 0)
+        self._counters = {name: counter(f"{prefix}_jobs_{name}", _HELP[name])
+                          for name in Metrics.COUNTERS}
+        self._histograms = [
+            PromHistogramFeed(histogram(f"{prefix}_queue_wait_seconds",
+                                        "run_at to claim (pickup latency)", LATENCY_BUCKETS),
+                              metrics.queue_wait),
+            PromHistogramFeed(histogram(f"{prefix}_run_seconds", "handler run time",
+                                        LATENCY_BUCKETS), metrics.run_time),
+        ]
+
+    def flush(self) -> None:
+        m = self.metrics
+        for name, target in self._counters.items():
+            value = getattr(m, name)
+            if value != self._last[name]:
+                target.inc(value - self._last[name])
+                self._last[name] = value
+        gauge(f"{self.prefix}_in_flight", "jobs running now").set(m.in_flight)
+        gauge(f"{self.prefix}_in_flight_high_water", "most jobs running at once",
+              "livemax").set(m.in_flight_high_water)
+        for name, read in m.gauges.items():
+            mode: GaugeMode = "livemax" if name.endswith("high_water") else "livesum"
+            gauge(f"{self.prefix}_{name}", name.replace("_", " "), mode).set(read())
+        for feed in self._histograms:
+            feed.flush()
+
+
+def render_all() -> bytes:
+    """Every metric of this process, or of every process sharing its multiprocess
+    directory, in the Prometheus text format."""
+    from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
+
+    if os.environ.get(MULTIPROC_ENV):
+        from prometheus_client import multiprocess
+
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return generate_latest(registry)
+    return generate_latest(REGISTRY)
+
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+def serve_metrics(port: int, host: str = "127.0.0.1") -> None:
+    """`/metrics` on `port` from a thread of this process (prometheus-client's server):
+    this process's metrics, or every process's in multiprocess mode."""
+    from prometheus_client import REGISTRY, CollectorRegistry, start_http_server
+
+    registry = REGISTRY
+    if os.environ.get(MULTIPROC_ENV):
+        from prometheus_client import multiprocess
+
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    start_http_server(port, addr=host, registry=registry)

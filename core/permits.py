@@ -1,25 +1,19 @@
 """Job permits: the hard bound on jobs a process owns at once (MAX_CONCURRENT_JOBS).
 
-An acquirer takes up to n free permits (`async with permits.acquire_up_to(n) as grant`),
-claims at most that many jobs, and hands one Permit to each job. Permits the grant did not
-hand out return when the grant's block exits, whatever way it exits. A job's permit goes
-with its outcome to the completer, which returns it once that outcome is written; a job
-that ends without an outcome to write (cancelled, lease lost) returns it itself. A permit
-counts from before the claim until after the job's completion has been written, so the
-high-water mark also bounds the rows this process holds `processing`.
+A claim loop (core/cycler.py) holds permits in a Grant: the permits of the jobs whose
+outcomes it writes (absorbed, never returned to the pool in between) plus free ones taken
+without waiting (`permits.try_take(n)`). It claims at most that many jobs, in the same
+statement that writes the outcomes, and hands one Permit to each new job; what the grant
+did not hand out goes back when it closes, whatever way the cycle ended. A job that ends
+without an outcome to write (cancelled, lease lost) returns its own permit.
+
+A permit counts from before the claim until after the job's completion has been written,
+so the high-water mark also bounds the rows this process holds `processing`.
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections import deque
-from collections.abc import AsyncIterator, Iterable
-from contextlib import asynccontextmanager
-from types import TracebackType
-
-
-class PermitsClosed(Exception):
-    """The pool of permits was closed (shutdown): stop acquiring."""
+from collections.abc import Callable, Iterable
 
 
 class Permit:
@@ -40,18 +34,10 @@ class Permit:
     def released(self) -> bool:
         return self._released
 
-    async def __aenter__(self) -> Permit:
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.release()
-
 
 class Grant:
-    """Permits taken together by one acquirer; hands them out one at a time."""
+    """Permits held together by one claim loop; hands them out one at a time. Whatever it
+    did not hand out goes back to the pool when it is closed."""
 
     __slots__ = ("_left", "_owner", "count")
 
@@ -60,85 +46,86 @@ class Grant:
         self.count = count
         self._left = count
 
+    @property
+    def left(self) -> int:
+        return self._left
+
     def take(self) -> Permit:
         if self._left <= 0:
             raise RuntimeError("grant exhausted: claimed more jobs than permits")
         self._left -= 1
         return Permit(self._owner)
 
-    def _close(self) -> None:
+    def absorb(self, permit: Permit) -> None:
+        """Take over a job's permit without returning it to the pool in between: the
+        permit of a finished job passes to its successor, or back to the pool when the
+        grant closes, and counts all along."""
+        if permit._owner is not self._owner:
+            raise ValueError("a permit of another pool")
+        if permit._released:
+            raise RuntimeError("permit already returned")
+        permit._released = True
+        self.count += 1
+        self._left += 1
+
+    def close(self) -> None:
         left, self._left = self._left, 0
         if left:
             self._owner._give_back(left)
 
+    def detach(self) -> Grant:
+        """Move the permits not yet handed out to a new grant (this one is left empty),
+        to be kept past the block that would close this one."""
+        moved = Grant(self._owner, self._left)
+        self.count -= self._left
+        self._left = 0
+        return moved
+
+    def __enter__(self) -> Grant:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
 
 class Permits:
-    def __init__(self, total: int) -> None:
+    def __init__(self, total: int, on_free: Callable[[], None] | None = None) -> None:
         if total < 1:
             raise ValueError("need at least one permit")
         self.total = total
         self.free = total
         self.high_water = 0
-        self._waiters: deque[asyncio.Future[None]] = deque()
-        self._closed = False
+        self.closed = False
+        # Called when permits come back to the pool: a claim loop may use them.
+        self.on_free = on_free
 
     @property
     def in_use(self) -> int:
         return self.total - self.free
 
     def close(self) -> None:
-        """Wake every waiter with PermitsClosed; held permits still come back."""
-        self._closed = True
-        while self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                waiter.set_exception(PermitsClosed())
+        """Shutdown: no more permits are handed out; held ones still come back."""
+        self.closed = True
+
+    def try_take(self, n: int) -> Grant:
+        """Up to n free permits now, without waiting (possibly none). Use the grant as a
+        context manager or close it: what it did not hand out goes back."""
+        count = 0 if self.closed else max(0, min(n, self.free))
+        self.free -= count
+        if self.in_use > self.high_water:
+            self.high_water = self.in_use
+        return Grant(self, count)
 
     def _give_back(self, n: int) -> None:
         self.free += n
         if self.free > self.total:
             raise AssertionError("more permits returned than taken")
-        self._wake(n)
-
-    def _wake(self, n: int = 1) -> None:
-        """Wake up to n waiters (each then takes what is free; one woken too many
-        finds none and waits again)."""
-        while n > 0 and self._waiters and self.free > 0:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
-                n -= 1
-
-    async def _wait_for_one(self) -> None:
-        while self.free == 0 or self._closed:
-            if self._closed:
-                raise PermitsClosed()
-            waiter = asyncio.get_running_loop().create_future()
-            self._waiters.append(waiter)
-            try:
-                await waiter
-            except asyncio.CancelledError:
-                # Woken and cancelled at once: pass the wake-up on, or it is lost.
-                if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
-                    self._wake()
-                raise
-
-    @asynccontextmanager
-    async def acquire_up_to(self, n: int) -> AsyncIterator[Grant]:
-        """Wait for at least one free permit, then take up to n of them."""
-        await self._wait_for_one()
-        count = min(n, self.free)
-        self.free -= count
-        self.high_water = max(self.high_water, self.in_use)
-        grant = Grant(self, count)
-        try:
-            yield grant
-        finally:
-            grant._close()
+        if self.on_free is not None and not self.closed:
+            self.on_free()
 
 
 def release_all(permits: Iterable[Permit]) -> None:
-    """Release many permits with one wake-up pass per pool (the completer's batch)."""
+    """Release many permits with one give-back per pool (a written batch of failures)."""
     returned: dict[Permits, int] = {}
     for permit in permits:
         if not permit._released:

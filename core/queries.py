@@ -1,4 +1,5 @@
-"""Named SQL blocks from core/sql/queries.sql, loaded once.
+"""Named SQL blocks from the files of core/sql (queries.sql: the jobs' statements;
+stats.sql: what /stats and the dashboard read), loaded once.
 
 A block starts with `-- name: <name>`; the comment lines that follow are its doc and
 are kept in the text (PostgreSQL ignores them). `Q.job_claim` is the text of that block;
@@ -49,4 +50,16 @@ class _Queries:
         return self._blocks[name]
 
 
-Q = _Queries(parse_blocks(resources.files("boundq.core.sql").joinpath("queries.sql").read_text("utf-8")))
+def load_blocks() -> dict[str, LiteralString]:
+    """Every block of every .sql file in core/sql; a name used twice fails at import."""
+    blocks: dict[str, LiteralString] = {}
+    for entry in sorted(resources.files("boundq.core.sql").iterdir(), key=lambda e: e.name):
+        if entry.name.endswith(".sql"):
+            for name, text in parse_blocks(entry.read_text("utf-8")).items():
+                if name in blocks:
+                    raise ValueError(f"duplicate SQL block name: {name} ({entry.name})")
+                blocks[name] = text
+    return blocks
+
+
+Q = _Queries(load_blocks())

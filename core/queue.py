@@ -8,31 +8,45 @@ runs in one transaction.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, NamedTuple
 
 import psycopg
 from psycopg.rows import dict_row
 
 from boundq.core.errors import InvalidTransition, JobNotFound
 from boundq.core.queries import Q
-from boundq.core.states import AttemptOutcome
+from boundq.core.states import AttemptOutcome, JobStatus
 from boundq.core.validation import JobSpec
 
 Conn = psycopg.AsyncConnection[Any]
 Row = dict[str, Any]
 
 _COPY_JOBS = (
-    "COPY jobs (id, name, kind, payload, priority, run_at, max_attempts, timeout_s) "
-    "FROM STDIN"
+    "COPY jobs (id, name, kind, queue, payload, priority, run_at, status, max_attempts, "
+    "timeout_s) FROM STDIN"
 )
 
 
-# One claimed job as job_claim returns it: (id, attempt, kind, payload, timeout_s, waited_s).
-# A plain tuple: this is the hot path, and the Claim object is built from it directly.
-ClaimedRow = tuple[int, int, str, Any, float | None, float]
+class ClaimedRow(NamedTuple):
+    """One job a claim leased to this owner (job_complete_and_claim, job_held_by_owner)."""
+
+    id: int
+    attempt: int
+    kind: str
+    queue: str
+    payload: Any
+    timeout_s: float | None
+    run_at: datetime
+    created_at: datetime
+    waited_s: float
+    claimed_at: datetime
+
+
+# A claim plan: how many jobs to take from each queue, in one statement.
+ClaimPlan = Sequence[tuple[str, int]]
 
 
 @dataclass(slots=True)
@@ -44,6 +58,7 @@ class Outcome:
     outcome: AttemptOutcome
     error: str | None = None
     retryable: bool = True
+    result_json: str | None = None  # a success's result, encoded; None = no result
 
 
 def int_array(values: Iterable[int]) -> str:
@@ -58,6 +73,7 @@ def _spec_params(spec: JobSpec) -> dict[str, Any]:
     return {
         "name": spec.name,
         "kind": spec.kind,
+        "queue": spec.queue,
         "payload": spec.payload_json,
         "priority": spec.priority,
         "run_at": spec.run_at,
@@ -104,18 +120,22 @@ async def enqueue_many(conn: Conn, specs: Sequence[JobSpec]) -> list[int]:
             db_now, reserved = row
             async with conn.cursor().copy(_COPY_JOBS) as copy:
                 for index, job_id in zip(plain, reserved, strict=True):
-                    spec = specs[index]
-                    run_at = spec.run_at or db_now
-                    if spec.delay_s:
-                        run_at = run_at + timedelta(seconds=spec.delay_s)
-                    await copy.write_row(
-                        (job_id, spec.name, spec.kind, spec.payload_json, spec.priority,
-                         run_at, spec.max_attempts, spec.timeout_s)
-                    )
+                    await copy.write_row(copy_row(job_id, specs[index], db_now))
                     ids[index] = job_id
         if keyed:
             await _insert_deduped(conn, specs, keyed, ids)
     return ids
+
+
+def copy_row(job_id: int, spec: JobSpec, db_now: datetime) -> tuple[Any, ...]:
+    """One job as a row of _COPY_JOBS. The transaction's clock (db_now) turns a delay into
+    run_at and decides `scheduled` (run_at in the future) against `new`."""
+    run_at = spec.run_at or db_now
+    if spec.delay_s:
+        run_at = run_at + timedelta(seconds=spec.delay_s)
+    status = "scheduled" if run_at > db_now else "new"
+    return (job_id, spec.name, spec.kind, spec.queue, spec.payload_json, spec.priority, run_at,
+            status, spec.max_attempts, spec.timeout_s)
 
 
 async def _insert_deduped(conn: Conn, specs: Sequence[JobSpec], keyed: list[int],
@@ -132,6 +152,7 @@ async def _insert_deduped(conn: Conn, specs: Sequence[JobSpec], keyed: list[int]
             {
                 "names": [s.name for s in chosen],
                 "kinds": [s.kind for s in chosen],
+                "queues": [s.queue for s in chosen],
                 "payloads": [s.payload_json for s in chosen],
                 "priorities": [s.priority for s in chosen],
                 "run_ats": [s.run_at for s in chosen],
@@ -156,9 +177,52 @@ async def _insert_deduped(conn: Conn, specs: Sequence[JobSpec], keyed: list[int]
         ids[index] = by_key[str(specs[index].dedupe_key)]
 
 
-async def claim(conn: Conn, owner: str, limit: int, lease_s: float) -> list[ClaimedRow]:
-    cur = await conn.execute(Q.job_claim, {"owner": owner, "limit": limit, "lease_s": lease_s})
-    return await cur.fetchall()
+async def complete_and_claim(
+    conn: Conn, owner: str, done: Sequence[tuple[int, int]], plan: ClaimPlan, lease_s: float,
+    results: Mapping[int, str] | None = None,
+) -> tuple[set[int], list[ClaimedRow]]:
+    """Finish successful attempts (id, attempt) and claim per the plan, in one statement.
+    The plan's total is the permits of `done` plus free ones; the claim takes no more than
+    the completions that commit plus the free permits. Returns the ids whose success
+    committed now and the rows claimed. `results` maps a job id to its result, already
+    encoded as JSON."""
+    total = sum(p[1] for p in plan)
+    cur = await conn.execute(
+        Q.job_complete_and_claim,
+        {"owner": owner, "ids": int_array(d[0] for d in done),
+         "attempts": int_array(d[1] for d in done), "results": _results_object(results),
+         "queues": [p[0] for p in plan], "limits": int_array(p[1] for p in plan),
+         "total": total, "free": max(0, total - len(done)), "lease_s": lease_s},
+    )
+    completed: set[int] = set()
+    claimed: list[ClaimedRow] = []
+    for row in await cur.fetchall():
+        if row[0]:
+            claimed.append(ClaimedRow(row[1], row[2], row[3], row[4], row[5], row[6], row[7],
+                                      row[8], row[9], row[10]))
+        else:
+            completed.add(row[1])
+    return completed, claimed
+
+
+def _results_object(results: Mapping[int, str] | None) -> str:
+    """{"<id>": <result JSON>, ...}: one parameter, read with `-> id::text`."""
+    if not results:
+        return "{}"
+    return "{" + ",".join(f'"{job_id}":{text}' for job_id, text in results.items()) + "}"
+
+
+async def claim(conn: Conn, owner: str, limit: int, lease_s: float,
+                queue: str = "default") -> list[ClaimedRow]:
+    """Claim up to `limit` runnable jobs of one queue (nothing to finish)."""
+    _, claimed = await complete_and_claim(conn, owner, (), [(queue, limit)], lease_s)
+    return claimed
+
+
+async def held_by_owner(conn: Conn, owner: str) -> list[ClaimedRow]:
+    """Every row this owner holds `processing` (reconciliation after a lost answer)."""
+    cur = await conn.execute(Q.job_held_by_owner, {"owner": owner})
+    return [ClaimedRow(*row) for row in await cur.fetchall()]
 
 
 async def heartbeat(
@@ -175,23 +239,26 @@ async def heartbeat(
     return {row[0] for row in await cur.fetchall()}
 
 
-async def complete_batch(conn: Conn, owner: str, done: Sequence[tuple[int, int]]) -> set[int]:
+async def complete_batch(conn: Conn, owner: str, done: Sequence[tuple[int, int]],
+                         results: Mapping[int, str] | None = None) -> set[int]:
     """Mark (id, attempt) pairs successful; returns the ids whose success is committed
     (others were fenced): written now, or by this owner's earlier try whose answer was lost."""
     if not done:
         return set()
-    cur = await conn.execute(
-        Q.job_complete_batch,
-        {"owner": owner, "ids": int_array(d[0] for d in done),
-         "attempts": int_array(d[1] for d in done)},
-    )
-    committed = {row[0] for row in await cur.fetchall()}
-    missed = [d for d in done if d[0] not in committed]
-    if missed:
-        settled = await _settled_by_owner(conn, owner, missed)
-        committed.update(job_id for (job_id, _), (outcome, _) in settled.items()
-                         if outcome == AttemptOutcome.SUCCESS.value)
-    return committed
+    committed, _ = await complete_and_claim(conn, owner, done, (), 0.0, results)
+    return committed | await settled_successes(conn, owner,
+                                               [d for d in done if d[0] not in committed])
+
+
+async def settled_successes(conn: Conn, owner: str, missed: Sequence[tuple[int, int]]
+                            ) -> set[int]:
+    """Of attempts a completion did not write, those this owner's earlier try (whose answer
+    was lost) already completed."""
+    if not missed:
+        return set()
+    settled = await _settled_by_owner(conn, owner, missed)
+    return {job_id for (job_id, _), (outcome, _) in settled.items()
+            if outcome == AttemptOutcome.SUCCESS.value}
 
 
 async def fail_batch(
@@ -253,6 +320,49 @@ async def reap_expired(conn: Conn, limit: int = 1000) -> dict[int, str]:
     return {row[0]: row[1] for row in await cur.fetchall()}
 
 
+async def stage_due(conn: Conn, limit: int = 1000) -> int:
+    """Make due `scheduled` jobs `new`; returns how many."""
+    cur = await conn.execute(Q.job_stage_due, {"limit": limit})
+    return len(await cur.fetchall())
+
+
+async def schedule_early(conn: Conn, queues: Sequence[str], limit: int = 1000) -> int:
+    """Move `new` rows whose run_at is in the future (plain SQL inserts) to `scheduled`."""
+    if not queues:
+        return 0
+    cur = await conn.execute(Q.job_schedule_early, {"queues": list(queues), "limit": limit})
+    return len(await cur.fetchall())
+
+
+async def next_due_in(conn: Conn) -> float | None:
+    """Seconds until the earliest scheduled job is due (negative: overdue); None: none."""
+    cur = await conn.execute(Q.job_next_due)
+    row = await cur.fetchone()
+    return None if row is None or row[0] is None else float(row[0])
+
+
+async def queues_waiting(conn: Conn) -> list[str]:
+    """The queues with runnable jobs."""
+    cur = await conn.execute(Q.job_queues_waiting)
+    return [row[0] for row in await cur.fetchall()]
+
+
+async def delete_finished_before(conn: Conn, keep_s: float, statuses: Sequence[str],
+                                 limit: int) -> int:
+    """One retention batch: the oldest jobs of `statuses` that finished over keep_s ago."""
+    cur = await conn.execute(Q.job_delete_finished_before,
+                             {"keep_s": keep_s, "statuses": list(statuses), "limit": limit})
+    row = await cur.fetchone()
+    return int(row[0]) if row else 0
+
+
+async def fold_tallies(conn: Conn, seconds_kept: float, minutes_kept: float) -> int:
+    cur = await conn.execute(Q.job_tallies_fold, {"seconds_kept": seconds_kept,
+                                                  "minutes_kept": minutes_kept})
+    row = await cur.fetchone()
+    return int(row[0]) if row else 0
+
+
 async def get_job(conn: Conn, job_id: int) -> Row:
     cur = conn.cursor(row_factory=dict_row)
     await cur.execute(Q.job_get, {"id": job_id})
@@ -292,6 +402,6 @@ async def retry(conn: Conn, job_id: int) -> Row:
 
 async def count_by_status(conn: Conn) -> dict[str, int]:
     cur = await conn.execute(Q.job_count_by_status)
-    counts = {status: 0 for status in ("new", "processing", "success", "failed", "cancelled")}
+    counts = {status.value: 0 for status in JobStatus}
     counts.update({status: int(n) for status, n in await cur.fetchall()})
     return counts

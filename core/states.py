@@ -1,33 +1,46 @@
 """The job state machine, written down once.
 
-    new ──claim──▶ processing ──success──▶ success        (terminal)
-     ▲                │ error, attempts left: run_at = now + backoff ──▶ new
-     │                │ error / timeout, no attempts left ─▶ failed    (terminal, dead letters)
-     └──reaper────────┘ lease expired (attempt recorded as lost; counts as an attempt)
-    new | processing ──cancel──▶ cancelled                   (terminal)
+    create ──▶ scheduled ──stager (run_at due)──▶ new
+    create ──▶ new ──claim──▶ processing ──success──▶ success          (terminal)
+                ▲                 │ error, attempts left, backoff > 0 ──▶ scheduled
+                │                 │ error, attempts left, no backoff ───▶ new
+                │                 │ error / timeout, none left ─────────▶ failed (terminal,
+                │                 │                                        dead letters)
+                └──reaper/release─┘ lease expired (lost; counts as an attempt) or handed back
+    scheduled | new | processing ──cancel──▶ cancelled                   (terminal)
+    new (run_at in the future, written by plain SQL) ──scout──▶ scheduled
     failed ──retry (API)──▶ new
 
 Who moves a job, and the SQL block that does it (core/sql/queries.sql):
 
-    state       enters by                                   leaves by
-    new         enqueue (job_insert, COPY), job_fail with   job_claim (worker acquirer),
-                attempts left, job_reap_expired with        job_cancel (API / CLI)
-                attempts left, job_retry (API)
-    processing  job_claim                                   job_complete_batch, job_fail_batch
-                                                            (the owning worker, fenced),
-                                                            job_reap_expired (any reaper,
-                                                            guarded), job_cancel
-    success     job_complete_batch                          never (absorbing)
-    failed      job_fail_batch / job_reap_expired with      job_retry (explicit, API)
+    state       enters by                                 leaves by
+    scheduled   enqueue with a future run_at (job_insert, job_stage_due (the stager, any
+                COPY), job_fail_batch with attempts left     worker), job_cancel (API)
+                and a backoff, job_schedule_early (scout)
+    new         enqueue, job_stage_due, job_fail_batch       job_complete_and_claim (a claim
+                with no backoff, job_reap_expired with       loop), job_cancel,
+                attempts left, job_release_batch,            job_schedule_early
+                job_retry (API)
+    processing  job_complete_and_claim                       job_complete_and_claim,
+                                                             job_fail_batch (the owning
+                                                             worker, fenced),
+                                                             job_reap_expired (any reaper,
+                                                             guarded), job_release_batch
+                                                             (the owner at shutdown),
+                                                             job_cancel
+    success     job_complete_and_claim                       never (absorbing)
+    failed      job_fail_batch / job_reap_expired with       job_retry (explicit, API)
                 no attempts left
-    cancelled   job_cancel                                  never (absorbing)
+    cancelled   job_cancel                                   never (absorbing)
 
 Every move out of processing writes the ended attempt's job_attempts row in the same
 statement; while a job is processing, its jobs row is the running attempt (attempts,
-lease_owner, started_at).
+lease_owner, started_at). started_at is set by the claim and cleared when the job goes
+back to wait, so it is null exactly while a job waits.
 
-The database enforces the shape with CHECK constraints (core/migrations/0001_init.up.sql);
-fencing (id, attempts, lease_owner, status='processing') keeps stale owners out.
+The database enforces the shape with CHECK constraints and a transition trigger
+(core/migrations); fencing (id, attempts, lease_owner, status='processing') keeps stale
+owners out.
 """
 
 from __future__ import annotations
@@ -36,6 +49,7 @@ from enum import StrEnum
 
 
 class JobStatus(StrEnum):
+    SCHEDULED = "scheduled"
     NEW = "new"
     PROCESSING = "processing"
     SUCCESS = "success"
@@ -54,15 +68,24 @@ class AttemptOutcome(StrEnum):
 TERMINAL: frozenset[JobStatus] = frozenset(
     {JobStatus.SUCCESS, JobStatus.FAILED, JobStatus.CANCELLED}
 )
-ACTIVE: frozenset[JobStatus] = frozenset({JobStatus.NEW, JobStatus.PROCESSING})
+# Not finished yet: the jobs that count against a dedupe_key and that cancel can stop.
+ACTIVE: frozenset[JobStatus] = frozenset(
+    {JobStatus.SCHEDULED, JobStatus.NEW, JobStatus.PROCESSING}
+)
+# Waiting to run: not started, not finished (started_at is null exactly for these).
+WAITING: frozenset[JobStatus] = frozenset({JobStatus.SCHEDULED, JobStatus.NEW})
 
 # Every allowed (from, to) move; the invariant checker and tests read this table.
 TRANSITIONS: frozenset[tuple[JobStatus, JobStatus]] = frozenset(
     {
+        (JobStatus.SCHEDULED, JobStatus.NEW),
+        (JobStatus.NEW, JobStatus.SCHEDULED),
         (JobStatus.NEW, JobStatus.PROCESSING),
         (JobStatus.PROCESSING, JobStatus.SUCCESS),
+        (JobStatus.PROCESSING, JobStatus.SCHEDULED),
         (JobStatus.PROCESSING, JobStatus.NEW),
         (JobStatus.PROCESSING, JobStatus.FAILED),
+        (JobStatus.SCHEDULED, JobStatus.CANCELLED),
         (JobStatus.NEW, JobStatus.CANCELLED),
         (JobStatus.PROCESSING, JobStatus.CANCELLED),
         (JobStatus.FAILED, JobStatus.NEW),

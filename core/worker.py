@@ -1,11 +1,14 @@
 """The bounded worker of one process.
 
-NUM_WORKERS acquirer loops share one pool of MAX_CONCURRENT_JOBS permits. An acquirer
-takes free permits first, then claims at most that many jobs in one statement, so no
-claimed job waits for a permit while its lease runs. Each job runs in its own task: one
-failing or hanging handler hurts no other, and nothing it raises stops a loop. Around
-them: the completer (batched, fenced writes), the heartbeater (one statement for all
-held leases), the reaper and the LISTEN listener.
+NUM_WORKERS claim loops (core/cycler.py) share one pool of MAX_CONCURRENT_JOBS permits.
+Each cycle writes the outcomes of finished jobs and claims their successors in one
+statement, so no claimed job waits for a permit while its lease runs and a permit passes
+from one job to the next without a round trip. Each job runs in its own task: one failing
+or hanging handler hurts no other, and nothing it raises stops a loop. Around them: the
+heartbeater (one statement for all held leases), the maintenance loops (reaper, stager,
+scout, tally folder, retention) and the LISTEN listener. Every loop has a connection of
+its own (core/lanes.py), so none waits for another's statement, and all of them reconnect
+by themselves after an outage.
 """
 
 from __future__ import annotations
@@ -18,34 +21,44 @@ import signal
 import socket
 import time
 import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
-import psycopg
-from psycopg_pool import AsyncConnectionPool
+import msgspec
 
 from boundq.core import queue
 from boundq.core.claim import Claim
-from boundq.core.completer import Completer, Heartbeater, Ledger
 from boundq.core.config import Settings
-from boundq.core.db import open_pool
+from boundq.core.cycler import ClaimGate, CycleConfig, Cycler
 from boundq.core.faults import crash_point
 from boundq.core.handlers import JobContext, PermanentJobError, Registry, default_registry
+from boundq.core.heartbeat import Heartbeater, heartbeat_deadline, heartbeat_loop_settings
+from boundq.core.housekeeping import (
+    RetentionPolicy,
+    RetentionSweeper,
+    Scout,
+    TallyFolder,
+)
+from boundq.core.lanes import Lane, plan_lanes
+from boundq.core.ledger import Ledger
 from boundq.core.loops import DB_ERRORS, BackgroundLoop, LoopSettings
-from boundq.core.maintenance import Listener, Reaper
-from boundq.core.metrics import Metrics
-from boundq.core.permits import Permit, Permits, PermitsClosed
-from boundq.core.queue import Outcome
+from boundq.core.maintenance import Listener, Reaper, Stager
+from boundq.core.metrics import Exporter, Metrics
+from boundq.core.permits import Permit, Permits
+from boundq.core.planner import QueuePlanner
+from boundq.core.queue import ClaimedRow, Outcome
 from boundq.core.states import AttemptOutcome
 
 log = logging.getLogger("boundq.worker")
 
-Pool = AsyncConnectionPool[psycopg.AsyncConnection[Any]]
+MAX_RESULT_BYTES = 1024 * 1024
+# A claim loop retries a failed statement within a second: processing resumes within
+# about that long once PostgreSQL accepts connections again, whatever the outage's length.
+CYCLE_BACKOFF_MAX_S = 1.0
+WRITE_DRAIN_S = 10.0  # at shutdown, how long outcomes may take to be written
 
-# Completion writers per process. One writer was the drain's bottleneck at high
-# MAX_CONCURRENT_JOBS (busy 85% of the run, with a quarter of the machine idle); a
-# second lets one batch be written while the next is taken. More gained nothing
-# measurable on two cores.
-COMPLETERS = 2
+_result_encoder = msgspec.json.Encoder()
 
 
 def new_owner_id() -> str:
@@ -54,116 +67,117 @@ def new_owner_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
 
-class Acquirer(BackgroundLoop):
-    name = "acquirer"
+@dataclass(frozen=True, slots=True)
+class JobHooks:
+    """Callbacks for application metrics, called in the job's task; an exception in a hook
+    is logged and ignored. `failed` gets the error text and whether it will be retried
+    (False: dead-lettered or permanent; the retry decision itself is the database's)."""
 
-    def __init__(self, worker: Worker, settings: LoopSettings) -> None:
-        super().__init__(settings, worker.metrics)
-        self.worker = worker
-        self._asked = 0
-
-    async def run_once(self) -> int:
-        w = self.worker
-        try:
-            async with w.permits.acquire_up_to(w.settings.claim_batch) as grant:
-                self._asked = grant.count
-                async with w.pool.connection() as conn:
-                    rows = await queue.claim(conn, w.owner, grant.count, w.settings.lease_seconds)
-                    crash_point("after_claim", bool(rows))
-                observe_wait = w.metrics.queue_wait.observe
-                for job_id, attempt, kind, payload, timeout_s, waited_s in rows:
-                    w.spawn(Claim(job_id, attempt, kind, payload, timeout_s, w.owner, waited_s),
-                            grant.take())
-                    observe_wait(waited_s if waited_s > 0 else 0.0)
-        except PermitsClosed:
-            return 0
-        w.metrics.claimed += len(rows)
-        return len(rows)
-
-    def full(self, handled: int) -> bool:
-        # A full claim means more may be waiting: go again without sleeping.
-        return handled > 0 and handled >= self._asked
+    started: Callable[[JobContext], None] | None = None
+    succeeded: Callable[[JobContext, Any], None] | None = None
+    failed: Callable[[JobContext, str], None] | None = None
 
 
 class Worker:
     def __init__(self, settings: Settings, url: str, registry: Registry | None = None,
-                 metrics: Metrics | None = None, pool: Pool | None = None,
-                 owner: str | None = None) -> None:
+                 metrics: Metrics | None = None, owner: str | None = None,
+                 hooks: JobHooks | None = None) -> None:
         self.settings = settings
         self.url = url
         self.registry = registry or default_registry
         self.metrics = metrics or Metrics()
         self.owner = owner or new_owner_id()
-        self.permits = Permits(settings.max_concurrent_jobs)
-        self.ledger = Ledger()
-        self._own_pool = pool is None
-        self._pool = pool
-        self._stop = asyncio.Event()  # every loop but the acquirers: set last
-        self._stop_claiming = asyncio.Event()  # the acquirers: set first
+        self.hooks = hooks or JobHooks()
+        self.permits = Permits(settings.max_concurrent_jobs, on_free=self._wake_one_cycler)
+        self.ledger = Ledger(on_put=self._wake_one_cycler)
+        self.planner = QueuePlanner(settings.queues)
+        self.gate = ClaimGate()
+        self.lanes: list[Lane] = []
+        self.cyclers: list[Cycler] = []
+        self._loops: list[BackgroundLoop] = []
+        self._stop = asyncio.Event()
         self._loop_tasks: list[asyncio.Task[None]] = []
-        self._acquirer_tasks: list[asyncio.Task[None]] = []
         self._job_tasks: set[asyncio.Task[None]] = set()
         self._unfinished: list[Claim] = []
-        self.acquirers: list[Acquirer] = []
         self.metrics.gauges["permits_in_use"] = lambda: float(self.permits.in_use)
         self.metrics.gauges["permits_high_water"] = lambda: float(self.permits.high_water)
-
-    @property
-    def pool(self) -> Pool:
-        assert self._pool is not None, "worker not started"
-        return self._pool
 
     # --- lifecycle -----------------------------------------------------------------------
     async def start(self) -> None:
         s = self.settings
-        if self._pool is None:
-            self._pool = await open_pool(self.url, s, "worker", wait=False)
-        self.completers = [
-            Completer(LoopSettings(1.0), self.pool, self.ledger, self.metrics, self.owner,
-                      s.retry_base_seconds, s.retry_max_seconds)
-            for _ in range(COMPLETERS)
-        ]
-        self.completer = self.completers[0]  # any of them takes submissions for all
-        self.heartbeater = Heartbeater(LoopSettings(s.heartbeat_seconds), self.pool, self.ledger,
-                                       self.metrics, self.owner, s.lease_seconds)
-        self.reaper = Reaper(LoopSettings(s.reap_interval_seconds, jitter=0.3), self.pool,
+        plan = plan_lanes(s.db_connections, s.num_workers)
+        config = CycleConfig(self.owner, s.lease_seconds, s.claim_batch, s.retry_base_seconds,
+                             s.retry_max_seconds, deadline_s=max(5.0, s.lease_seconds))
+        cycle = LoopSettings(s.poll_interval_seconds, jitter=0.2,
+                             backoff_max_s=CYCLE_BACKOFF_MAX_S)
+        self.cyclers = []
+        for _ in range(plan.cyclers):
+            lane = self._lane("worker")
+            self.cyclers.append(Cycler(cycle, config, lane, self.ledger, self.permits,
+                                       self.planner, self.gate, self.spawn, self.metrics))
+        beat = self._lane("heartbeat")
+        upkeep = beat if plan.maintenance_shares_heartbeat else self._lane("maintenance")
+        self.heartbeater = Heartbeater(heartbeat_loop_settings(s.heartbeat_seconds), beat,
+                                       self.ledger, self.metrics, self.owner, s.lease_seconds,
+                                       heartbeat_deadline(s.heartbeat_seconds, s.lease_seconds))
+        quick = dict(backoff_max_s=CYCLE_BACKOFF_MAX_S)
+        self.reaper = Reaper(LoopSettings(s.reap_interval_seconds, jitter=0.3, **quick), upkeep,
                              self.metrics)
-        self.listener = Listener(LoopSettings(1.0), self.url, self.wake_acquirers)
-        self.acquirers = [Acquirer(self, LoopSettings(s.poll_interval_seconds, jitter=0.2))
-                          for _ in range(s.num_workers)]
-        # The completer and heartbeater outlive the acquirers at shutdown: running jobs
-        # still need their leases extended and their outcomes written.
-        loops: list[BackgroundLoop] = [*self.completers, self.heartbeater, self.reaper,
-                                       self.listener]
-        self._acquirer_tasks = [
-            asyncio.create_task(a.run(self._stop_claiming), name="boundq-acquirer")
-            for a in self.acquirers
-        ]
+        self.stager = Stager(LoopSettings(s.poll_interval_seconds, **quick), upkeep)
+        self.scout = Scout(LoopSettings(s.poll_interval_seconds, jitter=0.2, **quick), upkeep,
+                           self.planner, self.wake_cyclers)
+        self.listener = Listener(LoopSettings(1.0, **quick), self.url, self.on_notify)
+        self.exporter = Exporter(self.metrics)
+        housekeeping: list[BackgroundLoop] = [TallyFolder(LoopSettings(10.0, jitter=0.3), upkeep),
+                                              MetricsFlusher(LoopSettings(1.0), self.exporter)]
+        retention = RetentionPolicy(s.retention_seconds, s.failed_retention_seconds)
+        if retention.active:
+            self.retention = RetentionSweeper(LoopSettings(5.0, jitter=0.3), upkeep, retention)
+            housekeeping.append(self.retention)
+        self._loops = [*self.cyclers, self.heartbeater, self.reaper, self.stager, self.scout,
+                       self.listener, *housekeeping]
         self._loop_tasks = [asyncio.create_task(lp.run(self._stop), name=f"boundq-{lp.name}")
-                            for lp in loops] + self._acquirer_tasks
-        self.metrics.gauges["pool_size"] = lambda: float(self.pool.get_stats().get("pool_size", 0))
-        self.metrics.gauges["pool_available"] = lambda: float(
-            self.pool.get_stats().get("pool_available", 0))
-        log.info("worker started", extra={"owner": self.owner, "acquirers": s.num_workers,
-                                          "permits": s.max_concurrent_jobs})
+                            for lp in self._loops]
+        log.info("worker started", extra={"owner": self.owner, "claim_loops": plan.cyclers,
+                                          "permits": s.max_concurrent_jobs,
+                                          "connections": plan.connections})
 
-    def wake_acquirers(self) -> None:
-        for acquirer in self.acquirers:
-            acquirer.wake.set()
+    def _lane(self, role: str) -> Lane:
+        lane = Lane(self.url, role)
+        self.lanes.append(lane)
+        return lane
 
-    def spawn(self, claim: Claim, permit: Permit) -> None:
+    def _wake_one_cycler(self) -> None:
+        """An outcome or a free permit: one idle claim loop is enough to take it."""
+        for cycler in self.cyclers:
+            if cycler.idle and not cycler.wake.is_set():
+                cycler.wake.set()
+                return
+
+    def wake_cyclers(self) -> None:
+        for cycler in self.cyclers:
+            cycler.wake.set()
+
+    def on_notify(self) -> None:
+        self.planner.wake()
+        self.wake_cyclers()
+
+    # --- jobs ----------------------------------------------------------------------------
+    def spawn(self, row: ClaimedRow, permit: Permit) -> None:
+        claim = Claim(row.id, row.attempt, row.kind, row.payload, row.timeout_s, self.owner,
+                      row.waited_s, row.queue, row.run_at, row.created_at, row.claimed_at)
         task = asyncio.create_task(self._run_job(claim, permit))
         claim.task = task
         self.ledger.add(claim)
         self._job_tasks.add(task)
         self.metrics.in_flight = len(self._job_tasks)
-        self.metrics.in_flight_high_water = max(self.metrics.in_flight_high_water,
-                                                self.metrics.in_flight)
+        if self.metrics.in_flight > self.metrics.in_flight_high_water:
+            self.metrics.in_flight_high_water = self.metrics.in_flight
 
         def done(finished: asyncio.Task[None]) -> None:
             if not claim.finished:
-                # No outcome went to the completer with the permit (cancelled, possibly
-                # before it ever ran; lease lost; a crash): return it here.
+                # No outcome went out with the permit (cancelled, possibly before it ever
+                # ran; lease lost; a crash): return it here.
                 permit.release()
             self._job_tasks.discard(finished)
             self.metrics.in_flight = len(self._job_tasks)
@@ -182,30 +196,38 @@ class Worker:
             self.ledger.discard(claim)
             return
         crash_point("after_effect", outcome.outcome is AttemptOutcome.SUCCESS)
-        # The permit goes with the outcome: the completer returns it once the outcome is
-        # written, so the permits still bound the rows this process holds `processing`.
-        self.completer.submit(claim, outcome, permit)
+        # The permit goes with the outcome: the claim loop that writes it passes it on to
+        # the next job (or back to the pool) only once the outcome is written, so the
+        # permits still bound the rows this process holds `processing`.
+        self.ledger.put((claim, outcome, permit))
+
+    def _context(self, claim: Claim) -> JobContext:
+        return JobContext(claim.id, claim.attempt, claim.kind, claim.payload, claim.owner,
+                          claim.queue, claim.created_at, claim.run_at, claim.claimed_at)
 
     async def _execute(self, claim: Claim) -> Outcome | None:
         handler = self.registry.get(claim.kind)
         if handler is None:
             return Outcome(claim.id, claim.attempt, AttemptOutcome.ERROR,
                            f"no handler registered for kind {claim.kind!r}", retryable=False)
-        context = JobContext(claim.id, claim.attempt, claim.kind, claim.payload, claim.owner)
+        context = self._context(claim)
+        self._hook(self.hooks.started, context)
         started = time.perf_counter()
         try:
             if claim.timeout_s is None:
-                await handler.run(context)
+                result = await handler.run(context)
             else:
                 async with asyncio.timeout(claim.timeout_s):
-                    await handler.run(context)
+                    result = await handler.run(context)
+            encoded = None if result is None else encode_result(result)
         except TimeoutError as exc:
             timed_out = claim.timeout_s is not None and time.perf_counter() - started >= claim.timeout_s
-            return Outcome(claim.id, claim.attempt,
-                           AttemptOutcome.TIMEOUT if timed_out else AttemptOutcome.ERROR,
-                           f"timed out after {claim.timeout_s}s" if timed_out else repr(exc))
+            return self._failed(context, Outcome(
+                claim.id, claim.attempt, AttemptOutcome.TIMEOUT if timed_out else AttemptOutcome.ERROR,
+                f"timed out after {claim.timeout_s}s" if timed_out else repr(exc)))
         except PermanentJobError as exc:
-            return Outcome(claim.id, claim.attempt, AttemptOutcome.ERROR, repr(exc), retryable=False)
+            return self._failed(context, Outcome(claim.id, claim.attempt, AttemptOutcome.ERROR,
+                                                 repr(exc), retryable=False))
         except asyncio.CancelledError as exc:
             if claim.lost:
                 return None
@@ -214,16 +236,33 @@ class Worker:
                 # Raised inside the handler (say, a sub-task it awaited was cancelled), not a
                 # cancel of this job's task: a failure like any other, or the job would stay
                 # `processing`, its lease heartbeated, with nothing running it.
-                return Outcome(claim.id, claim.attempt, AttemptOutcome.ERROR, repr(exc))
+                return self._failed(context, Outcome(claim.id, claim.attempt,
+                                                     AttemptOutcome.ERROR, repr(exc)))
             raise
         except Exception as exc:  # noqa: BLE001 - a handler's failure is the job's: recorded, never fatal
-            return Outcome(claim.id, claim.attempt, AttemptOutcome.ERROR, repr(exc))
+            return self._failed(context, Outcome(claim.id, claim.attempt, AttemptOutcome.ERROR,
+                                                 repr(exc)))
         finally:
             self.metrics.run_time.observe(time.perf_counter() - started)
         if claim.lost:
             return None
-        return Outcome(claim.id, claim.attempt, AttemptOutcome.SUCCESS)
+        self._hook(self.hooks.succeeded, context, result)
+        return Outcome(claim.id, claim.attempt, AttemptOutcome.SUCCESS, result_json=encoded)
 
+    def _failed(self, context: JobContext, outcome: Outcome) -> Outcome:
+        self._hook(self.hooks.failed, context, outcome.error or "")
+        return outcome
+
+    @staticmethod
+    def _hook(hook: Callable[..., None] | None, *args: Any) -> None:
+        if hook is None:
+            return
+        try:
+            hook(*args)
+        except Exception:
+            log.exception("job hook %r raised", hook)
+
+    # --- shutdown ------------------------------------------------------------------------
     async def stop(self, grace_s: float | None = None) -> None:
         """Stop claiming, let running jobs finish for `grace_s`, then cancel the rest and
         hand their leases back so another worker can run them at once."""
@@ -231,16 +270,12 @@ class Worker:
         log.info("worker stopping", extra={"owner": self.owner, "in_flight": len(self._job_tasks),
                                            "grace_s": grace})
         self.permits.close()
-        for acquirer in self.acquirers:
-            acquirer.wake.set()
-        self._stop_claiming.set()
-        # An acquirer finishes its claim in flight; one stuck on a dead connection is
-        # cancelled (a claim that committed unseen comes back through the reaper).
-        _, stuck = await asyncio.wait(self._acquirer_tasks, timeout=5) if self._acquirer_tasks else (
-            set(), set())
-        for task in stuck:
-            task.cancel()
-        await asyncio.gather(*self._acquirer_tasks, return_exceptions=True)
+        for cycler in self.cyclers:
+            cycler.claiming = False
+        # A claim already in flight may still bring jobs in: wait for it, so every job of
+        # this process is known below (a claim stuck on a dead connection ends by its
+        # statement deadline).
+        await self.gate.quiet()
         if self._job_tasks:
             await asyncio.wait(set(self._job_tasks), timeout=grace)
         late = list(self._job_tasks)
@@ -248,32 +283,24 @@ class Worker:
             task.cancel()
         if late:
             await asyncio.wait(late, timeout=5)
-        await self._drain_writes(deadline_s=10)
+        await self._drain_writes(WRITE_DRAIN_S)
         await self._release_unfinished()
         self._stop.set()
         for task in self._loop_tasks:
             task.cancel()
         await asyncio.gather(*self._loop_tasks, return_exceptions=True)
-        if self._own_pool and self._pool is not None:
-            await self._pool.close()
+        for lane in self.lanes:
+            await lane.close()
+        self.exporter.flush()
         log.info("worker stopped", extra={"owner": self.owner, **self.metrics.snapshot()})
 
     async def _drain_writes(self, deadline_s: float) -> None:
-        """Write pending completions; if the database stays away, leases expire instead."""
-        deadline = time.monotonic() + deadline_s
-        while self.ledger.unwritten and time.monotonic() < deadline:
-            if not self.ledger.pending:  # a completer's write is under way: let it finish
-                await asyncio.sleep(0.01)
-                continue
-            try:
-                await self.completer.run_once()
-            except DB_ERRORS as exc:  # the reaper will recover them
-                log.warning("could not write completions at shutdown: %s", exc)
-                await asyncio.sleep(0.2)
-        abandoned = self.completer.abandon()
-        if abandoned:
-            log.warning("gave up writing %d completions at shutdown; their leases expire and "
-                        "the reaper hands the jobs out again", abandoned)
+        """Let the claim loops write what is pending; if the database stays away, the
+        leases expire instead and the reaper hands the jobs out again."""
+        self.wake_cyclers()
+        if not await self.ledger.wait_written(deadline_s):
+            log.warning("gave up writing %d outcomes at shutdown; their leases expire and the "
+                        "reaper hands the jobs out again", self.ledger.unwritten)
 
     async def _release_unfinished(self) -> None:
         claims = [c for c in self._unfinished if not c.finished and not c.lost]
@@ -281,7 +308,7 @@ class Worker:
         if not claims:
             return
         try:
-            async with self.ledger.write_lock, self.pool.connection(timeout=5) as conn:
+            async with self.ledger.write_lock, self.heartbeater.lane.connection(5) as conn:
                 released = await queue.release_batch(conn, self.owner, [c.key for c in claims])
             self.metrics.released += len(released)
             log.info("released %d unfinished jobs", len(released))
@@ -290,17 +317,63 @@ class Worker:
         for claim in claims:
             self.ledger.discard(claim)
 
-    async def run_until_signalled(self) -> None:
-        """Start, run until SIGTERM/SIGINT, then stop gracefully."""
+    async def run_until_signalled(
+            self, before_start: Callable[[], Awaitable[object]] | None = None) -> None:
+        """Run until SIGTERM or SIGINT, then stop gracefully. A second signal (a terminal's
+        Ctrl-C reaches every process of the group, and a supervising parent forwards its
+        own) changes nothing: the drain goes on, and no signal ever interrupts it."""
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await self.start()
         try:
+            if before_start is not None:
+                preparing = asyncio.ensure_future(before_start())
+                stopping = asyncio.ensure_future(stop.wait())
+                await asyncio.wait({preparing, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                stopping.cancel()
+                if not preparing.done():  # stopped while still preparing
+                    preparing.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await preparing
+                    return
+                preparing.result()
+            await self.start()
             await stop.wait()
-        finally:
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                with contextlib.suppress(Exception):
-                    loop.remove_signal_handler(sig)
             await self.stop()
+        finally:
+            # Until the process exits, further signals are ignored (never the default
+            # handler, whose KeyboardInterrupt would cut a drain short).
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)  # restores the default handler: replaced
+                signal.signal(sig, signal.SIG_IGN)  # at once, with no await in between
+
+
+class MetricsFlusher(BackgroundLoop):
+    """Moves the worker's counts into prometheus-client once a second (core/metrics.py)."""
+
+    name = "metrics"
+
+    def __init__(self, settings: LoopSettings, exporter: Exporter) -> None:
+        super().__init__(settings)
+        self.exporter = exporter
+
+    async def run_once(self) -> int:
+        self.exporter.flush()
+        return 0
+
+
+def encode_result(result: Any) -> str:
+    """A handler's return value as the job's result (JSON); raises ValueError with a
+    clear message when it cannot be stored."""
+    try:
+        data = _result_encoder.encode(result)
+    except (TypeError, msgspec.EncodeError) as exc:
+        raise ValueError(f"the handler's result is not JSON: {exc}") from None
+    if len(data) > MAX_RESULT_BYTES:
+        raise ValueError(f"the handler's result is {len(data)} bytes encoded; at most "
+                         f"{MAX_RESULT_BYTES} are stored")
+    if b"\\u0000" in data:
+        raise ValueError("the handler's result contains a NUL character (\\u0000), which "
+                         "PostgreSQL's jsonb cannot store")
+    return data.decode()

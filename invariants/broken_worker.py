@@ -23,8 +23,9 @@ from boundq.core.queries import Q
 WORKER_NOW = ("(now() + coalesce(current_setting('boundq.worker_clock_skew', true), '0 s')"
               "::interval)")
 
-IN_SUBQUERY_CLAIM = """
-WITH claimed AS (
+# The claim half of job_complete_and_claim, written as UPDATE ... WHERE id IN (SELECT ...
+# LIMIT n FOR UPDATE SKIP LOCKED): replaces its `picked` and `claimed` CTEs.
+IN_SUBQUERY_CLAIM = """claimed AS (
     UPDATE jobs AS j
     SET status = 'processing',
         attempts = j.attempts + 1,
@@ -34,20 +35,19 @@ WITH claimed AS (
         updated_at = now()
     WHERE j.id IN (
         SELECT id FROM jobs
-        WHERE status = 'new' AND run_at <= now()
+        WHERE status = 'new' AND queue = ANY(%(queues)s::text[])
+          AND run_at <= now() AND %(limits)s::int[] IS NOT NULL
         ORDER BY priority DESC, run_at, id
-        LIMIT %(limit)s
+        LIMIT %(total)s
         FOR UPDATE SKIP LOCKED)
-    RETURNING j.id, j.attempts, j.kind, j.payload, j.timeout_s, j.run_at
-)
-SELECT id, attempts, kind, payload, timeout_s,
-       extract(epoch FROM now() - run_at)::float8 AS waited_s
-FROM claimed
-"""
+    RETURNING j.id, j.attempts, j.kind, j.queue, j.payload, j.timeout_s, j.run_at,
+              j.created_at, greatest(extract(epoch FROM now() - j.run_at), 0)::float8 AS waited_s
+), events AS ("""
 
 REAP_FETCH = """
-SELECT id FROM jobs WHERE status = 'processing' AND lease_expires_at < now()
-ORDER BY lease_expires_at LIMIT %(limit)s
+SELECT id FROM jobs WHERE started_at IS NOT NULL AND finished_at IS NULL
+  AND status = 'processing' AND lease_expires_at < now()
+LIMIT %(limit)s
 """
 
 # The update trusts the stale list: no lock, no re-check of the guard. It reads the owner
@@ -63,6 +63,7 @@ WITH seen AS MATERIALIZED (
     SET status = CASE WHEN j.attempts >= j.max_attempts
                       THEN 'failed'::job_status ELSE 'new'::job_status END,
         finished_at = CASE WHEN j.attempts >= j.max_attempts THEN now() END,
+        started_at = CASE WHEN j.attempts >= j.max_attempts THEN j.started_at END,
         run_at = now(),
         last_error = 'lease expired (owner ' || coalesce(j.lease_owner, '?') || ')',
         lease_owner = NULL,
@@ -107,23 +108,27 @@ def _sub(block: str, pattern: str, replacement: str, count: int = 0) -> None:
 def patch(variant: str) -> None:
     if variant == "unfenced_completion":
         # Completion by id alone: a stale owner's result overwrites whatever the job is now.
-        _sub("job_complete_batch",
+        _sub("job_complete_and_claim",
              r"\n\s*AND j\.attempts = mine\.attempt\s*\n\s*AND j\.lease_owner = %\(owner\)s"
              r"\s*\n\s*AND j\.status = 'processing'", "", count=1)
         # Its attempt row goes over the row the attempt already has. Refused by the primary
         # key instead, a stale completion of an attempt that had ended would fail its whole
         # batch again and again: a wedged worker, not the wrong history this variant shows.
-        _sub("job_complete_batch", r"(?s)(INSERT INTO job_attempts\b.*?\bFROM done)",
+        _sub("job_complete_and_claim", r"(?s)(INSERT INTO job_attempts\b.*?\bFROM done)",
              r"\1\n    ON CONFLICT (job_id, attempt) DO UPDATE"
              r"\n    SET finished_at = now(), outcome = 'success'",
              count=1)
     elif variant == "in_subquery_claim":
-        Q._blocks["job_claim"] = IN_SUBQUERY_CLAIM.strip()
+        text, n = re.subn(r"(?s)picked AS MATERIALIZED \(.*?\), events AS \(",
+                          lambda _: IN_SUBQUERY_CLAIM.strip(), Q.job_complete_and_claim, count=1)
+        if n != 1:
+            raise SystemExit("broken_worker: job_complete_and_claim has no picked/claimed CTEs")
+        Q._blocks["job_complete_and_claim"] = text
     elif variant == "fetch_then_update_reaper":
         queue.reap_expired = reap_fetch_then_update
     elif variant == "worker_clock_leases":
         lease = r"now\(\) \+ make_interval\(secs => %\(lease_s\)s::float8\)"
-        for block in ("job_claim", "job_heartbeat"):
+        for block in ("job_complete_and_claim", "job_heartbeat"):
             _sub(block, lease, f"{WORKER_NOW} + make_interval(secs => %(lease_s)s::float8)")
         _sub("job_reap_expired", r"lease_expires_at < now\(\)", f"lease_expires_at < {WORKER_NOW}")
     else:

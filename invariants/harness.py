@@ -289,7 +289,7 @@ class Harness:
                 self.heal(w)
 
     def unsettled(self) -> int:
-        row = self.sql("SELECT count(*) FROM jobs WHERE status IN ('new', 'processing')")
+        row = self.sql("SELECT count(*) FROM jobs WHERE finished_at IS NULL")  # not terminal
         return int(row[0][0])
 
     def drain(self, timeout_s: float, keep: int = 2) -> bool:

@@ -1,7 +1,8 @@
 """The ASGI app: routes over raw psycopg, strict JSON in and out.
 
 `create_app(settings, url)` builds a Starlette app that owns its API pool (opened and
-closed by the lifespan). `boundq serve` (server/serve.py) runs it next to the workers.
+closed by the lifespan). `boundq serve` (server/serve.py) runs it in its own process,
+beside the worker processes.
 """
 
 from __future__ import annotations
@@ -22,19 +23,21 @@ from starlette.routing import Route
 from boundq.core import queue
 from boundq.core.config import Settings
 from boundq.core.handlers import Registry
-from boundq.core.metrics import Metrics
+from boundq.core.metrics import CONTENT_TYPE, render_all
 from boundq.core.migrate import LATEST_VERSION
 from boundq.core.queries import Q
-from boundq.core.validation import validate_job
+from boundq.core.validation import QUEUE_NAME, validate_job
 from boundq.server import idempotency
-from boundq.server.auth import authorize
+from boundq.server.admission import Door
 from boundq.server.body import MAX_JOB_BODY, decode_job, read_body, require_json
 from boundq.server.bulk import bulk_create
-from boundq.server.errors import EXCEPTION_HANDLERS, ApiError, error_response, json_response
-from boundq.server.metrics import MetricsMiddleware, render
+from boundq.server.errors import ApiError, error_response, exception_handlers, json_response
+from boundq.server.metrics import MetricsMiddleware
 from boundq.server.openapi import build_openapi
+from boundq.server.options import ApiOptions
 from boundq.server.schemas import STATUSES
-from boundq.server.state import ApiOptions, ApiState
+from boundq.server.state import ApiState
+from boundq.server.stats import compute_stats
 
 MAX_ID = 2**63 - 1
 
@@ -83,7 +86,7 @@ def _query_int(request: Request, name: str, lo: int, hi: int) -> int | None:
 # --- jobs -----------------------------------------------------------------------------
 async def create_job(request: Request) -> Response:
     state = _state(request)
-    authorize(request, state, write=True)
+    state.auth.check(request, write=True)
     require_json(request)
     key = request.headers.get(idempotency.HEADER)
     if key is not None:
@@ -100,14 +103,14 @@ async def create_job(request: Request) -> Response:
                 conn, spec, key, idempotency.request_hash(job))
     if created:
         state.monitor.note_created(1)
-        state.api_metrics.jobs_created += 1
+        state.metrics.jobs_created += 1
         return json_response(row, 201, {"Location": f"/jobs/{row['id']}"})
     return json_response(row, 200)
 
 
 async def get_job(request: Request) -> Response:
     state = _state(request)
-    authorize(request, state, write=False)
+    state.auth.check(request, write=False)
     job_id = _job_id(request)
     state.monitor.check_available()
     async with state.connection() as conn:
@@ -118,29 +121,51 @@ async def get_job(request: Request) -> Response:
 
 async def list_jobs(request: Request) -> Response:
     state = _state(request)
-    authorize(request, state, write=False)
+    state.auth.check(request, write=False)
     status = request.query_params.get("status")
     if status is not None and status not in STATUSES:
         raise ApiError(422, "invalid_field", f"must be one of {', '.join(STATUSES)}", "status")
     kind = request.query_params.get("kind")
     if kind is not None and not (1 <= len(kind) <= 100 and "\x00" not in kind):
         raise ApiError(422, "invalid_field", "must be 1..100 characters without NUL", "kind")
+    queue_name = request.query_params.get("queue")
+    if queue_name is not None and QUEUE_NAME.fullmatch(queue_name) is None:
+        raise ApiError(422, "invalid_field", "must be a queue name", "queue")
     limit = _query_int(request, "limit", 1, state.options.page_max) or 50
     cursor = _query_int(request, "cursor", 1, MAX_ID)
     state.monitor.check_available()
+    filtered = status is not None or kind is not None or queue_name is not None
+    # Unfiltered, a page is the next `limit` ids. Filtered, it reads at most list_scan_max
+    # rows below the cursor (job_list), so it may come back short; next_cursor then
+    # continues below what was read.
+    scan = state.options.list_scan_max if filtered else limit + 1
     async with state.connection() as conn:
         cur = conn.cursor(row_factory=dict_row)
-        await cur.execute(Q.job_list, {"status": status, "kind": kind, "before_id": cursor,
-                                       "limit": limit + 1})
+        await cur.execute(Q.job_list, {"status": status, "kind": kind, "queue": queue_name,
+                                       "before_id": cursor, "limit": limit + 1, "scan": scan})
         rows = await cur.fetchall()
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return json_response({"jobs": rows, "next_cursor": rows[-1]["id"] if more else None})
+        next_cursor: int | None = None
+        if len(rows) > limit:
+            rows = rows[:limit]
+            next_cursor = rows[-1]["id"]
+        elif filtered:
+            next_cursor = await _scan_floor(conn, cursor, scan)
+    return json_response({"jobs": rows, "next_cursor": next_cursor})
+
+
+async def _scan_floor(conn: Any, before: int | None, scan: int) -> int | None:
+    """The lowest id a bounded scan read (the next page starts below it); None when the
+    scan reached the first job."""
+    cur = await conn.execute(Q.job_list_scan_floor, {"before_id": before, "scan": scan})
+    row = await cur.fetchone()
+    if row is None or row[0] is None or int(row[1]) < scan:
+        return None
+    return int(row[0])
 
 
 async def cancel_job(request: Request) -> Response:
     state = _state(request)
-    authorize(request, state, write=True)
+    state.auth.check(request, write=True)
     job_id = _job_id(request)
     state.monitor.check_available()
     async with state.connection() as conn:
@@ -149,7 +174,7 @@ async def cancel_job(request: Request) -> Response:
 
 async def retry_job(request: Request) -> Response:
     state = _state(request)
-    authorize(request, state, write=True)
+    state.auth.check(request, write=True)
     job_id = _job_id(request)
     state.monitor.check_available()
     async with state.connection() as conn:
@@ -159,30 +184,17 @@ async def retry_job(request: Request) -> Response:
 
 
 # --- operations -----------------------------------------------------------------------
-async def _compute_stats(state: ApiState) -> dict[str, Any]:
-    async with state.connection() as conn:
-        counts = await queue.count_by_status(conn)
-        cur = await conn.execute(Q.job_oldest_waiting)
-        oldest = await cur.fetchone()
-        cur = await conn.execute(Q.job_throughput_recent, {"window_s": 60.0})
-        finished = await cur.fetchone()
-    done = int(finished[0]) if finished else 0
-    return {"counts": counts, "waiting": counts["new"],
-            "oldest_waiting_age_s": oldest[0] if oldest else None,
-            "in_flight": counts["processing"], "finished_last_minute": done,
-            "throughput_per_s": round(done / 60.0, 3)}
-
-
 async def stats(request: Request) -> Response:
-    """Counts are cached for stats_cache_s: a dashboard polling it cannot load the DB."""
+    """Cached for stats_cache_s: a dashboard polling it cannot load the database."""
     state = _state(request)
-    authorize(request, state, write=False)
+    state.auth.check(request, write=False)
     state.monitor.check_available()
     async with state.stats_lock:
-        cached = state.stats_cache
-        if cached is None or time.monotonic() - cached[0] > state.options.stats_cache_s:
-            cached = state.stats_cache = (time.monotonic(), await _compute_stats(state))
-    return json_response(cached[1])
+        if not state.cached_stats_fresh():
+            async with state.connection() as conn:
+                state.stats_cache = (time.monotonic(), await compute_stats(conn))
+        assert state.stats_cache is not None
+    return json_response(state.stats_cache[1])
 
 
 async def healthz(request: Request) -> Response:
@@ -204,8 +216,10 @@ async def readyz(request: Request) -> Response:
 
 async def metrics(request: Request) -> Response:
     state = _state(request)
-    authorize(request, state, write=False)
-    return Response(render(state), media_type="text/plain; version=0.0.4; charset=utf-8")
+    state.auth.check(request, write=False)
+    state.exporter.flush(state.monitor.up, state.monitor.waiting, state.pool.stats(),
+                         state.lag.lag_s)
+    return Response(render_all(), media_type=CONTENT_TYPE)
 
 
 async def openapi(request: Request) -> Response:
@@ -228,9 +242,8 @@ ROUTES = [
 
 
 def create_app(settings: Settings, url: str, *, options: ApiOptions | None = None,
-               core_metrics: Metrics | None = None, registry: Registry | None = None
-               ) -> Starlette:
-    state = ApiState(settings, url, options, core_metrics, registry)
+               registry: Registry | None = None) -> Starlette:
+    state = ApiState(settings, url, options, registry)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -240,8 +253,15 @@ def create_app(settings: Settings, url: str, *, options: ApiOptions | None = Non
         finally:
             await state.stop()
 
-    app = Starlette(routes=ROUTES, lifespan=lifespan, exception_handlers=EXCEPTION_HANDLERS,
-                    middleware=[Middleware(MetricsMiddleware, metrics=state.api_metrics)])
+    def pool_busy() -> None:
+        state.metrics.pool_busy += 1
+
+    app = Starlette(
+        routes=ROUTES, lifespan=lifespan,
+        exception_handlers=exception_handlers(pool_busy, state.monitor.mark_down),
+        middleware=[Middleware(MetricsMiddleware, metrics=state.metrics),
+                    Middleware(Door, monitor=state.monitor, lag=state.lag,
+                               options=state.options, metrics=state.metrics)])
     app.state.api = state
     app.state.openapi = build_openapi(settings, state.options)
     return app

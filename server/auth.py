@@ -9,7 +9,6 @@ import hmac
 from starlette.requests import Request
 
 from boundq.server.errors import ApiError
-from boundq.server.state import ApiState
 
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="boundq"'}
 
@@ -19,13 +18,17 @@ def _digest(text: str) -> bytes:
     return hashlib.sha256(text.encode("utf-8", "surrogateescape")).digest()
 
 
-def authorize(request: Request, state: ApiState, *, write: bool) -> None:
-    token = state.settings.api_token
-    if not token or not (write or state.options.protect_reads):
-        return
-    scheme, _, given = request.headers.get("authorization", "").partition(" ")
-    ok = hmac.compare_digest(_digest(given.strip()), _digest(token))
-    if scheme.lower() != "bearer" or not ok:
-        raise ApiError(401, "unauthorized",
-                       "this endpoint needs the header Authorization: Bearer <API_TOKEN>",
-                       headers=_CHALLENGE)
+class Authorizer:
+    def __init__(self, token: str | None, protect_reads: bool) -> None:
+        self._token = _digest(token) if token else None
+        self.protect_reads = protect_reads
+
+    def check(self, request: Request, *, write: bool) -> None:
+        if self._token is None or not (write or self.protect_reads):
+            return
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        ok = hmac.compare_digest(_digest(given.strip()), self._token)
+        if scheme.lower() != "bearer" or not ok:
+            raise ApiError(401, "unauthorized",
+                           "this endpoint needs the header Authorization: Bearer <API_TOKEN>",
+                           headers=_CHALLENGE)

@@ -18,7 +18,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import TYPE_CHECKING
 
 import psycopg
 from psycopg_pool import PoolClosed, PoolTimeout, TooManyRequests
@@ -27,9 +26,9 @@ from boundq.core.db import Connection, conninfo
 from boundq.core.migrate import LATEST_VERSION
 from boundq.core.queries import Q
 from boundq.server.errors import ApiError, unavailable
-
-if TYPE_CHECKING:
-    from boundq.server.state import ApiState
+from boundq.server.metrics import ApiMetrics
+from boundq.server.options import ApiOptions
+from boundq.server.pool import ApiPool
 
 log = logging.getLogger("boundq.api")
 
@@ -45,12 +44,17 @@ def _one_line(exc: BaseException) -> str:
 
 
 class DbMonitor:
-    def __init__(self, state: ApiState) -> None:
-        self.state = state
+    def __init__(self, pool: ApiPool, max_queue_depth: int, options: ApiOptions,
+                 metrics: ApiMetrics) -> None:
+        self.pool = pool
+        self.max_queue_depth = max_queue_depth
+        self.options = options
+        self.metrics = metrics
         self.up = True
         self.error = ""
         self.schema_version = LATEST_VERSION
         self.waiting = 0
+        self.counted_waiting = 0  # the last real count (waiting adds our creates since)
         self.refreshed_at = 0.0
         self.counted_at = 0.0
         self._wake = asyncio.Event()
@@ -68,14 +72,14 @@ class DbMonitor:
 
     def check_available(self) -> None:
         if not self.up:
-            self.state.api_metrics.db_unavailable += 1
+            self.metrics.db_unavailable += 1
             raise unavailable("the database is unreachable; retry shortly",
-                              self.state.options.retry_after_s, "database_unavailable")
+                              self.options.retry_after_s, "database_unavailable")
 
     async def admit(self, n: int = 1) -> None:
         """A create of n jobs may go ahead: the database is up and the queue not full."""
         self.check_available()
-        limit = self.state.settings.max_queue_depth
+        limit = self.max_queue_depth
         if self.waiting >= limit and time.monotonic() - self.counted_at >= RECOUNT_MIN_S:
             # The figure is the last count plus this process's creates since; jobs the
             # workers took are not subtracted, so between counts it only grows. Under a
@@ -86,13 +90,18 @@ class DbMonitor:
                     await self.refresh_once(force_count=True)
             self.check_available()
         if self.waiting >= limit:
-            self.state.api_metrics.queue_full += 1
+            self.metrics.queue_full += 1
             raise ApiError(429, "queue_full",
                            f"{self.waiting} jobs are waiting (MAX_QUEUE_DEPTH={limit}); retry "
-                           "later", headers={"Retry-After": str(self.state.options.retry_after_s)})
+                           "later", headers={"Retry-After": str(self.options.retry_after_s)})
 
     def note_created(self, n: int) -> None:
         self.waiting += n
+
+    def confirmed_full(self) -> bool:
+        """A recent real count reached the limit: refuse without counting again."""
+        return (self.counted_waiting >= self.max_queue_depth
+                and time.monotonic() - self.counted_at < self.options.depth_refresh_s)
 
     @property
     def schema_current(self) -> bool:
@@ -102,23 +111,23 @@ class DbMonitor:
     def _count_due(self) -> bool:
         """Counting a deep backlog costs the database a scan: far below the limit, a count
         every few refreshes is enough (our own creates are added as they happen)."""
-        options = self.state.options
-        far = self.waiting < self.state.settings.max_queue_depth // 2
+        options = self.options
+        far = self.waiting < self.max_queue_depth // 2
         every = options.depth_refresh_s * (FAR_FROM_LIMIT_FACTOR if far else 1)
         return time.monotonic() - self.counted_at >= every * 0.95
 
     async def refresh_once(self, force_count: bool = True) -> None:
         """Refresh the schema version and (when due) the waiting count, through the pool."""
-        cap = self.state.settings.max_queue_depth + 1
+        cap = self.max_queue_depth + 1
         count = force_count or self._count_due()
         try:
-            async with self.state.connection() as conn:
+            async with self.pool.connection() as conn:
                 cur = await conn.execute(Q.migration_version_get)
                 version = await cur.fetchone()
                 if count:
                     cur = await conn.execute(Q.job_count_waiting_capped, {"cap": cap})
                     row = await cur.fetchone()
-                    self.waiting = int(row[0]) if row else 0
+                    self.waiting = self.counted_waiting = int(row[0]) if row else 0
                     self.counted_at = time.monotonic()
         except _BUSY:
             return  # busy is not down; keep the last values
@@ -136,7 +145,7 @@ class DbMonitor:
         """A fresh connection outside the pool: is the database back?"""
         try:
             async with await Connection.connect(
-                conninfo(self.state.url, "api-probe", connect_timeout=PROBE_CONNECT_TIMEOUT_S),
+                conninfo(self.pool.url, "api-probe", connect_timeout=PROBE_CONNECT_TIMEOUT_S),
                 autocommit=True,
             ) as conn:
                 await conn.execute("SELECT 1")
@@ -146,14 +155,14 @@ class DbMonitor:
             return False
 
     async def recover(self) -> None:
-        await self.state.replace_pool()
+        await self.pool.replace()
         self.up = True
         await self.refresh_once()
         if self.up:
             log.info("database reachable again; API requests resume")
 
     async def run(self, stop: asyncio.Event) -> None:
-        options = self.state.options
+        options = self.options
         while not stop.is_set():
             interval = options.depth_refresh_s if self.up else options.probe_interval_s
             try:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgspec
 import psycopg
@@ -23,9 +23,9 @@ from boundq.core import queue
 from boundq.core.queries import Q
 from boundq.core.validation import JobSpec
 from boundq.server.errors import unavailable
-
-if TYPE_CHECKING:
-    from boundq.server.state import ApiState
+from boundq.server.metrics import ApiMetrics
+from boundq.server.options import ApiOptions
+from boundq.server.pool import ApiPool
 
 Row = dict[str, Any]
 Result = tuple[Row, bool]  # (job, created); created=False: a live job held the dedupe_key
@@ -34,7 +34,8 @@ _encoder = msgspec.json.Encoder()
 
 
 def _item(spec: JobSpec) -> dict[str, Any]:
-    return {"name": spec.name, "kind": spec.kind, "payload": msgspec.Raw(spec.payload_json),
+    return {"name": spec.name, "kind": spec.kind, "queue": spec.queue,
+            "payload": msgspec.Raw(spec.payload_json),
             "priority": spec.priority, "run_at": spec.run_at, "delay_s": spec.delay_s,
             "max_attempts": spec.max_attempts, "timeout_s": spec.timeout_s,
             "dedupe_key": spec.dedupe_key}
@@ -56,21 +57,23 @@ async def insert_batch(conn: psycopg.AsyncConnection[Any], specs: list[JobSpec])
 
 
 class CreateBatcher:
-    def __init__(self, state: ApiState) -> None:
-        self.state = state
+    def __init__(self, pool: ApiPool, options: ApiOptions, metrics: ApiMetrics) -> None:
+        self.pool = pool
+        self.options = options
+        self.metrics = metrics
         # Commits that insert jobs take turns anyway (the insert trigger's NOTIFY holds a
         # lock through the commit), so two statements in flight keep the database busy
         # while the next batch gathers; more would only split batches.
-        self.max_flushers = state.options.group_flushers or max(1, min(2, state.pool_size // 2))
+        self.max_flushers = options.group_flushers or max(1, min(2, pool.size // 2))
         self._pending: list[Pending] = []
         self._flushers = 0
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def create(self, spec: JobSpec) -> Result:
-        if not self.state.options.group_commit:
-            async with self.state.connection() as conn:
+        if not self.options.group_commit:
+            async with self.pool.connection() as conn:
                 return await queue.enqueue(conn, spec)
-        if len(self._pending) >= self.state.options.group_max_pending:
+        if len(self._pending) >= self.options.group_max_pending:
             raise unavailable("too many creates in flight; retry shortly")
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
         self._pending.append((spec, future))
@@ -83,7 +86,7 @@ class CreateBatcher:
 
     async def _flush_loop(self) -> None:
         try:
-            limit = self.state.options.group_max_batch
+            limit = self.options.group_max_batch
             while self._pending:
                 batch = self._pending[:limit]
                 del self._pending[:limit]
@@ -92,9 +95,9 @@ class CreateBatcher:
             self._flushers -= 1
 
     async def _flush(self, batch: list[Pending]) -> None:
-        metrics = self.state.api_metrics
+        metrics = self.metrics
         try:
-            async with self.state.connection() as conn:
+            async with self.pool.connection() as conn:
                 try:
                     results = await insert_batch(conn, [spec for spec, _ in batch])
                 except (psycopg.DataError, psycopg.IntegrityError):

@@ -50,21 +50,11 @@ def fresh_database(name: str) -> str:
 
 
 def start_server(port: int, group_commit: bool, url: str) -> subprocess.Popen[bytes]:
-    """`boundq serve` in its own process (group commit can be turned off to compare)."""
-    env = {**os.environ, "HTTP_PORT": str(port), "LOG_LEVEL": "warning", "DATABASE_URL": url}
-    cmd = [sys.executable, "-m", "boundq.server.bench_http", "serve", "1" if group_commit else "0"]
-    return subprocess.Popen(cmd, env=env)
-
-
-def serve_for_bench(group_commit: bool) -> int:
-    from boundq.core.config import load_settings
-    from boundq.core.logs import configure_logging
-    from boundq.core.pgembed import resolve_database_url
-    from boundq.server.serve import serve
-
-    settings = load_settings()
-    configure_logging(settings.log_format, settings.log_level)
-    return serve(settings, resolve_database_url(settings.database_url), group_commit)
+    """`boundq serve` as users run it (API and worker processes), on a fresh database."""
+    env = {**os.environ, "DATABASE_URL": url, "HTTP_PORT": str(port), "LOG_LEVEL": "warning",
+           "API_GROUP_COMMIT": "1" if group_commit else "0",
+           "MAX_QUEUE_DEPTH": str(10**9)}
+    return subprocess.Popen([sys.executable, "-m", "boundq", "serve"], env=env)
 
 
 def wait_ready(base: str, proc: subprocess.Popen[bytes], timeout_s: float = 60) -> None:
@@ -152,8 +142,6 @@ def run_bulk(base: str, jobs: int, rounds: int) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    if args[:1] == ["serve"]:
-        return serve_for_bench(args[1:] != ["0"])
     if args[:1] == ["loadgen"]:
         url, connections, duration = args[1], int(args[2]), float(args[3])
         print(json.dumps(asyncio.run(_loadgen(url, connections, duration))))

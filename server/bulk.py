@@ -13,7 +13,6 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from boundq.core.validation import JobSpec, validate_job
-from boundq.server.auth import authorize
 from boundq.server.body import decode_item, decode_items, media_type, read_body, require_json, too_large
 from boundq.server.bulkwrite import BatchRejected, Validate, write_bulk
 from boundq.server.errors import ApiError, json_response
@@ -64,7 +63,7 @@ def _validator(state: ApiState) -> Validate:
 
 async def bulk_create(request: Request) -> Response:
     state: ApiState = request.app.state.api
-    authorize(request, state, write=True)
+    state.auth.check(request, write=True)
     atomic = _flag(request, "atomic")
     state.monitor.check_available()
     raws = await _read_items(request, state)
@@ -82,5 +81,5 @@ async def bulk_create(request: Request) -> Response:
                        f"{what}", f"[{first['index']}].{first['field']}",
                        extra={"created": 0, "ids": [], "errors": errors}) from None
     state.monitor.note_created(len(ids))
-    state.api_metrics.jobs_created += len(ids)
+    state.metrics.jobs_created += len(ids)
     return json_response({"created": len(ids), "ids": ids, "errors": errors}, 201)

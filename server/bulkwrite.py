@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
-from datetime import timedelta
 from typing import Any
 
 import msgspec
@@ -67,11 +66,7 @@ async def write_bulk(conn: psycopg.AsyncConnection[Any], raws: Sequence[msgspec.
                 if spec.dedupe_key is not None:
                     keyed.append((index, spec))
                     continue
-                run_at = spec.run_at or db_now
-                if spec.delay_s:
-                    run_at = run_at + timedelta(seconds=spec.delay_s)
-                await copy.write_row((reserved[index], spec.name, spec.kind, spec.payload_json,
-                                      spec.priority, run_at, spec.max_attempts, spec.timeout_s))
+                await copy.write_row(queue.copy_row(reserved[index], spec, db_now))
                 ids[index] = reserved[index]
         if errors and (atomic or (not keyed and not any(ids))):
             raise BatchRejected(errors)

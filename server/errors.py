@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import msgspec
 import psycopg
@@ -20,9 +20,6 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from boundq.core.errors import InvalidTransition, JobNotFound, JobValidationError
-
-if TYPE_CHECKING:
-    from boundq.server.state import ApiState
 
 log = logging.getLogger("boundq.api")
 
@@ -98,11 +95,6 @@ def decode_failure(exc: Exception) -> ApiError:
     return ApiError(400, "malformed_json", f"malformed JSON: {exc}")
 
 
-def _api(request: Request) -> ApiState:
-    state: ApiState = request.app.state.api
-    return state
-
-
 # --- exception handlers (Starlette calls these with the request and the exception) -----
 async def on_api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
@@ -121,19 +113,6 @@ async def on_not_found(request: Request, exc: Exception) -> Response:
 async def on_transition(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, InvalidTransition)
     return error_response(409, "invalid_transition", str(exc), "status")
-
-
-async def on_pool_busy(request: Request, exc: Exception) -> Response:
-    _api(request).api_metrics.pool_busy += 1
-    return error_response(503, "busy", "all database connections are busy; retry shortly",
-                          headers={"Retry-After": "1"})
-
-
-async def on_db_down(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, psycopg.Error)
-    _api(request).monitor.mark_down(exc)
-    return error_response(503, "database_unavailable", "the database is unreachable; retry "
-                          "shortly", headers={"Retry-After": "1"})
 
 
 async def on_db_rejected(request: Request, exc: Exception) -> Response:
@@ -161,18 +140,33 @@ async def on_unexpected(request: Request, exc: Exception) -> Response:
     return error_response(500, "internal", "internal error")
 
 
-EXCEPTION_HANDLERS: dict[Any, Any] = {
-    ApiError: on_api_error,
-    HTTPException: on_http,
-    JobValidationError: on_validation,
-    JobNotFound: on_not_found,
-    InvalidTransition: on_transition,
-    PoolTimeout: on_pool_busy,
-    TooManyRequests: on_pool_busy,
-    psycopg.OperationalError: on_db_down,
-    psycopg.InterfaceError: on_db_down,
-    psycopg.DataError: on_db_rejected,
-    psycopg.IntegrityError: on_db_rejected,
-    ClientDisconnect: on_disconnect,
-    Exception: on_unexpected,
-}
+def exception_handlers(on_pool_busy: Callable[[], None],
+                       on_db_down: Callable[[BaseException], None]) -> dict[Any, Any]:
+    """Starlette's exception handlers. The two callbacks let the API count a busy pool
+    and mark the database down when a request meets a broken connection."""
+
+    async def pool_busy(request: Request, exc: Exception) -> Response:
+        on_pool_busy()
+        return error_response(503, "busy", "all database connections are busy; retry shortly",
+                              headers={"Retry-After": "1"})
+
+    async def db_down(request: Request, exc: Exception) -> Response:
+        on_db_down(exc)
+        return error_response(503, "database_unavailable", "the database is unreachable; "
+                              "retry shortly", headers={"Retry-After": "1"})
+
+    return {
+        ApiError: on_api_error,
+        HTTPException: on_http,
+        JobValidationError: on_validation,
+        JobNotFound: on_not_found,
+        InvalidTransition: on_transition,
+        PoolTimeout: pool_busy,
+        TooManyRequests: pool_busy,
+        psycopg.OperationalError: db_down,
+        psycopg.InterfaceError: db_down,
+        psycopg.DataError: on_db_rejected,
+        psycopg.IntegrityError: on_db_rejected,
+        ClientDisconnect: on_disconnect,
+        Exception: on_unexpected,
+    }

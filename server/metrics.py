@@ -1,22 +1,28 @@
-"""The API's own counters, the middleware that fills them, and the /metrics text.
+"""The API's own counters, the middleware that fills them, and their export.
 
-/metrics = the core's counters (core.metrics.render_prometheus: the worker of this
-process) + the API pool's get_stats() + the counters below, in the Prometheus text format.
+The middleware counts in plain attributes (cheap per request); ApiExporter moves them into
+prometheus-client before each scrape. `GET /metrics` renders everything prometheus-client
+holds: with `boundq serve`, the API process's metrics and every worker process's
+(multiprocess mode, core/metrics.py).
 """
 
 from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from boundq.core.metrics import Histogram, render_prometheus
-
-if TYPE_CHECKING:
-    from boundq.server.state import ApiState
+from boundq.core.metrics import (
+    LATENCY_BUCKETS,
+    Histogram,
+    PromHistogramFeed,
+    counter,
+    gauge,
+    histogram,
+)
 
 BATCH_BUCKETS = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0)
 
@@ -29,6 +35,7 @@ class ApiMetrics:
     pool_busy: int = 0  # 503: no connection within the wait bound
     db_unavailable: int = 0  # 503: fast-failed while the database is down
     queue_full: int = 0  # 429: MAX_QUEUE_DEPTH reached
+    shed: int = 0  # 429: refused at the door (creates in flight, event loop late)
     group_batches: int = 0
     group_batch_size: Histogram = field(default_factory=lambda: Histogram(BATCH_BUCKETS))
 
@@ -60,41 +67,54 @@ class MetricsMiddleware:
             self.metrics.latency.observe(time.perf_counter() - started)
 
 
-def _lines(name: str, kind: str, value: Any, help_text: str = "") -> list[str]:
-    out = [f"# HELP {name} {help_text}"] if help_text else []
-    return [*out, f"# TYPE {name} {kind}", f"{name} {value}"]
+class ApiExporter:
+    """Moves the API's counts into prometheus-client (before each scrape)."""
 
+    def __init__(self, metrics: ApiMetrics) -> None:
+        self.m = metrics
+        self._requests = counter("boundq_http_requests", "HTTP responses by method and status",
+                                 ("method", "status"))
+        self._sent: Counter[tuple[str, int]] = Counter()
+        self._latency = PromHistogramFeed(
+            histogram("boundq_http_request_seconds", "time to answer a request",
+                      LATENCY_BUCKETS), metrics.latency)
+        self._batch = PromHistogramFeed(
+            histogram("boundq_api_group_commit_size", "creates per group commit", BATCH_BUCKETS),
+            metrics.group_batch_size)
+        self._counters = {
+            "jobs_created": counter("boundq_api_jobs_created", "jobs created through the API"),
+            "pool_busy": counter("boundq_api_pool_busy",
+                                 "503s after waiting the bounded time for a connection"),
+            "db_unavailable": counter("boundq_api_db_unavailable",
+                                      "503s answered at once while the database is down"),
+            "queue_full": counter("boundq_api_queue_full",
+                                  "429s because waiting jobs reached MAX_QUEUE_DEPTH"),
+            "shed": counter("boundq_api_shed", "429s answered at the door: too many creates in "
+                            "flight, or the event loop running late"),
+            "group_batches": counter("boundq_api_group_commits", "group commits written"),
+        }
+        self._last: dict[str, int] = dict.fromkeys(self._counters, 0)
 
-def _histogram(name: str, hist: Histogram) -> list[str]:
-    lines = [f"# TYPE {name} histogram"]
-    running = 0
-    for bound, count in zip(hist.buckets, hist.counts, strict=False):
-        running += count
-        lines.append(f'{name}_bucket{{le="{bound}"}} {running}')
-    lines += [f'{name}_bucket{{le="+Inf"}} {hist.n}', f"{name}_sum {hist.total}",
-              f"{name}_count {hist.n}"]
-    return lines
-
-
-def render(state: ApiState) -> str:
-    m = state.api_metrics
-    lines = [render_prometheus(state.core_metrics).rstrip("\n")]
-    lines.append("# TYPE boundq_http_requests_total counter")
-    for (method, status), n in sorted(m.requests.items()):
-        lines.append(f'boundq_http_requests_total{{method="{method}",status="{status}"}} {n}')
-    lines += _histogram("boundq_http_request_seconds", m.latency)
-    lines += _lines("boundq_api_jobs_created_total", "counter", m.jobs_created)
-    lines += _lines("boundq_api_pool_busy_total", "counter", m.pool_busy,
-                    "503s after waiting the bounded time for a connection")
-    lines += _lines("boundq_api_db_unavailable_total", "counter", m.db_unavailable,
-                    "503s answered at once while the database is down")
-    lines += _lines("boundq_api_queue_full_total", "counter", m.queue_full,
-                    "429s because waiting jobs reached MAX_QUEUE_DEPTH")
-    lines += _lines("boundq_api_group_commits_total", "counter", m.group_batches)
-    lines += _histogram("boundq_api_group_commit_size", m.group_batch_size)
-    lines += _lines("boundq_api_database_up", "gauge", int(state.monitor.up))
-    lines += _lines("boundq_api_waiting_jobs", "gauge", state.monitor.waiting,
-                    "jobs with status new (cached, capped at MAX_QUEUE_DEPTH + 1)")
-    for key, value in sorted(state.pool.get_stats().items()):
-        lines += _lines(f"boundq_api_pool_{key}", "gauge", value)
-    return "\n".join(lines) + "\n"
+    def flush(self, database_up: bool, waiting: int, pool_stats: Mapping[str, int],
+              loop_lag_s: float) -> None:
+        for key, n in self.m.requests.items():
+            if n != self._sent[key]:
+                self._requests.labels(key[0], str(key[1])).inc(n - self._sent[key])
+                self._sent[key] = n
+        for name, target in self._counters.items():
+            value = getattr(self.m, name)
+            if value != self._last[name]:
+                target.inc(value - self._last[name])
+                self._last[name] = value
+        self._latency.flush()
+        self._batch.flush()
+        # Across API processes: up only if every one reaches the database; the largest
+        # waiting figure and lag; pool figures summed.
+        gauge("boundq_api_database_up", "1 while the database answers", "livemin").set(
+            int(database_up))
+        gauge("boundq_api_waiting_jobs", "jobs with status new (cached, capped at "
+              "MAX_QUEUE_DEPTH + 1)", "livemax").set(waiting)
+        gauge("boundq_api_event_loop_lag_seconds", "how late the API's event loop runs",
+              "livemax").set(round(loop_lag_s, 6))
+        for stat, value in pool_stats.items():
+            gauge(f"boundq_api_pool_{stat}", f"API pool: {stat}").set(value)

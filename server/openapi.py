@@ -14,7 +14,7 @@ import msgspec
 from boundq.core.config import Settings
 from boundq.core.validation import MAX_KEY
 from boundq.server import schemas as s
-from boundq.server.state import ApiOptions
+from boundq.server.options import ApiOptions
 
 MAX_ID = 2**63 - 1
 _TYPES = [s.JobCreate, s.Job, s.JobDetail, s.JobPage, s.ErrorBody, s.BulkResult,
@@ -97,6 +97,8 @@ def build_openapi(settings: Settings, options: ApiOptions) -> dict[str, Any]:
             }, parameters=[
                 {"name": "status", "in": "query", "schema": {"enum": list(s.STATUSES)}},
                 {"name": "kind", "in": "query", "schema": {
+                    "type": "string", "minLength": 1, "maxLength": 100}},
+                {"name": "queue", "in": "query", "schema": {
                     "type": "string", "minLength": 1, "maxLength": 100}},
                 {"name": "limit", "in": "query", "schema": {
                     "type": "integer", "minimum": 1, "maximum": options.page_max, "default": 50}},

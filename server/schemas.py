@@ -14,11 +14,19 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta
 
-from boundq.core.validation import MAX_ATTEMPTS, MAX_DELAY_S, MAX_KEY, MAX_NAME, MAX_TIMEOUT_S
+from boundq.core.validation import (
+    MAX_ATTEMPTS,
+    MAX_DELAY_S,
+    MAX_KEY,
+    MAX_NAME,
+    MAX_TIMEOUT_S,
+    QUEUE_NAME,
+)
 
-Status = Literal["new", "processing", "success", "failed", "cancelled"]
+Status = Literal["scheduled", "blocked", "new", "processing", "success", "failed", "cancelled"]
 Outcome = Literal["success", "error", "timeout", "lost", "cancelled"]
-STATUSES: tuple[str, ...] = ("new", "processing", "success", "failed", "cancelled")
+STATUSES: tuple[str, ...] = ("scheduled", "blocked", "new", "processing", "success", "failed",
+                             "cancelled")
 
 Name = Annotated[str, Meta(min_length=1, max_length=MAX_NAME, description="a label, not blank")]
 Kind = Annotated[str, Meta(min_length=1, max_length=100, description="the handler to run")]
@@ -30,6 +38,8 @@ class JobCreate(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
 
     name: Name
     kind: Kind = "noop"
+    queue: Annotated[str, Meta(min_length=1, max_length=100, pattern=f"^{QUEUE_NAME.pattern}$",
+                               description="the queue it waits in")] = "default"
     payload: Annotated[dict[str, Any], Meta(description="a JSON object for the handler")] | None = (
         None)
     priority: Annotated[int, Meta(ge=0, le=9, description="higher runs first")] | None = None
@@ -54,6 +64,7 @@ class Job(msgspec.Struct):
     id: int
     name: str
     kind: str
+    queue: str
     payload: Any
     status: Status
     priority: int
@@ -69,6 +80,7 @@ class Job(msgspec.Struct):
     started_at: Timestamp | None
     finished_at: Timestamp | None
     updated_at: Timestamp
+    result: Any  # what the handler returned (success only; else null)
 
 
 class Attempt(msgspec.Struct):
@@ -127,6 +139,11 @@ class BulkRejected(msgspec.Struct):
 
 
 class StatusCounts(msgspec.Struct):
+    """Jobs per state. Finished states are kept counts (exact); waiting states are counted
+    through their indexes up to `counts_capped_at` (a count at the cap means at least)."""
+
+    scheduled: int
+    blocked: int
     new: int
     processing: int
     success: int
@@ -136,11 +153,14 @@ class StatusCounts(msgspec.Struct):
 
 class Stats(msgspec.Struct):
     counts: StatusCounts
+    counts_capped_at: int
     waiting: int
     oldest_waiting_age_s: float | None
     in_flight: int
     finished_last_minute: int
-    throughput_per_s: float
+    throughput_per_s: float  # jobs finished per second over the last 10 whole seconds
+    pickup_p50_s: float | None  # claim - run_at over the last minute (bucket upper bounds)
+    pickup_p99_s: float | None
 
 
 class Health(msgspec.Struct):

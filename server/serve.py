@@ -1,104 +1,78 @@
-"""`boundq serve`: the HTTP API and the workers in one process, on one uvloop event loop.
+"""`boundq serve`: the HTTP API and the workers, each in processes of their own, under one
+parent.
 
-It migrates, splits the process's connection budget between the API pool (API_POOL_BUFFER
-connections) and the worker pool (the rest), starts core.worker.Worker, and runs uvicorn
-(httptools) programmatically. SIGTERM or SIGINT: uvicorn stops accepting, lets in-flight
-requests finish (SHUTDOWN_GRACE_SECONDS), then the worker drains; a second SIGINT forces.
+The parent binds the API's socket first (a busy port is reported at once, naming
+HTTP_PORT and --port, and "serving" is logged only once the socket is bound), migrates,
+then supervises (core/supervisor.py):
+- one API process: uvicorn on the inherited socket, at a lower CPU priority (API_NICE,
+  default 10). Under a flood the workers and PostgreSQL get the CPU first, and the API
+  sheds what it cannot take at the door (server/admission.py) instead of starving them;
+- WORKER_PROCESSES worker processes (`boundq worker`), each with its own connections.
+SIGTERM or SIGINT to the parent or to the whole process group: the API stops accepting
+and finishes the requests in flight, the workers drain (SHUTDOWN_GRACE_SECONDS), and the
+parent exits when all of them have.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
+import errno
 import logging
-import signal
+import os
+import socket
 import sys
-from collections.abc import Iterator
 
-import psycopg
-import uvicorn
-from starlette.applications import Starlette
-
+from boundq.core.cli import run
 from boundq.core.config import Settings
-from boundq.core.db import open_pool, pool_max_size, server_max_connections
-from boundq.core.gc_tuning import SERVE_THRESHOLDS, tune_gc
-from boundq.core.metrics import Metrics
 from boundq.core.migrate import migrate_when_reachable
-from boundq.core.worker import Worker
-from boundq.server.app import create_app
-from boundq.server.state import ApiOptions
+from boundq.core.supervisor import EXIT_FATAL, ChildSpec, supervise
 
 log = logging.getLogger("boundq.serve")
 
-# Connections uvicorn serves at once; past this it answers 503 instead of queueing.
-LIMIT_CONCURRENCY = 2048
+API_FD_ENV = "BOUNDQ_API_FD"
+LISTEN_BACKLOG = 2048
 
 
-class ApiServer(uvicorn.Server):
-    """uvicorn without its own signal handling: the caller owns SIGTERM/SIGINT, so the
-    worker can drain after the server stops (uvicorn would re-raise the signal)."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
-def split_budget(settings: Settings, budget: int) -> tuple[int, int]:
-    """(api pool size, worker pool size) out of the process's pool budget."""
-    api = max(2, min(settings.api_pool_buffer, budget - 2))
-    return api, max(2, budget - api)
+def bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(LISTEN_BACKLOG)
+    sock.set_inheritable(True)
+    return sock
 
 
-def uvicorn_config(app: Starlette, settings: Settings) -> uvicorn.Config:
-    return uvicorn.Config(
-        app, host=settings.http_host, port=settings.http_port, loop="uvloop", http="httptools",
-        lifespan="on", log_config=None, access_log=False, server_header=False,
-        proxy_headers=False,
-        limit_concurrency=LIMIT_CONCURRENCY, backlog=2048, timeout_keep_alive=15,
-        timeout_graceful_shutdown=max(1, int(settings.shutdown_grace_seconds)),
-    )
+def bind_error(host: str, port: int, exc: OSError) -> str:
+    reason = ("the address is already in use (another boundq serve?)"
+              if exc.errno == errno.EADDRINUSE else exc.strerror or str(exc))
+    return (f"boundq serve: cannot listen on {host}:{port}: {reason}; choose another port "
+            "with HTTP_PORT=... or --port ..., another address with HTTP_HOST or --host")
 
 
-async def run_server(settings: Settings, url: str, group_commit: bool = True) -> int:
-    await migrate_when_reachable(url)
-    budget = pool_max_size(settings, await server_max_connections(url))
-    api_size, worker_size = split_budget(settings, budget)
-    metrics = Metrics()
-    worker_pool = await open_pool(url, settings, "worker", max_size=worker_size, wait=False)
-    worker = Worker(settings, url, metrics=metrics, pool=worker_pool)
-    options = ApiOptions(pool_size=api_size, group_commit=group_commit)
-    app = create_app(settings, url, options=options, core_metrics=metrics)
-    server = ApiServer(uvicorn_config(app, settings))
+def child_specs(settings: Settings, fd: int, worker_argv: list[str]) -> list[ChildSpec]:
+    api = ChildSpec("api", [sys.executable, "-m", "boundq.server.api_process"],
+                    {API_FD_ENV: str(fd)}, nice=settings.api_nice, pass_fds=(fd,))
+    workers = [ChildSpec("worker", worker_argv, {"WORKER_PROCESSES": "1"})
+               for _ in range(settings.worker_processes)]
+    return [api, *workers]
 
-    def on_signal(sig: signal.Signals) -> None:
-        if server.should_exit and sig == signal.SIGINT:
-            server.force_exit = True  # a second Ctrl-C: stop waiting for requests
-        server.should_exit = True
 
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, on_signal, sig)
-    log.info("boundq serve on http://%s:%d (api pool %d, worker pool %d)",
-             settings.http_host, settings.http_port, api_size, worker_size)
-    await worker.start()
-    tune_gc(SERVE_THRESHOLDS)
+def serve(settings: Settings, url: str, worker_argv: list[str]) -> int:
     try:
-        await server.serve()
+        sock = bind(settings.http_host, settings.http_port)
+    except OSError as exc:
+        print(bind_error(settings.http_host, settings.http_port, exc), file=sys.stderr)
+        return EXIT_FATAL
+    host, port = sock.getsockname()[:2]
+    run(migrate_when_reachable(url))
+    os.environ["DATABASE_URL"] = url  # the children use the same database
+
+    def started() -> None:
+        log.info("boundq serve: API on http://%s:%d, %d worker process(es); Ctrl-C stops "
+                 "(the API finishes its requests, the workers drain)", host, port,
+                 settings.worker_processes)
+
+    try:
+        return supervise(child_specs(settings, sock.fileno(), worker_argv), on_started=started)
     finally:
-        await app.state.api.stop()  # a no-op unless a forced exit skipped the lifespan
-        await worker.stop()
-        await worker_pool.close()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            with contextlib.suppress(Exception):
-                loop.remove_signal_handler(sig)
-    return 0 if server.started else 1
-
-
-def serve(settings: Settings, url: str, group_commit: bool = True) -> int:
-    try:
-        import uvloop
-
-        return int(uvloop.run(run_server(settings, url, group_commit)))
-    except psycopg.OperationalError as exc:
-        print(f"boundq serve: the database is unreachable: {exc}".strip(), file=sys.stderr)
-        return 2
+        sock.close()

@@ -6,8 +6,9 @@ import asyncio
 import re
 import time
 from collections.abc import Awaitable, Callable, Iterable
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 from psycopg.rows import dict_row
 
@@ -71,20 +72,20 @@ async def attempts(conn, job_id: int) -> list[dict[str, Any]]:
     return await queue.job_attempts(conn, job_id)
 
 
-class Claimed(NamedTuple):
-    """A row of queue.claim with names (the queue returns plain tuples in this order)."""
-
-    id: int
-    attempt: int
-    kind: str
-    payload: Any
-    timeout_s: float | None
-    waited_s: float
+Claimed = queue.ClaimedRow
 
 
-async def claim(conn, owner: str = "owner-a", limit: int = 1, lease_s: float = 30.0
-                ) -> list[Claimed]:
-    return [Claimed(*row) for row in await queue.claim(conn, owner, limit, lease_s)]
+def claimed_row(job_id: int, attempt: int = 1, kind: str = "noop", payload: Any = None
+                ) -> queue.ClaimedRow:
+    """A claim as job_complete_and_claim returns it, for handing to Worker.spawn directly."""
+    now = datetime.now(UTC)
+    return queue.ClaimedRow(job_id, attempt, kind, "default", payload or {}, None, now, now,
+                            0.0, now)
+
+
+async def claim(conn, owner: str = "owner-a", limit: int = 1, lease_s: float = 30.0,
+                queue_name: str = "default") -> list[Claimed]:
+    return await queue.claim(conn, owner, limit, lease_s, queue_name)
 
 
 async def claim_one(conn, owner: str = "owner-a", lease_s: float = 30.0) -> Claimed:

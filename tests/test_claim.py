@@ -10,7 +10,7 @@ import psycopg
 import pytest
 
 from boundq.core import queue
-from tests.helpers import add_jobs, claim, rows, scalar, spec, wait_until
+from tests.helpers import add_jobs, claim, job, rows, scalar, spec, wait_until
 
 OWNER = "claimer"
 
@@ -66,13 +66,20 @@ async def test_claim_order_is_priority_then_run_at_then_id(conn) -> None:
 
 
 async def test_delayed_job_is_not_claimed_early(conn) -> None:
+    """A delayed job waits as `scheduled`, out of the claim index; the stager makes it
+    `new` only once its run_at has come (by the database's clock)."""
     (later,) = await queue.enqueue_many(conn, [spec("later", delay=1.0)])
     (now_id,) = await queue.enqueue_many(conn, [spec("now", priority=0)])
+    assert (await job(conn, later))["status"] == "scheduled"
     first = await claim(conn, OWNER, 10)
     assert [c.id for c in first] == [now_id]
     run_at = await scalar(conn, "SELECT run_at FROM jobs WHERE id = %s", (later,))
 
     async def claimed_later():
+        staged = await queue.stage_due(conn)
+        if not staged:
+            assert await scalar(conn, "SELECT now() < %s", (run_at,)) or \
+                (await job(conn, later))["status"] != "scheduled"
         got = await claim(conn, OWNER, 10)
         if got:
             (running,) = await queue.job_attempts(conn, later)
@@ -84,6 +91,17 @@ async def test_delayed_job_is_not_claimed_early(conn) -> None:
     assert claimed_at >= run_at  # by the database's clock
 
 
+async def test_a_future_job_inserted_by_plain_sql_is_neither_claimed_nor_left_in_place(
+        conn) -> None:
+    """An INSERT that gives run_at but not status makes a `new` row in the future: the claim
+    skips it, and the scout's job_schedule_early moves it to `scheduled`."""
+    await conn.execute("INSERT INTO jobs (name, run_at) VALUES ('sql', now() + interval '1 h')")
+    assert await claim(conn, OWNER, 10) == []
+    assert await queue.schedule_early(conn, ["default"]) == 1
+    assert await scalar(conn, "SELECT status::text FROM jobs") == "scheduled"
+    assert await queue.schedule_early(conn, ["default"]) == 0
+
+
 async def test_concurrent_claimers_never_share_a_job(db_url, conn) -> None:
     total = 2000
     ids = set(await add_jobs(conn, total))
@@ -92,7 +110,7 @@ async def test_concurrent_claimers_never_share_a_job(db_url, conn) -> None:
     async def drain(c: psycopg.AsyncConnection[Any], owner: str) -> list[int]:
         mine: list[int] = []
         while batch := await queue.claim(c, owner, 25, 30):
-            mine.extend(row[0] for row in batch)
+            mine.extend(row.id for row in batch)
         return mine
 
     try:
@@ -117,3 +135,24 @@ async def test_concurrent_claimers_never_share_a_job(db_url, conn) -> None:
     assert {r["owner"]: r["n"] for r in attempt_rows} == {
         f"{OWNER}-{i}": len(got) for i, got in enumerate(results)}
     assert await scalar(conn, "SELECT count(*) FROM job_attempts") == total
+
+
+async def test_a_fenced_completion_passes_no_permit_on(conn) -> None:
+    """A completion the reaper beat keeps its permit back: the statement that found it
+    fenced claims nothing for it (the claim would otherwise begin before the reaper's
+    commit took the row away from this owner: two rows held on one permit)."""
+    await add_jobs(conn, 3)
+    (first,) = await claim(conn, OWNER, 1)
+    await conn.execute("UPDATE jobs SET lease_expires_at = now() - interval '1 ms' "
+                       "WHERE id = %s", (first.id,))
+    assert await queue.reap_expired(conn) == {first.id: "new"}
+    done, claimed = await queue.complete_and_claim(
+        conn, OWNER, [(first.id, first.attempt)], [("default", 1)], 30.0)
+    assert (done, claimed) == (set(), []), "a fenced completion passed its permit on"
+    done, claimed = await queue.complete_and_claim(conn, OWNER, [], [("default", 1)], 30.0)
+    assert done == set() and len(claimed) == 1  # a free permit claims as before
+    running = claimed[0]
+    done, claimed = await queue.complete_and_claim(
+        conn, OWNER, [(running.id, running.attempt)], [("default", 1)], 30.0)
+    assert done == {running.id}
+    assert len(claimed) == 1  # a completion that commits passes its permit on

@@ -1,10 +1,11 @@
-"""The claim's plan must not depend on the planner's row estimates (queue-failures.md, last
-section: peer queues took 20-70x longer per dequeue on an empty or never-analyzed table).
+"""The claim's plan must not depend on the planner's row estimates (docs/failures.md:
+peer queues took 20-70x longer per dequeue on an empty or never-analyzed table).
 
 Each test runs the claim the way a worker does (a connection with the worker's session
-settings) under EXPLAIN (ANALYZE): the CTE that picks jobs must walk jobs_claim_idx in
-claim order and stop at LIMIT, and the whole statement must touch O(limit) rows, not
-O(backlog). A failure prints the plan."""
+settings, the statement prepared once and run with its generic plan) under EXPLAIN
+(ANALYZE): the CTE that picks jobs must walk jobs_claim_idx in claim order and stop at
+LIMIT, and the whole statement must touch O(limit) rows, not O(backlog). A failure prints
+the plan."""
 
 from __future__ import annotations
 
@@ -24,8 +25,11 @@ OWNER = "plan-test"
 
 
 def _execute_args(limit: int) -> str:
-    values = {"limit": str(limit), "owner": f"'{OWNER}'", "lease_s": "30"}
-    return ", ".join(values[name] for name in placeholders(Q.job_claim))
+    """A pure claim of `limit` jobs from the default queue (nothing to complete)."""
+    values = {"owner": f"'{OWNER}'", "ids": "'{}'", "attempts": "'{}'", "results": "'{}'",
+              "queues": "'{default}'", "limits": f"'{{{limit}}}'", "total": str(limit),
+              "free": str(limit), "lease_s": "30"}
+    return ", ".join(values[name] for name in placeholders(Q.job_complete_and_claim))
 
 
 def _describe(plan: dict[str, Any], depth: int = 0) -> str:
@@ -93,11 +97,10 @@ async def _claims_are_bounded(db_url: str, conn) -> None:
 
 
 async def _worker_conn(db_url: str) -> psycopg.AsyncConnection[Any]:
-    """A connection with the worker's session settings and the claim prepared on it, planned
-    afresh for each EXPLAIN (a custom plan, as a statement's first runs get)."""
+    """A connection with the worker's session settings (generic plans) and the claim
+    prepared on it, as a worker's lane prepares it on first use."""
     conn = await psycopg.AsyncConnection.connect(conninfo(db_url, "worker"), autocommit=True)
-    await conn.execute(f"PREPARE claim_under_test AS {as_prepared(Q.job_claim)}")
-    await conn.execute("SET plan_cache_mode = force_custom_plan")
+    await conn.execute(f"PREPARE claim_under_test AS {as_prepared(Q.job_complete_and_claim)}")
     return conn
 
 
@@ -139,11 +142,12 @@ async def test_claim_plan_right_after_a_bulk_insert(db_url, conn) -> None:
 
 
 async def test_claim_plan_after_idle_polling_then_a_bulk_insert(db_url, conn) -> None:
-    """What a worker really runs: its pooled connection claimed from the empty queue for a
-    while (psycopg prepares a statement after 5 runs, the server may then cache a generic
-    plan), then a backlog arrives. The plan that connection now uses must still be bounded."""
+    """What a worker really runs: its lane's connection prepared the claim on first use and
+    claimed from the empty queue for a while (its plan was made then), then a backlog
+    arrives. The plan that connection now uses must still be bounded."""
     await _never_analyzed(conn)
-    worker = await psycopg.AsyncConnection.connect(conninfo(db_url, "worker"), autocommit=True)
+    worker = await psycopg.AsyncConnection.connect(conninfo(db_url, "worker"), autocommit=True,
+                                                   prepare_threshold=0)
     try:
         for _ in range(15):  # idle polling
             assert await queue.claim(worker, OWNER, LIMITS[-1], 30) == []
@@ -153,11 +157,10 @@ async def test_claim_plan_after_idle_polling_then_a_bulk_insert(db_url, conn) ->
             ("%picked AS MATERIALIZED%",),
         )
         found = await cur.fetchone()
-        if found is None:  # the claim is not prepared: each run is planned afresh
-            await worker.execute(f"PREPARE claim_under_test AS {as_prepared(Q.job_claim)}")
-        else:  # psycopg's statement: same text, so EXECUTE takes the same arguments
-            assert found[1] == as_prepared(Q.job_claim)
-        name = found[0] if found else "claim_under_test"
+        assert found is not None, "the lane's claim was not prepared"
+        # psycopg's statement: same text, so EXECUTE takes the same arguments
+        assert found[1] == as_prepared(Q.job_complete_and_claim)
+        name = found[0]
         for limit in LIMITS:
             await _claim_is_bounded(worker, conn, limit, name)
     finally:

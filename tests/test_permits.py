@@ -11,12 +11,12 @@ import pytest
 from boundq.core.claim import Claim
 from boundq.core.errors import ClaimAlreadyFinished
 from boundq.core.handlers import JobContext, Registry, register_builtins
-from boundq.core.permits import Permits, PermitsClosed, release_all
+from boundq.core.permits import Permits, release_all
 from boundq.core.queue import Outcome
 from boundq.core.states import AttemptOutcome
 from boundq.core.worker import Worker
 from tests.conftest import fast_settings
-from tests.helpers import add_job, add_jobs, attempts, job, scalar, wait_until
+from tests.helpers import add_job, add_jobs, attempts, claimed_row, job, scalar, wait_until
 
 
 async def _settle(rounds: int = 5) -> None:
@@ -26,134 +26,89 @@ async def _settle(rounds: int = 5) -> None:
 
 # --- the Permits object -------------------------------------------------------------------
 
-async def test_grant_takes_up_to_n_and_returns_what_it_did_not_hand_out() -> None:
+def test_grant_takes_up_to_n_and_returns_what_it_did_not_hand_out() -> None:
     permits = Permits(5)
-    async with permits.acquire_up_to(3) as grant:
+    with permits.try_take(3) as grant:
         assert (grant.count, permits.free) == (3, 2)
         first = grant.take()
-        async with permits.acquire_up_to(10) as rest:
+        with permits.try_take(10) as rest:
             assert (rest.count, permits.free) == (2, 0)
         assert permits.free == 2
     assert permits.free == 4  # two untaken permits of the first grant came back
-    async with first:
-        pass
+    first.release()
     first.release()  # idempotent
     assert permits.free == permits.total == 5
     assert permits.high_water == 5
 
 
-async def test_grant_cannot_hand_out_more_than_it_holds() -> None:
+def test_grant_cannot_hand_out_more_than_it_holds() -> None:
     permits = Permits(2)
-    with pytest.raises(RuntimeError):
-        async with permits.acquire_up_to(1) as grant:
-            grant.take()
-            grant.take()
+    with pytest.raises(RuntimeError), permits.try_take(1) as grant:
+        grant.take()
+        grant.take()
     assert permits.free == 1  # the one taken is held by its (dropped) Permit
 
 
-async def test_grant_block_raising_returns_its_permits() -> None:
+def test_grant_block_raising_returns_its_permits() -> None:
     permits = Permits(3)
-    with pytest.raises(ZeroDivisionError):
-        async with permits.acquire_up_to(3):
-            _ = 1 / 0
+    with pytest.raises(ZeroDivisionError), permits.try_take(3):
+        _ = 1 / 0
     assert permits.free == 3
 
 
-async def test_cancelling_a_task_waiting_for_a_permit() -> None:
-    permits = Permits(1)
-    async with permits.acquire_up_to(1) as grant:
-        held = grant.take()
-    entered = asyncio.Event()
-
-    async def wait_for_permit() -> None:
-        async with permits.acquire_up_to(1) as grant:
-            entered.set()
-            async with grant.take():
-                await asyncio.sleep(3600)
-
-    waiting = asyncio.create_task(wait_for_permit())
-    await _settle()
-    assert not entered.is_set()
-    waiting.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await waiting
-    held.release()
-    assert permits.free == permits.total
-    # Nothing is left waiting that could swallow a later wake-up.
-    async with permits.acquire_up_to(1) as grant:
-        assert grant.count == 1
+def test_an_absorbed_permit_counts_without_a_gap() -> None:
+    """A finished job's permit passes to its successor: it never goes back to the pool in
+    between, so a permit-count reader (and on_free) sees no moment with it free."""
+    freed: list[int] = []
+    permits = Permits(2)
+    permits.on_free = lambda: freed.append(permits.free)
+    with permits.try_take(1) as grant:
+        job_permit = grant.take()
+    with permits.try_take(0) as passing:
+        passing.absorb(job_permit)
+        assert (permits.in_use, passing.left) == (1, 1)
+        successor = passing.take()
+    assert freed == [], "the permit went through the pool"
+    assert permits.in_use == 1
+    with pytest.raises(ValueError):
+        Permits(1).try_take(1).absorb(successor)  # another pool's permit: refused
+    job_permit.release()  # the absorbed permit is spent: releasing it returns nothing
+    assert permits.in_use == 1
+    successor.release()
+    assert permits.free == 2 and freed == [2]
 
 
-async def test_a_batch_release_wakes_a_waiter_per_permit() -> None:
-    """The completer returns a written batch's permits at once: every acquirer waiting
-    must get its share, not only the first one woken."""
+def test_a_detached_grant_keeps_its_permits_past_the_block() -> None:
     permits = Permits(3)
-    async with permits.acquire_up_to(3) as grant:
-        held = [grant.take() for _ in range(3)]
-    got: list[int] = []
-
-    async def acquirer() -> None:
-        async with permits.acquire_up_to(1) as grant:
-            got.append(grant.count)
-            async with grant.take():
-                await asyncio.sleep(3600)
-
-    waiting = [asyncio.create_task(acquirer()) for _ in range(3)]
-    await _settle()
-    assert got == []
-    release_all(held[:2])
-    await _settle()
-    assert got == [1, 1], "two permits came back, so two waiters must run"
-    release_all(held)  # the third comes back; the two already returned are not counted twice
-    await _settle()
-    assert got == [1, 1, 1] and permits.free == 0
-    for task in waiting:
-        task.cancel()
-    await asyncio.gather(*waiting, return_exceptions=True)
-    assert permits.free == permits.total
+    with permits.try_take(3) as grant:
+        grant.take()
+        kept = grant.detach()
+    assert (permits.free, kept.left) == (0, 2)
+    kept.close()
+    assert permits.free == 2
 
 
-async def test_woken_and_cancelled_at_once_passes_the_wake_up_on() -> None:
-    permits = Permits(1)
-    async with permits.acquire_up_to(1) as grant:
+def test_a_closed_pool_hands_out_nothing_and_held_permits_still_return() -> None:
+    permits = Permits(2)
+    with permits.try_take(1) as grant:
         held = grant.take()
-    got: list[str] = []
-
-    async def acquirer(name: str) -> None:
-        async with permits.acquire_up_to(1) as grant, grant.take():
-            got.append(name)
-
-    first = asyncio.create_task(acquirer("first"))
-    second = asyncio.create_task(acquirer("second"))
-    await _settle()
-    held.release()  # wakes `first` ...
-    first.cancel()  # ... which is cancelled before it runs again
-    with pytest.raises(asyncio.CancelledError):
-        await first
-    await asyncio.wait_for(second, 2)  # the wake-up went on to `second`
-    assert got == ["second"]
-    assert permits.free == permits.total
-
-
-async def test_close_wakes_waiters_and_held_permits_still_return() -> None:
-    permits = Permits(1)
-    async with permits.acquire_up_to(1) as grant:
-        held = grant.take()
-
-    async def wait() -> None:
-        async with permits.acquire_up_to(1):
-            pass
-
-    waiter = asyncio.create_task(wait())
-    await _settle()
     permits.close()
-    with pytest.raises(PermitsClosed):
-        await waiter
-    with pytest.raises(PermitsClosed):
-        async with permits.acquire_up_to(1):
-            pass
+    with permits.try_take(2) as nothing:
+        assert nothing.count == 0
     held.release()
     assert permits.free == permits.total
+
+
+def test_release_all_gives_back_once_per_pool() -> None:
+    calls: list[int] = []
+    permits = Permits(4, on_free=lambda: calls.append(permits.free))
+    with permits.try_take(4) as grant:
+        taken = [grant.take() for _ in range(4)]
+    release_all(taken[:3])
+    release_all(taken[:3])  # already released: nothing more
+    assert calls == [3] and permits.free == 3
+    taken[3].release()
+    assert permits.free == 4
 
 
 # --- permits of job tasks in a worker -------------------------------------------------------
@@ -285,11 +240,11 @@ async def test_jobs_cancelled_at_shutdown_return_their_permits(db_url, conn) -> 
 
 async def test_task_cancelled_before_it_ever_ran_returns_its_permit(db_url) -> None:
     worker = Worker(fast_settings(max_concurrent_jobs=2), db_url)
-    async with worker.permits.acquire_up_to(2) as grant:
-        claims = [Claim(i, 1, "noop", {}, None, worker.owner) for i in (1, 2)]
-        for claim in claims:
-            worker.spawn(claim, grant.take())
+    with worker.permits.try_take(2) as grant:
+        for i in (1, 2):
+            worker.spawn(claimed_row(i), grant.take())
     assert worker.permits.free == 0
+    claims = list(worker.ledger.claims.values())
     for claim in claims:
         assert claim.task is not None
         claim.task.cancel()  # before the event loop ever ran it
@@ -316,9 +271,10 @@ async def test_submitting_one_claim_twice_raises(db_url) -> None:
     try:
         claim = Claim(7, 1, "noop", {}, None, worker.owner)
         outcome = Outcome(7, 1, AttemptOutcome.SUCCESS)
-        worker.completer.submit(claim, outcome)
-        with pytest.raises(ClaimAlreadyFinished):
-            worker.completer.submit(claim, outcome)
+        with worker.permits.try_take(2) as grant:
+            worker.ledger.put((claim, outcome, grant.take()))
+            with pytest.raises(ClaimAlreadyFinished):
+                worker.ledger.put((claim, outcome, grant.take()))
 
         async def settled() -> bool:
             return worker.ledger.unwritten == 0

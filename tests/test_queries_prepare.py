@@ -22,8 +22,9 @@ async def _prepare(conn, name: str, sql: str) -> list[str]:
 
 def test_the_core_queries_are_named() -> None:
     names = set(Q.names())
-    assert {"job_insert", "job_claim", "job_heartbeat", "job_complete_batch", "job_fail_batch",
-            "job_release_batch", "job_reap_expired", "job_cancel", "job_retry"} <= names
+    assert {"job_insert", "job_complete_and_claim", "job_heartbeat", "job_fail_batch",
+            "job_release_batch", "job_reap_expired", "job_stage_due", "job_held_by_owner",
+            "job_cancel", "job_retry", "job_tally_totals"} <= names
 
 
 @pytest.mark.parametrize("name", Q.names())
@@ -38,7 +39,7 @@ async def test_prepare_catches_a_query_schema_mismatch(conn) -> None:
     """Control: the check above does fail when a query and the schema disagree."""
     await conn.execute("ALTER TABLE jobs RENAME COLUMN lease_owner TO holder")
     with pytest.raises(psycopg.errors.UndefinedColumn):
-        await _prepare(conn, "check_claim", Q.job_claim)
+        await _prepare(conn, "check_claim", Q.job_complete_and_claim)
     broken = Q.job_get.replace("WHERE id", "WHERE no_such_column")
     with pytest.raises(psycopg.errors.UndefinedColumn):
         await _prepare(conn, "check_get", broken)
@@ -48,9 +49,13 @@ async def test_named_queries_run_through_psycopg_with_prepare(conn) -> None:
     """The client side too: psycopg binds each hot-path query as a server-side prepared
     statement with real Python values (types must adapt, not just parse)."""
     params = {
-        "job_claim": {"owner": "o", "limit": 5, "lease_s": 1.5},
+        "job_complete_and_claim": {"owner": "o", "ids": [1], "attempts": [1], "results": "{}",
+                                   "queues": ["default"], "limits": [5], "total": 5, "free": 4,
+                                   "lease_s": 1.5},
         "job_heartbeat": {"owner": "o", "ids": [1], "attempts": [1], "lease_s": 1.5},
-        "job_complete_batch": {"owner": "o", "ids": [1], "attempts": [1]},
+        "job_held_by_owner": {"owner": "o"},
+        "job_stage_due": {"limit": 10},
+        "job_tally_totals": None,
         "job_fail_batch": {"owner": "o", "ids": [1], "attempts": [1], "errors": ["e"],
                            "outcomes": ["error"], "retryable": [True], "retry_base_s": 0.1,
                            "retry_max_s": 1.0},

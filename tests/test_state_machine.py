@@ -70,6 +70,23 @@ async def test_every_allowed_transition_happens_through_the_queue_functions(conn
     c = await claim_one(conn)
     assert await queue.complete_batch(conn, OWNER, [(c.id, c.attempt)]) == {retried}
 
+    # processing -> scheduled (error, attempts left, a backoff), scheduled -> new (stager)
+    backing_off = await add_job(conn, name="backing-off", max_attempts=2)
+    c = await claim_one(conn)
+    assert await queue.fail_batch(conn, OWNER, [Outcome(c.id, c.attempt, AttemptOutcome.ERROR,
+                                                        "boom")], 0.05, 0.05) == {
+        backing_off: "scheduled"}
+    await conn.execute("UPDATE jobs SET run_at = now() WHERE id = %s", (backing_off,))
+    assert await queue.stage_due(conn) == 1
+    c = await claim_one(conn)
+    assert await queue.complete_batch(conn, OWNER, [(c.id, c.attempt)]) == {backing_off}
+
+    # new -> scheduled (a plain SQL row with a future run_at), scheduled -> cancelled
+    await conn.execute("INSERT INTO jobs (name, run_at) VALUES ('later', now() + interval '1h')")
+    assert await queue.schedule_early(conn, ["default"]) == 1
+    later = await scalar(conn, "SELECT id FROM jobs WHERE name = 'later'")
+    assert (await queue.cancel(conn, later))["status"] == "cancelled"
+
     # new -> cancelled, processing -> cancelled
     waiting = await add_job(conn, name="cancelled-waiting")
     assert (await queue.cancel(conn, waiting))["status"] == "cancelled"
@@ -101,8 +118,10 @@ async def test_every_allowed_transition_happens_through_the_queue_functions(conn
 _TARGET_SET = {
     # Every column the CHECK constraints tie to a status is made consistent with the target,
     # so only the transition rule can refuse the move.
+    JobStatus.SCHEDULED: "status = 'scheduled', lease_owner = NULL, lease_expires_at = NULL, "
+                         "finished_at = NULL, started_at = NULL",
     JobStatus.NEW: "status = 'new', lease_owner = NULL, lease_expires_at = NULL, "
-                   "finished_at = NULL",
+                   "finished_at = NULL, started_at = NULL",
     JobStatus.PROCESSING: "status = 'processing', lease_owner = 'raw', "
                           "lease_expires_at = now() + interval '1 minute', finished_at = NULL, "
                           "started_at = coalesce(started_at, now()), "
@@ -118,6 +137,8 @@ _TARGET_SET = {
 
 async def _job_in(conn, status: JobStatus) -> int:
     """A job brought into `status` by the queue functions."""
+    if status is JobStatus.SCHEDULED:
+        return await add_job(conn, name=f"in-{status}", max_attempts=1, delay=3600)
     job_id = await add_job(conn, name=f"in-{status}", max_attempts=1)
     if status is JobStatus.NEW:
         return job_id
@@ -453,11 +474,13 @@ async def test_backoff_run_at_lies_in_the_jittered_window(conn) -> None:
     ids = await add_jobs(conn, 6, max_attempts=max_attempts)
     delays: dict[int, list[float]] = {}
     for attempt in range(1, max_attempts):
-        await conn.execute("UPDATE jobs SET run_at = now() WHERE status = 'new'")
+        await conn.execute("UPDATE jobs SET run_at = now() WHERE status = 'scheduled'")
+        await queue.stage_due(conn)
         claimed = await claim(conn, OWNER, len(ids))
         assert {c.attempt for c in claimed} == {attempt} and len(claimed) == len(ids)
         outcomes = [Outcome(c.id, c.attempt, AttemptOutcome.ERROR, "x") for c in claimed]
-        assert set((await queue.fail_batch(conn, OWNER, outcomes, base, cap)).values()) == {"new"}
+        assert set((await queue.fail_batch(conn, OWNER, outcomes, base, cap)).values()) == {
+            "scheduled"}
         found = await rows(conn, "SELECT extract(epoch FROM run_at - updated_at)::float8 AS d "
                                  "FROM jobs")
         delays[attempt] = [r["d"] for r in found]

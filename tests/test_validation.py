@@ -153,7 +153,7 @@ async def test_validated_fields_reach_the_row(conn) -> None:
     assert created
     assert (row["kind"], row["payload"], row["priority"], row["max_attempts"]) == (
         "sleep", {"ms": 5, "note": "ünï"}, 4, 7)
-    assert (row["timeout_s"], row["dedupe_key"], row["status"]) == (2.5, "k-1", "new")
+    assert (row["timeout_s"], row["dedupe_key"], row["status"]) == (2.5, "k-1", "scheduled")
     assert abs((row["run_at"] - run_at).total_seconds()) < 1e-3
     again, created = await queue.enqueue(conn, spec("dup", dedupe_key="k-1"))
     assert not created and again["id"] == row["id"]

@@ -93,17 +93,27 @@ async def test_connections_never_exceed_max_db_connections(db_url, conn) -> None
         seen = await sampling
         await worker.stop()
         await sampler.close()
-    assert worker.pool.max_size == budget - 1  # one more for the LISTEN connection
+    # Below what three claim loops want: two loops, maintenance on the heartbeat's lane.
+    assert (len(worker.cyclers), len(worker.lanes) + 1) == (2, budget)
     assert max(seen) <= budget, max(seen)
     assert max(seen) >= 2, seen
 
 
-async def test_pool_size_defaults_to_the_formula(db_url) -> None:
-    settings = fast_settings(num_workers=2, max_concurrent_jobs=4, api_pool_buffer=3)
-    assert settings.db_connections == 2 + 4 + 3
+async def test_a_worker_opens_what_its_loops_use_not_the_budget(db_url, conn) -> None:
+    """The budget (the formula) is a ceiling: a worker opens one connection per loop that
+    talks to the database, NUM_WORKERS + 3, however many permits it has."""
+    settings = fast_settings(num_workers=2, max_concurrent_jobs=40, api_pool_buffer=3)
+    assert settings.db_connections == 2 + 40 + 3
+    await add_jobs(conn, 300, kind="sleep", payload={"ms": 5})
     worker = Worker(settings, db_url)
     await worker.start()
     try:
-        assert worker.pool.max_size == settings.db_connections - 1
+        await wait_until(lambda: _drained(conn, 300), 60, what="backlog drained")
+        cur = await conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND application_name LIKE 'boundq-%%'")
+        row = await cur.fetchone()
+        assert row is not None and row[0] <= 2 + 3, row
     finally:
         await worker.stop()
+    assert len(worker.lanes) + 1 == 2 + 3

@@ -6,44 +6,57 @@
 -- Fencing: every write by a worker to a job it claimed is guarded by
 --   id AND attempts = <its attempt> AND lease_owner = <its owner> AND status = 'processing'
 -- and zero rows back means the lease was lost: the caller drops its result.
+--
+-- Tallies: the statements that finish, claim, cancel, retry or delete jobs add what they
+-- did to job_tallies in the same statement (one row per writer backend and second), so
+-- /stats never counts history (core/sql/stats.sql reads them).
 
 -- name: job_insert
--- One job. ON CONFLICT covers dedupe_key among unfinished jobs: no row back = duplicate.
-INSERT INTO jobs (name, kind, payload, priority, run_at, max_attempts, timeout_s, dedupe_key)
-VALUES (
-    %(name)s, %(kind)s, %(payload)s, %(priority)s,
-    coalesce(%(run_at)s::timestamptz, now()) + make_interval(secs => %(delay_s)s::float8),
-    %(max_attempts)s, %(timeout_s)s, %(dedupe_key)s
-)
-ON CONFLICT (dedupe_key) WHERE dedupe_key IS NOT NULL AND status IN ('new', 'processing')
+-- One job. A run_at in the future makes it `scheduled` (the stager makes it `new` when
+-- due). ON CONFLICT covers dedupe_key among unfinished jobs: no row back = duplicate.
+INSERT INTO jobs (name, kind, queue, payload, priority, run_at, status, max_attempts,
+                  timeout_s, dedupe_key)
+SELECT %(name)s, %(kind)s, %(queue)s, %(payload)s, %(priority)s, at.run_at,
+       CASE WHEN at.run_at > now() THEN 'scheduled'::job_status ELSE 'new'::job_status END,
+       %(max_attempts)s, %(timeout_s)s, %(dedupe_key)s
+FROM (SELECT coalesce(%(run_at)s::timestamptz, now())
+             + make_interval(secs => %(delay_s)s::float8) AS run_at) AS at
+ON CONFLICT (dedupe_key)
+    WHERE dedupe_key IS NOT NULL AND status IN ('scheduled', 'blocked', 'new', 'processing')
 DO NOTHING
 RETURNING *
 
 -- name: job_insert_many_deduped
 -- Many jobs that carry dedupe keys; duplicates (also within the batch) are skipped.
-INSERT INTO jobs (name, kind, payload, priority, run_at, max_attempts, timeout_s, dedupe_key)
-SELECT name, kind, payload, priority, coalesce(run_at, now()) + make_interval(secs => delay_s),
+INSERT INTO jobs (name, kind, queue, payload, priority, run_at, status, max_attempts,
+                  timeout_s, dedupe_key)
+SELECT name, kind, queue, payload, priority, at.run_at,
+       CASE WHEN at.run_at > now() THEN 'scheduled'::job_status ELSE 'new'::job_status END,
        max_attempts, timeout_s, dedupe_key
 FROM unnest(
-    %(names)s::text[], %(kinds)s::text[], %(payloads)s::jsonb[], %(priorities)s::smallint[],
-    %(run_ats)s::timestamptz[], %(delays)s::float8[], %(max_attempts)s::int[],
-    %(timeouts)s::float8[], %(dedupe_keys)s::text[]
-) WITH ORDINALITY AS item(name, kind, payload, priority, run_at, delay_s, max_attempts,
-                          timeout_s, dedupe_key, ord)
+    %(names)s::text[], %(kinds)s::text[], %(queues)s::text[], %(payloads)s::jsonb[],
+    %(priorities)s::smallint[], %(run_ats)s::timestamptz[], %(delays)s::float8[],
+    %(max_attempts)s::int[], %(timeouts)s::float8[], %(dedupe_keys)s::text[]
+) WITH ORDINALITY AS item(name, kind, queue, payload, priority, run_at, delay_s,
+                          max_attempts, timeout_s, dedupe_key, ord)
+CROSS JOIN LATERAL (SELECT coalesce(item.run_at, now())
+                           + make_interval(secs => item.delay_s) AS run_at) AS at
 ORDER BY ord
-ON CONFLICT (dedupe_key) WHERE dedupe_key IS NOT NULL AND status IN ('new', 'processing')
+ON CONFLICT (dedupe_key)
+    WHERE dedupe_key IS NOT NULL AND status IN ('scheduled', 'blocked', 'new', 'processing')
 DO NOTHING
 RETURNING id, dedupe_key
 
 -- name: job_reserve_ids
--- Ids for a COPY batch, and the transaction's clock to turn delays into run_at.
+-- Ids for a COPY batch, and the transaction's clock to turn delays into run_at (and to
+-- tell `new` from `scheduled`).
 SELECT now() AS db_now,
        array_agg(nextval(pg_get_serial_sequence('jobs', 'id'))) AS ids
 FROM generate_series(1, %(n)s)
 
 -- name: job_get_active_by_dedupe_key
 SELECT * FROM jobs
-WHERE dedupe_key = %(dedupe_key)s AND status IN ('new', 'processing')
+WHERE dedupe_key = %(dedupe_key)s AND status IN ('scheduled', 'blocked', 'new', 'processing')
 
 -- name: job_get
 SELECT * FROM jobs WHERE id = %(id)s
@@ -57,18 +70,57 @@ SELECT id, attempts, lease_owner, started_at, NULL, NULL, NULL
 FROM jobs WHERE id = %(id)s AND status = 'processing'
 ORDER BY attempt
 
--- name: job_claim
--- Claim up to %(limit)s runnable jobs in one statement: lock them with SKIP LOCKED in a
--- materialized CTE (LIMIT applies before locking, so never more than limit rows) and lease
--- them. The caller already holds one permit per row. No job_attempts row is written here:
--- while the job is processing its jobs row describes the running attempt (attempts,
--- lease_owner, started_at), and the row is written once, by whatever ends the attempt.
-WITH picked AS MATERIALIZED (
-    SELECT id FROM jobs
-    WHERE status = 'new' AND run_at <= now()
-    ORDER BY priority DESC, run_at, id
-    LIMIT %(limit)s
-    FOR UPDATE SKIP LOCKED
+-- name: job_complete_and_claim
+-- The worker's one statement per cycle: finish a batch of successful attempts (fenced)
+-- and, in the same transaction, claim up to %(limits)s runnable jobs per queue for the
+-- permits those attempts held (%(total)s in all, %(free)s of them free before). A permit therefore passes from a
+-- finished job to its successor with no round trip in between, and the rows this owner
+-- holds `processing` never outnumber its permits: the finished rows leave `processing` in
+-- the very commit that brings the new ones in.
+--
+-- Finishing writes the attempt rows and the exactly-once effect row of `effect` jobs, so
+-- an effect exists if and only if its completion committed; a stale attempt (fenced)
+-- writes nothing and its result is never stored. Claiming locks each queue's first
+-- runnable rows with SKIP LOCKED in a materialized CTE (LIMIT applies before locking, so
+-- never more than the limit) and leases them. No job_attempts row is written for a claim:
+-- while a job is processing its jobs row describes the running attempt.
+WITH done AS (
+    UPDATE jobs AS j
+    SET status = 'success',
+        finished_at = now(),
+        updated_at = now(),
+        lease_owner = NULL,
+        lease_expires_at = NULL,
+        last_error = NULL,
+        result = %(results)s::jsonb -> mine.id::text
+    FROM unnest(%(ids)s::bigint[], %(attempts)s::int[]) AS mine(id, attempt)
+    WHERE j.id = mine.id
+      AND j.attempts = mine.attempt
+      AND j.lease_owner = %(owner)s
+      AND j.status = 'processing'
+    RETURNING j.id, j.attempts, j.kind, j.queue, j.started_at
+), ended AS (
+    -- RETURNING gives the new lease_owner (NULL); the fence says it was the caller.
+    INSERT INTO job_attempts (job_id, attempt, owner, claimed_at, finished_at, outcome)
+    SELECT id, attempts, %(owner)s, started_at, now(), 'success' FROM done
+), effects AS (
+    INSERT INTO job_effects (job_id, attempt)
+    SELECT id, attempts FROM done WHERE kind = 'effect'
+), picked AS MATERIALIZED (
+    SELECT p.id
+    FROM unnest(%(queues)s::text[], %(limits)s::int[]) AS q(name, n)
+    CROSS JOIN LATERAL (
+        SELECT id FROM jobs
+        WHERE status = 'new' AND queue = q.name AND run_at <= now()
+        ORDER BY priority DESC, run_at, id
+        LIMIT q.n
+        FOR UPDATE SKIP LOCKED
+    ) AS p
+    -- A permit passes on only from an attempt whose completion commits here: one fenced
+    -- (a reaper took the job first) keeps its permit back, so no claim of this statement
+    -- ever stands beside a row this owner still held when the statement began. Reading
+    -- `done` here also makes the completions run before anything is picked.
+    LIMIT least(%(total)s, (SELECT count(*) FROM done) + %(free)s)
 ), claimed AS (
     UPDATE jobs AS j
     SET status = 'processing',
@@ -79,10 +131,47 @@ WITH picked AS MATERIALIZED (
         updated_at = now()
     FROM picked
     WHERE j.id = picked.id  -- picked holds the row locks, taken after re-checking status
-    RETURNING j.id, j.attempts, j.kind, j.payload, j.timeout_s, j.run_at
+    RETURNING j.id, j.attempts, j.kind, j.queue, j.payload, j.timeout_s, j.run_at,
+              j.created_at, greatest(extract(epoch FROM now() - j.run_at), 0)::float8 AS waited_s
+), events AS (
+    SELECT queue, 1 AS succeeded, 0 AS claimed, NULL::float8 AS waited_s FROM done
+    UNION ALL
+    SELECT queue, 0, 1, waited_s FROM claimed
+), tally AS (
+    INSERT INTO job_tallies AS t (grain, bucket, slot, queue, succeeded, success_n, claimed,
+                                  pickup_s, pickup_hist)
+    SELECT 's', date_trunc('second', now()), pg_backend_pid(), queue, sum(succeeded),
+           sum(succeeded), sum(claimed), coalesce(sum(waited_s), 0),
+           ARRAY[count(*) FILTER (WHERE waited_s < 0.005),
+                 count(*) FILTER (WHERE waited_s >= 0.005 AND waited_s < 0.01),
+                 count(*) FILTER (WHERE waited_s >= 0.01 AND waited_s < 0.025),
+                 count(*) FILTER (WHERE waited_s >= 0.025 AND waited_s < 0.05),
+                 count(*) FILTER (WHERE waited_s >= 0.05 AND waited_s < 0.1),
+                 count(*) FILTER (WHERE waited_s >= 0.1 AND waited_s < 0.25),
+                 count(*) FILTER (WHERE waited_s >= 0.25 AND waited_s < 0.5),
+                 count(*) FILTER (WHERE waited_s >= 0.5 AND waited_s < 1),
+                 count(*) FILTER (WHERE waited_s >= 1 AND waited_s < 2.5),
+                 count(*) FILTER (WHERE waited_s >= 2.5 AND waited_s < 5),
+                 count(*) FILTER (WHERE waited_s >= 5 AND waited_s < 10),
+                 count(*) FILTER (WHERE waited_s >= 10 AND waited_s < 30),
+                 count(*) FILTER (WHERE waited_s >= 30 AND waited_s < 60),
+                 count(*) FILTER (WHERE waited_s >= 60)]
+    FROM events
+    GROUP BY queue
+    ORDER BY queue
+    ON CONFLICT (grain, bucket, slot, queue) DO UPDATE
+    SET succeeded = t.succeeded + EXCLUDED.succeeded,
+        success_n = t.success_n + EXCLUDED.success_n,
+        claimed = t.claimed + EXCLUDED.claimed,
+        pickup_s = t.pickup_s + EXCLUDED.pickup_s,
+        pickup_hist = boundq_add_counts(t.pickup_hist, EXCLUDED.pickup_hist)
 )
-SELECT id, attempts, kind, payload, timeout_s,
-       extract(epoch FROM now() - run_at)::float8 AS waited_s
+SELECT false AS claimed, id, attempts, NULL::text AS kind, NULL::text AS queue,
+       NULL::jsonb AS payload, NULL::float8 AS timeout_s, NULL::timestamptz AS run_at,
+       NULL::timestamptz AS created_at, NULL::float8 AS waited_s, now() AS at
+FROM done
+UNION ALL
+SELECT true, id, attempts, kind, queue, payload, timeout_s, run_at, created_at, waited_s, now()
 FROM claimed
 
 -- name: job_heartbeat
@@ -96,50 +185,23 @@ WHERE j.id = mine.id
   AND j.status = 'processing'
 RETURNING j.id
 
--- name: job_complete_batch
--- Finish a batch of successful attempts (fenced). In the same statement: write their
--- attempt rows and the exactly-once effect row of `effect` jobs, so an effect exists if
--- and only if its completion committed. Returns the ids written now; for the others see
--- job_attempts_settled_by_owner.
-WITH done AS (
-    UPDATE jobs AS j
-    SET status = 'success',
-        finished_at = now(),
-        updated_at = now(),
-        lease_owner = NULL,
-        lease_expires_at = NULL,
-        last_error = NULL
-    FROM unnest(%(ids)s::bigint[], %(attempts)s::int[]) AS mine(id, attempt)
-    WHERE j.id = mine.id
-      AND j.attempts = mine.attempt
-      AND j.lease_owner = %(owner)s
-      AND j.status = 'processing'
-    RETURNING j.id, j.attempts, j.kind, j.started_at
-), ended AS (
-    -- RETURNING gives the new lease_owner (NULL); the fence says it was the caller.
-    INSERT INTO job_attempts (job_id, attempt, owner, claimed_at, finished_at, outcome)
-    SELECT id, attempts, %(owner)s, started_at, now(), 'success' FROM done
-), effects AS (
-    INSERT INTO job_effects (job_id, attempt)
-    SELECT id, attempts FROM done WHERE kind = 'effect'
-)
-SELECT id FROM done
-
 -- name: job_fail_batch
--- Record failed attempts (fenced). With attempts left (and retryable) the job goes back
--- to `new` after capped exponential backoff with equal jitter; otherwise it is dead-lettered
--- to `failed`.
+-- Record failed attempts (fenced). With attempts left (and retryable) the job waits out a
+-- capped exponential backoff with equal jitter as `scheduled` (the stager makes it `new`
+-- when due; `new` at once when the backoff is zero); otherwise it is dead-lettered to
+-- `failed`.
 WITH failed AS (
     UPDATE jobs AS j
     SET status = CASE WHEN j.attempts >= j.max_attempts OR NOT mine.retryable
-                      THEN 'failed'::job_status ELSE 'new'::job_status END,
+                      THEN 'failed'::job_status
+                      WHEN b.backoff_s > 0 THEN 'scheduled'::job_status
+                      ELSE 'new'::job_status END,
         run_at = CASE WHEN j.attempts >= j.max_attempts OR NOT mine.retryable THEN j.run_at
-                      ELSE now() + make_interval(secs =>
-                          least(%(retry_max_s)s::float8,
-                                %(retry_base_s)s::float8 * power(2::float8, j.attempts - 1))
-                          * (0.5 + random() * 0.5)) END,
+                      ELSE now() + make_interval(secs => b.backoff_s) END,
         finished_at = CASE WHEN j.attempts >= j.max_attempts OR NOT mine.retryable
                            THEN now() END,
+        started_at = CASE WHEN j.attempts >= j.max_attempts OR NOT mine.retryable
+                          THEN j.started_at END,
         lease_owner = NULL,
         lease_expires_at = NULL,
         last_error = mine.error,
@@ -147,14 +209,28 @@ WITH failed AS (
     FROM unnest(%(ids)s::bigint[], %(attempts)s::int[], %(errors)s::text[],
                 %(outcomes)s::attempt_outcome[], %(retryable)s::bool[])
          AS mine(id, attempt, error, outcome, retryable)
+    CROSS JOIN LATERAL (
+        SELECT least(%(retry_max_s)s::float8,
+                     %(retry_base_s)s::float8 * power(2::float8, mine.attempt - 1))
+               * (0.5 + random() * 0.5) AS backoff_s) AS b
+    JOIN jobs AS before ON before.id = mine.id  -- started_at before the UPDATE clears it
     WHERE j.id = mine.id
       AND j.attempts = mine.attempt
       AND j.lease_owner = %(owner)s
       AND j.status = 'processing'
-    RETURNING j.id, j.attempts, j.status, j.started_at, mine.error, mine.outcome
+    RETURNING j.id, j.attempts, j.queue, j.status, before.started_at, mine.error, mine.outcome
 ), ended AS (
     INSERT INTO job_attempts (job_id, attempt, owner, claimed_at, finished_at, outcome, error)
     SELECT id, attempts, %(owner)s, started_at, now(), outcome, error FROM failed
+), tally AS (
+    INSERT INTO job_tallies AS t (grain, bucket, slot, queue, dead, failed_n, retried)
+    SELECT 's', date_trunc('second', now()), pg_backend_pid(), queue,
+           count(*) FILTER (WHERE status = 'failed'), count(*) FILTER (WHERE status = 'failed'),
+           count(*) FILTER (WHERE status <> 'failed')
+    FROM failed GROUP BY queue ORDER BY queue
+    ON CONFLICT (grain, bucket, slot, queue) DO UPDATE
+    SET dead = t.dead + EXCLUDED.dead, failed_n = t.failed_n + EXCLUDED.failed_n,
+        retried = t.retried + EXCLUDED.retried
 )
 SELECT id, status::text AS status FROM failed
 
@@ -163,15 +239,25 @@ SELECT id, status::text AS status FROM failed
 -- settled. A retry after a lost answer (the connection broke after COMMIT) finds its own
 -- earlier write here, so it committed then and was not fenced. Kept out of the hot
 -- statements so a completion pays nothing for it; the reaper, a cancel or a release close
--- attempts as lost/cancelled, which the caller does not take for its own outcome.
+-- attempts as lost/cancelled, which the caller does not take for its own outcome. Driven
+-- by the batch (each pair looked up by key): no condition here lets the planner start
+-- from job_attempts instead.
 SELECT a.job_id, a.attempt, a.outcome::text AS outcome, j.status::text AS status
-FROM job_attempts AS a
-JOIN jobs AS j ON j.id = a.job_id
-WHERE a.job_id = ANY(%(ids)s::bigint[])
-  AND (a.job_id, a.attempt) IN (
-      SELECT * FROM unnest(%(ids)s::bigint[], %(attempts)s::int[]))
-  AND a.owner = %(owner)s
-  AND a.outcome IS NOT NULL
+FROM unnest(%(ids)s::bigint[], %(attempts)s::int[]) AS mine(id, attempt)
+JOIN job_attempts AS a ON a.job_id = mine.id AND a.attempt = mine.attempt
+JOIN jobs AS j ON j.id = mine.id
+WHERE a.owner = %(owner)s
+
+-- name: job_held_by_owner
+-- Every row this owner holds `processing`, with what a worker needs to run it: after a
+-- claim whose answer was lost, the owner adopts the rows that claim committed (their
+-- permits were held back meanwhile), so none waits out its lease unseen. Reads the
+-- running rows (jobs_running_idx), a set bounded by the permits of all workers.
+SELECT id, attempts, kind, queue, payload, timeout_s, run_at, created_at,
+       greatest(extract(epoch FROM started_at - run_at), 0)::float8 AS waited_s, started_at
+FROM jobs
+WHERE started_at IS NOT NULL AND finished_at IS NULL
+  AND lease_owner = %(owner)s AND status = 'processing'
 
 -- name: job_release_batch
 -- Graceful shutdown gave up waiting: hand unfinished jobs back (fenced). The attempt is
@@ -182,16 +268,18 @@ WITH released AS (
     SET status = 'new',
         run_at = now(),
         max_attempts = greatest(j.max_attempts, j.attempts + 1),
+        started_at = NULL,
         lease_owner = NULL,
         lease_expires_at = NULL,
         last_error = 'released at worker shutdown',
         updated_at = now()
     FROM unnest(%(ids)s::bigint[], %(attempts)s::int[]) AS mine(id, attempt)
+    JOIN jobs AS before ON before.id = mine.id  -- started_at before the UPDATE clears it
     WHERE j.id = mine.id
       AND j.attempts = mine.attempt
       AND j.lease_owner = %(owner)s
       AND j.status = 'processing'
-    RETURNING j.id, j.attempts, j.started_at
+    RETURNING j.id, j.attempts, before.started_at
 ), ended AS (
     INSERT INTO job_attempts (job_id, attempt, owner, claimed_at, finished_at, outcome, error)
     SELECT id, attempts, %(owner)s, started_at, now(), 'lost', 'released at worker shutdown'
@@ -204,11 +292,13 @@ SELECT id FROM released
 -- the UPDATE re-checks the guard on the locked row, so a job finished meanwhile is never
 -- overwritten (River #1302). The lost attempt counts; with none left the job fails.
 -- The attempt row needs the owner, which RETURNING gives as the new value (NULL): it is
--- read in `expired`, whose row locks keep it from changing before the UPDATE.
+-- read in `expired`, whose row locks keep it from changing before the UPDATE. Running
+-- rows are found through jobs_running_idx: every running row, a set bounded by the
+-- permits of all workers, never the history.
 WITH expired AS MATERIALIZED (
     SELECT id, lease_owner, started_at FROM jobs
-    WHERE status = 'processing' AND lease_expires_at < now()
-    ORDER BY lease_expires_at
+    WHERE started_at IS NOT NULL AND finished_at IS NULL
+      AND status = 'processing' AND lease_expires_at < now()
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
 ), reaped AS (
@@ -216,6 +306,7 @@ WITH expired AS MATERIALIZED (
     SET status = CASE WHEN j.attempts >= j.max_attempts
                       THEN 'failed'::job_status ELSE 'new'::job_status END,
         finished_at = CASE WHEN j.attempts >= j.max_attempts THEN now() END,
+        started_at = CASE WHEN j.attempts >= j.max_attempts THEN j.started_at END,
         run_at = now(),
         last_error = 'lease expired (owner ' || j.lease_owner || ')',
         lease_owner = NULL,
@@ -223,23 +314,88 @@ WITH expired AS MATERIALIZED (
         updated_at = now()
     FROM expired
     WHERE j.id = expired.id AND j.status = 'processing' AND j.lease_expires_at < now()
-    RETURNING j.id, j.attempts, j.status
+    RETURNING j.id, j.attempts, j.queue, j.status
 ), ended AS (
     INSERT INTO job_attempts (job_id, attempt, owner, claimed_at, finished_at, outcome, error)
     SELECT reaped.id, reaped.attempts, expired.lease_owner, expired.started_at, now(), 'lost',
            'lease expired'
     FROM reaped JOIN expired ON expired.id = reaped.id
+), tally AS (
+    INSERT INTO job_tallies AS t (grain, bucket, slot, queue, reaped, dead, failed_n)
+    SELECT 's', date_trunc('second', now()), pg_backend_pid(), queue, count(*),
+           count(*) FILTER (WHERE status = 'failed'), count(*) FILTER (WHERE status = 'failed')
+    FROM reaped GROUP BY queue ORDER BY queue
+    ON CONFLICT (grain, bucket, slot, queue) DO UPDATE
+    SET reaped = t.reaped + EXCLUDED.reaped, dead = t.dead + EXCLUDED.dead,
+        failed_n = t.failed_n + EXCLUDED.failed_n
 )
 SELECT id, status::text AS status FROM reaped
 
+-- name: job_stage_due
+-- The stager: `scheduled` jobs whose run_at has come become `new` (oldest first), in
+-- batches, safe in every process at once (SKIP LOCKED). The requeue trigger wakes idle
+-- workers.
+WITH due AS MATERIALIZED (
+    SELECT id FROM jobs
+    WHERE status = 'scheduled' AND run_at <= now()
+    ORDER BY run_at, id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE jobs AS j
+SET status = 'new', updated_at = now()
+FROM due
+WHERE j.id = due.id AND j.status = 'scheduled'
+RETURNING j.id
+
+-- name: job_schedule_early
+-- The other direction, for rows written by plain SQL: a `new` job whose run_at is in the
+-- future (an INSERT that gave run_at but not status) waits as `scheduled` instead of
+-- sitting in the claim index. Probes each (queue, priority) range of the claim index, so
+-- it reads the early rows only, never every waiting one.
+WITH early AS MATERIALIZED (
+    SELECT e.id
+    FROM unnest(%(queues)s::text[]) AS q(name)
+    CROSS JOIN generate_series(0, 9) AS p(priority)
+    CROSS JOIN LATERAL (
+        SELECT id FROM jobs
+        WHERE status = 'new' AND queue = q.name AND priority = p.priority AND run_at > now()
+        ORDER BY priority DESC, run_at, id
+        LIMIT %(limit)s
+        FOR UPDATE SKIP LOCKED
+    ) AS e
+)
+UPDATE jobs AS j
+SET status = 'scheduled', updated_at = now()
+FROM early
+WHERE j.id = early.id AND j.status = 'new' AND j.run_at > now()
+RETURNING j.id
+
+-- name: job_next_due
+-- When the earliest scheduled job comes due (seconds from now; null: none scheduled).
+SELECT extract(epoch FROM min(run_at) - now())::float8 AS due_in_s
+FROM jobs WHERE status = 'scheduled'
+
+-- name: job_queues_waiting
+-- The queues that have runnable jobs: a skip scan of the claim index (one probe per
+-- queue), so finding them costs the same with ten waiting jobs or ten million.
+WITH RECURSIVE q(name) AS (
+    (SELECT queue FROM jobs WHERE status = 'new' ORDER BY queue LIMIT 1)
+    UNION ALL
+    SELECT (SELECT queue FROM jobs WHERE status = 'new' AND queue > q.name
+            ORDER BY queue LIMIT 1)
+    FROM q WHERE q.name IS NOT NULL
+)
+SELECT name FROM q WHERE name IS NOT NULL
+
 -- name: job_cancel
--- new | processing -> cancelled. A running attempt ends as cancelled; its owner's later
--- writes are fenced out by status. Its row needs the status and owner from before the
--- UPDATE (RETURNING gives the new ones): `target` reads them under the row lock, so they
--- cannot change before the UPDATE.
+-- scheduled | blocked | new | processing -> cancelled. A running attempt ends as
+-- cancelled; its owner's later writes are fenced out by status. Its row needs the status
+-- and owner from before the UPDATE (RETURNING gives the new ones): `target` reads them
+-- under the row lock, so they cannot change before the UPDATE.
 WITH target AS MATERIALIZED (
     SELECT id, status, lease_owner, attempts, started_at FROM jobs
-    WHERE id = %(id)s AND status IN ('new', 'processing')
+    WHERE id = %(id)s AND status IN ('scheduled', 'blocked', 'new', 'processing')
     FOR UPDATE
 ), cancelled AS (
     UPDATE jobs AS j
@@ -255,60 +411,145 @@ WITH target AS MATERIALIZED (
     INSERT INTO job_attempts (job_id, attempt, owner, claimed_at, finished_at, outcome, error)
     SELECT id, attempts, lease_owner, started_at, now(), 'cancelled', 'cancelled'
     FROM target WHERE status = 'processing'
+), tally AS (
+    INSERT INTO job_tallies AS t (grain, bucket, slot, queue, cancelled, cancelled_n)
+    SELECT 's', date_trunc('second', now()), pg_backend_pid(), queue, 1, 1 FROM cancelled
+    ON CONFLICT (grain, bucket, slot, queue) DO UPDATE
+    SET cancelled = t.cancelled + 1, cancelled_n = t.cancelled_n + 1
 )
 SELECT * FROM cancelled
 
 -- name: job_retry
 -- failed -> new, explicitly. The job gets one more attempt than it has used, as River
 -- and Oban do, so attempts never pass max_attempts.
-UPDATE jobs
-SET status = 'new',
-    run_at = now(),
-    max_attempts = greatest(max_attempts, attempts + 1),
-    finished_at = NULL,
-    updated_at = now()
-WHERE id = %(id)s AND status = 'failed'
-RETURNING *
+WITH revived AS (
+    UPDATE jobs
+    SET status = 'new',
+        run_at = now(),
+        max_attempts = greatest(max_attempts, attempts + 1),
+        started_at = NULL,
+        finished_at = NULL,
+        updated_at = now()
+    WHERE id = %(id)s AND status = 'failed'
+    RETURNING *
+), tally AS (
+    INSERT INTO job_tallies AS t (grain, bucket, slot, queue, failed_n)
+    SELECT 's', date_trunc('second', now()), pg_backend_pid(), queue, -1 FROM revived
+    ON CONFLICT (grain, bucket, slot, queue) DO UPDATE SET failed_n = t.failed_n - 1
+)
+SELECT * FROM revived
 
 -- name: job_list
--- Keyset pagination on id (newest first); filters are optional.
-SELECT * FROM jobs
+-- Keyset pagination on id (newest first). A filter without an index of its own reads at
+-- most %(scan)s rows below the cursor: the page may then come back short (even empty)
+-- with next_cursor pointing past what was read, so a page costs the same however much
+-- history the table holds.
+SELECT * FROM (
+    SELECT * FROM jobs
+    WHERE (%(before_id)s::bigint IS NULL OR id < %(before_id)s::bigint)
+    ORDER BY id DESC
+    LIMIT %(scan)s
+) AS window_
 WHERE (%(status)s::job_status IS NULL OR status = %(status)s::job_status)
   AND (%(kind)s::text IS NULL OR kind = %(kind)s::text)
-  AND (%(before_id)s::bigint IS NULL OR id < %(before_id)s::bigint)
+  AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
 ORDER BY id DESC
 LIMIT %(limit)s
 
+-- name: job_list_scan_floor
+-- The lowest id a bounded job_list scan read, and how many it read: the next page of a
+-- filtered list starts below it.
+SELECT min(id) AS floor, count(*) AS n FROM (
+    SELECT id FROM jobs
+    WHERE (%(before_id)s::bigint IS NULL OR id < %(before_id)s::bigint)
+    ORDER BY id DESC
+    LIMIT %(scan)s
+) AS window_
+
 -- name: job_count_by_status
+-- Every row, grouped: for tests and tools, never on a request path (/stats reads the
+-- tallies and bounded index counts instead).
 SELECT status::text AS status, count(*) AS n FROM jobs GROUP BY status
 
--- name: job_count_waiting
-SELECT count(*) AS n FROM jobs WHERE status = 'new'
-
--- name: job_oldest_waiting
-SELECT extract(epoch FROM now() - min(run_at))::float8 AS age_s
-FROM jobs WHERE status = 'new' AND run_at <= now()
-
--- name: job_throughput_recent
-SELECT count(*) AS n FROM jobs
-WHERE status IN ('success', 'failed') AND finished_at > now() - make_interval(secs => %(window_s)s::float8)
-
 -- name: job_delete_finished_before
--- The optional retention sweep: only terminal rows, never an unfinished job.
-WITH gone AS (
+-- The retention sweep: the oldest finished rows of the given statuses that finished more
+-- than %(keep_s)s seconds ago (by the database's clock), in a small batch,
+-- with their attempt rows and effects (idempotency keys go by ON DELETE CASCADE). Only
+-- terminal rows, never an active job; SKIP LOCKED keeps it out of every writer's way and
+-- safe in every process at once.
+WITH gone AS MATERIALIZED (
     SELECT id FROM jobs
-    WHERE status IN ('success', 'failed', 'cancelled') AND finished_at < %(before)s
-    ORDER BY id
+    WHERE finished_at IS NOT NULL
+      AND finished_at < now() - make_interval(secs => %(keep_s)s::float8)
+      AND status = ANY(%(statuses)s::job_status[])
+    ORDER BY finished_at
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
 ), attempts_gone AS (
     DELETE FROM job_attempts USING gone WHERE job_attempts.job_id = gone.id
+), effects_gone AS (
+    DELETE FROM job_effects USING gone WHERE job_effects.job_id = gone.id
+), deleted AS (
+    DELETE FROM jobs USING gone WHERE jobs.id = gone.id
+    RETURNING jobs.id, jobs.queue, jobs.status
+), tally AS (
+    INSERT INTO job_tallies AS t (grain, bucket, slot, queue, success_n, failed_n, cancelled_n)
+    SELECT 's', date_trunc('second', now()), pg_backend_pid(), queue,
+           -count(*) FILTER (WHERE status = 'success'), -count(*) FILTER (WHERE status = 'failed'),
+           -count(*) FILTER (WHERE status = 'cancelled')
+    FROM deleted GROUP BY queue ORDER BY queue
+    ON CONFLICT (grain, bucket, slot, queue) DO UPDATE
+    SET success_n = t.success_n + EXCLUDED.success_n, failed_n = t.failed_n + EXCLUDED.failed_n,
+        cancelled_n = t.cancelled_n + EXCLUDED.cancelled_n
 )
-DELETE FROM jobs USING gone WHERE jobs.id = gone.id
-RETURNING jobs.id
+SELECT count(*) AS n FROM deleted
 
--- name: job_notify
-SELECT pg_notify('boundq_jobs', '')
+-- name: job_tallies_fold
+-- Seconds older than %(seconds_kept)s fold into minutes, and minutes older than
+-- %(minutes_kept)s into one total per queue, so the table stays small. One folder at a
+-- time (the advisory lock); rows are moved by DELETE ... RETURNING, so each counts once.
+WITH go AS (
+    SELECT pg_try_advisory_xact_lock(7423117) AS mine
+), old_seconds AS (
+    DELETE FROM job_tallies
+    WHERE grain = 's' AND bucket < now() - make_interval(secs => %(seconds_kept)s::float8)
+      AND (SELECT mine FROM go)
+    RETURNING *
+), old_minutes AS (
+    DELETE FROM job_tallies
+    WHERE grain = 'm' AND bucket < now() - make_interval(secs => %(minutes_kept)s::float8)
+      AND (SELECT mine FROM go)
+    RETURNING *
+), moved AS (
+    SELECT 'm' AS grain, date_trunc('minute', bucket) AS bucket, queue, succeeded, dead,
+           retried, cancelled, reaped, claimed, pickup_s, pickup_hist, success_n, failed_n,
+           cancelled_n
+    FROM old_seconds
+    UNION ALL
+    SELECT 't', 'epoch'::timestamptz, queue, succeeded, dead, retried, cancelled, reaped,
+           claimed, pickup_s, pickup_hist, success_n, failed_n, cancelled_n
+    FROM old_minutes
+), folded AS (
+    INSERT INTO job_tallies AS t (grain, bucket, slot, queue, succeeded, dead, retried,
+                                  cancelled, reaped, claimed, pickup_s, pickup_hist,
+                                  success_n, failed_n, cancelled_n)
+    SELECT grain, bucket, 0, queue, sum(succeeded), sum(dead), sum(retried), sum(cancelled),
+           sum(reaped), sum(claimed), sum(pickup_s), boundq_sum_counts(pickup_hist),
+           sum(success_n), sum(failed_n), sum(cancelled_n)
+    FROM moved
+    GROUP BY grain, bucket, queue
+    ORDER BY grain, bucket, queue
+    ON CONFLICT (grain, bucket, slot, queue) DO UPDATE
+    SET succeeded = t.succeeded + EXCLUDED.succeeded, dead = t.dead + EXCLUDED.dead,
+        retried = t.retried + EXCLUDED.retried, cancelled = t.cancelled + EXCLUDED.cancelled,
+        reaped = t.reaped + EXCLUDED.reaped, claimed = t.claimed + EXCLUDED.claimed,
+        pickup_s = t.pickup_s + EXCLUDED.pickup_s,
+        pickup_hist = boundq_add_counts(t.pickup_hist, EXCLUDED.pickup_hist),
+        success_n = t.success_n + EXCLUDED.success_n, failed_n = t.failed_n + EXCLUDED.failed_n,
+        cancelled_n = t.cancelled_n + EXCLUDED.cancelled_n
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM old_seconds) + (SELECT count(*) FROM old_minutes) AS folded
 
 -- ---------------------------------------------------------------------------------------
 -- HTTP API (server/)
@@ -320,21 +561,23 @@ SELECT pg_notify('boundq_jobs', '')
 -- before the insert so each returned row can be matched to its request by `ord`; an item
 -- whose dedupe_key is held by a live job returns no row (the caller looks the holder up).
 WITH item AS MATERIALIZED (
-    SELECT nextval(pg_get_serial_sequence('jobs', 'id')) AS id, u.*
+    SELECT nextval(pg_get_serial_sequence('jobs', 'id')) AS id, u.*,
+           coalesce(u.run_at, now()) + make_interval(secs => u.delay_s) AS due_at
     FROM ROWS FROM (json_to_recordset(%(items)s::json) AS (
-        name text, kind text, payload jsonb, priority smallint, run_at timestamptz,
-        delay_s float8, max_attempts int, timeout_s float8, dedupe_key text
-    )) WITH ORDINALITY AS u(name, kind, payload, priority, run_at, delay_s, max_attempts,
-                            timeout_s, dedupe_key, ord)
+        name text, kind text, queue text, payload jsonb, priority smallint,
+        run_at timestamptz, delay_s float8, max_attempts int, timeout_s float8, dedupe_key text
+    )) WITH ORDINALITY AS u(name, kind, queue, payload, priority, run_at, delay_s,
+                            max_attempts, timeout_s, dedupe_key, ord)
 ), inserted AS (
-    INSERT INTO jobs (id, name, kind, payload, priority, run_at, max_attempts, timeout_s,
-                      dedupe_key)
-    SELECT id, name, kind, payload, priority,
-           coalesce(run_at, now()) + make_interval(secs => delay_s), max_attempts, timeout_s,
-           dedupe_key
+    INSERT INTO jobs (id, name, kind, queue, payload, priority, run_at, status, max_attempts,
+                      timeout_s, dedupe_key)
+    SELECT id, name, kind, queue, payload, priority, due_at,
+           CASE WHEN due_at > now() THEN 'scheduled'::job_status ELSE 'new'::job_status END,
+           max_attempts, timeout_s, dedupe_key
     FROM item
     ORDER BY ord
-    ON CONFLICT (dedupe_key) WHERE dedupe_key IS NOT NULL AND status IN ('new', 'processing')
+    ON CONFLICT (dedupe_key)
+        WHERE dedupe_key IS NOT NULL AND status IN ('scheduled', 'blocked', 'new', 'processing')
     DO NOTHING
     RETURNING *
 )
@@ -353,8 +596,9 @@ ON CONFLICT (key) DO NOTHING
 RETURNING key
 
 -- name: job_count_waiting_capped
--- Waiting jobs, counted no further than the cap (MAX_QUEUE_DEPTH + 1): the API's
--- backpressure check stays cheap however deep the backlog is.
+-- Runnable jobs, counted no further than the cap (MAX_QUEUE_DEPTH + 1): the API's
+-- backpressure check reads at most that many entries of the claim index, however much
+-- history the table holds.
 SELECT count(*) AS n FROM (
     SELECT 1 FROM jobs WHERE status = 'new' LIMIT %(cap)s
 ) AS waiting

@@ -28,9 +28,9 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from boundq.core.pgembed import free_port
+from boundq.server.api_process import ApiServer
 from boundq.server.app import create_app
 from boundq.server.openapi import build_openapi
-from boundq.server.serve import ApiServer
 from tests.api.conftest import TEST_OPTIONS
 from tests.conftest import fast_settings
 

@@ -1,0 +1,108 @@
+"""Loops that keep a long-lived queue small and its reads cheap, run by every worker
+process (each statement is safe to run concurrently):
+
+- the scout finds the queues that have runnable jobs (a skip scan of the claim index)
+  for the claim planner, and moves `new` rows with a future run_at (plain SQL inserts)
+  to `scheduled`;
+- the tally folder folds per-second tallies into minutes and old minutes into totals;
+- the retention sweeper deletes finished jobs older than RETENTION_SECONDS (success,
+  cancelled) and FAILED_RETENTION_SECONDS (failed), in small batches.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from boundq.core import queue
+from boundq.core.lanes import Lane
+from boundq.core.loops import BackgroundLoop, LoopSettings
+from boundq.core.planner import QueuePlanner
+
+log = logging.getLogger("boundq.worker")
+
+
+class Scout(BackgroundLoop):
+    name = "scout"
+
+    def __init__(self, settings: LoopSettings, lane: Lane, planner: QueuePlanner,
+                 on_found: Callable[[], None]) -> None:
+        super().__init__(settings)
+        self.lane = lane
+        self.planner = planner
+        self.on_found = on_found  # new queues with work: wake the claim loops
+
+    async def run_once(self) -> int:
+        async with self.lane.connection() as conn:
+            waiting = [q for q in await queue.queues_waiting(conn) if self.planner.serves(q)]
+            early = await queue.schedule_early(conn, waiting)
+        before = set(self.planner.weights)
+        self.planner.refresh(waiting)
+        if set(waiting) - before:
+            self.on_found()
+        return early
+
+
+# Per-second tallies are kept this long before they fold into minutes: /stats reads the
+# last few whole seconds. Minutes are kept for the dashboard's hour, then fold into totals.
+SECONDS_KEPT_S = 120.0
+MINUTES_KEPT_S = 2 * 3600.0
+
+
+class TallyFolder(BackgroundLoop):
+    name = "tallies"
+
+    def __init__(self, settings: LoopSettings, lane: Lane) -> None:
+        super().__init__(settings)
+        self.lane = lane
+
+    async def run_once(self) -> int:
+        async with self.lane.connection() as conn:
+            return await queue.fold_tallies(conn, SECONDS_KEPT_S, MINUTES_KEPT_S)
+
+
+@dataclass(frozen=True, slots=True)
+class RetentionPolicy:
+    """How long finished jobs stay; None = forever."""
+
+    success_s: float | None  # success and cancelled (RETENTION_SECONDS)
+    failed_s: float | None  # failed: the dead letters (FAILED_RETENTION_SECONDS)
+    batch: int = 500
+
+    @property
+    def active(self) -> bool:
+        return self.success_s is not None or self.failed_s is not None
+
+
+class RetentionSweeper(BackgroundLoop):
+    """Deletes the oldest finished jobs past their retention, a small batch per statement
+    (row locks held for milliseconds, skipped rows left for the next pass), going again at
+    once while batches come back full."""
+
+    name = "retention"
+
+    def __init__(self, settings: LoopSettings, lane: Lane, policy: RetentionPolicy) -> None:
+        super().__init__(settings)
+        self.lane = lane
+        self.policy = policy
+        self.deleted = 0
+        self._full = False
+
+    async def run_once(self) -> int:
+        p = self.policy
+        n = 0
+        self._full = False
+        async with self.lane.connection() as conn:
+            for statuses, keep_s in ((["success", "cancelled"], p.success_s),
+                                     (["failed"], p.failed_s)):
+                if keep_s is None:
+                    continue
+                gone = await queue.delete_finished_before(conn, keep_s, statuses, p.batch)
+                self._full = self._full or gone >= p.batch
+                n += gone
+        self.deleted += n
+        return n
+
+    def full(self, handled: int) -> bool:
+        return self._full
