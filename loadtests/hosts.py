@@ -1,0 +1,191 @@
+"""Extra `boundq worker` processes beside `boundq serve`, started as separate hosts would be.
+
+Each is its own process in its own session and process group, so it has its own owner
+id and no signal meant for the runner reaches it. With `proxied`, the last one reaches
+PostgreSQL only through the fault proxy of the invariant suite (invariants/faultproxy.py,
+loaded from the source tree: it is stdlib only, and nothing of pytest comes with it),
+listening on a Unix socket. When this process may create namespaces (root, unshare(1)),
+that worker runs in a network namespace of its own (`unshare --net`): it has no network
+at all, not even loopback, and the proxy's socket is its only way to the database. A
+`partition` black-holes the proxy for some seconds during the load, then resets the
+connections (the network gave up), and the verdict must still be no loss.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from boundq.loadtests import processes as procs
+
+if TYPE_CHECKING:
+    from invariants.faultproxy import FaultProxy, ProxyHost
+
+FAULTPROXY = procs.ROOT / "invariants" / "faultproxy.py"
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+_OWNER_PID = re.compile(r"-(\d+)-[0-9a-f]{8}$")
+
+
+class HostsError(RuntimeError):
+    pass
+
+
+def load_faultproxy() -> ModuleType:
+    """invariants/faultproxy.py as a module, without putting the source tree on sys.path."""
+    if not FAULTPROXY.is_file():
+        raise HostsError("a proxied worker needs invariants/faultproxy.py (a source checkout)")
+    spec = importlib.util.spec_from_file_location("boundq_flood_faultproxy", FAULTPROXY)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses and enums look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+@dataclass
+class ExtraWorker:
+    label: str
+    proc: subprocess.Popen[bytes]
+    proxied: bool = False
+    netns: bool = False
+    exit_code: int | None = None
+
+
+@dataclass
+class Hosts:
+    count: int
+    proxied: bool
+    db_url: str
+    run_dir: Path
+    env: Callable[[dict[str, str]], dict[str, str]]
+    workers: list[ExtraWorker] = field(default_factory=list)
+    netns: bool = False
+    notes: list[str] = field(default_factory=list)
+    _host: ProxyHost | None = None
+    _proxy: FaultProxy | None = None
+    _socket_dir: Path | None = None
+    _fp: ModuleType | None = None
+
+    def start(self) -> list[str]:
+        lines = []
+        for i in range(1, self.count + 1):
+            if self.proxied and i == self.count:
+                lines.append(self._start_proxied(i))
+                continue
+            label = f"worker-{i}"
+            proc = procs.start_worker(self.env({"DATABASE_URL": self.db_url}),
+                                      self.run_dir / f"{label}.log")
+            self.workers.append(ExtraWorker(label, proc))
+            lines.append(f"{label}: `boundq worker` pid {proc.pid}, own process group")
+        return lines
+
+    def _start_proxied(self, i: int) -> str:
+        params = conninfo_to_dict(self.db_url)
+        host, port = str(params.get("host") or "127.0.0.1"), int(params.get("port") or 5432)
+        if host not in LOOPBACK_HOSTS:
+            raise HostsError(f"a proxied worker needs PostgreSQL on loopback, not {host!r}")
+        self._fp = fp = load_faultproxy()
+        self._socket_dir = Path(tempfile.mkdtemp(prefix="boundq-flood-proxy-"))
+        socket_path = self._socket_dir / f".s.PGSQL.{port}"
+
+        class UnixFaultProxy(fp.FaultProxy):  # type: ignore[name-defined,misc]
+            """The same proxy, listening on a Unix socket: the one path that crosses into
+            a network namespace with no interfaces."""
+
+            async def start(self) -> int:
+                import asyncio
+
+                self._server = await asyncio.start_unix_server(self._accept,
+                                                               path=str(socket_path))
+                return 0
+
+        async def make() -> Any:
+            proxy = UnixFaultProxy(lambda: port)
+            await proxy.start()
+            return proxy
+
+        self._host = fp.ProxyHost()
+        assert self._host is not None
+        self._proxy = self._host.run(make())
+        url = make_conninfo(self.db_url, host=str(self._socket_dir), port=str(port),
+                            sslmode="disable")
+        self.netns = procs.can_unshare_net()
+        prefix = ["unshare", "--net"] if self.netns else []
+        label = f"worker-{i}"
+        proc = procs.start_worker(self.env({"DATABASE_URL": url}),
+                                  self.run_dir / f"{label}.log", prefix)
+        self.workers.append(ExtraWorker(label, proc, proxied=True, netns=self.netns))
+        where = ("in a network namespace of its own (unshare --net: no interfaces), "
+                 if self.netns else "on this host's network (no network namespace here: "
+                 "unshare --net needs root), ")
+        self.notes.append(f"{label} ran {where}reaching PostgreSQL only through the fault "
+                          "proxy on a Unix socket")
+        return f"{label}: `boundq worker` pid {proc.pid}, own process group, {where}" \
+               "through the fault proxy"
+
+    # --- faults -----------------------------------------------------------------------
+    def blackhole(self) -> None:
+        if self._host is not None and self._proxy is not None and self._fp is not None:
+            self._host.set_mode(self._proxy, self._fp.Mode.BLACKHOLE)
+
+    def heal(self) -> None:
+        if self._host is not None and self._proxy is not None:
+            self._host.heal(self._proxy, "reset")
+
+    def proxy_stats(self) -> dict[str, Any] | None:
+        if self._host is None or self._proxy is None:
+            return None
+        return self._host.stats(self._proxy)
+
+    # --- the end ----------------------------------------------------------------------
+    def check_alive(self) -> list[str]:
+        """Extra workers that exited while the flood ran (they should not)."""
+        return [f"{w.label} exited with {w.proc.returncode}" for w in self.workers
+                if w.proc.poll() is not None]
+
+    def stop(self, tick: Callable[[], None] | None = None) -> None:
+        for w in self.workers:
+            w.exit_code = procs.stop(w.proc, timeout=60, tick=tick)
+        if self._host is not None:
+            if self._proxy is not None:
+                self._host.remove(self._proxy)
+            self._host.stop()
+        if self._socket_dir is not None:
+            shutil.rmtree(self._socket_dir, ignore_errors=True)
+
+    def owners(self, db_url: str) -> dict[str, dict[str, int]]:
+        """Attempts finished per process, from the attempt rows' owner ids (host-pid-
+        nonce): each extra worker's pid, and `serve` for every other owner."""
+        labels = {w.proc.pid: w.label for w in self.workers}
+        out: dict[str, dict[str, int]] = {}
+        try:
+            with psycopg.connect(db_url, autocommit=True) as conn:
+                rows = conn.execute("SELECT owner, count(*) FROM job_attempts GROUP BY owner"
+                                    ).fetchall()
+        except psycopg.Error:
+            return out  # the attempt table is the core's, not a public interface
+        for owner, n in rows:
+            found = _OWNER_PID.search(str(owner))
+            label = labels.get(int(found.group(1)), "serve") if found else "serve"
+            entry = out.setdefault(label, {"attempts": 0, "owner_ids": 0})
+            entry["attempts"] += int(n)
+            entry["owner_ids"] += 1
+        return out
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"extra_workers": [{"label": w.label, "proxied": w.proxied, "netns": w.netns,
+                                   "exit_code": w.exit_code} for w in self.workers],
+                "network_namespace": self.netns, "notes": self.notes,
+                "proxy": self.proxy_stats()}
