@@ -267,6 +267,7 @@ def _run_flood(o: FloodOptions, out: TextIO, interrupts: Interrupts) -> FloodRes
                               lambda extra: {**server_env, **extra})
             for line in run.hosts.start():
                 run.say(line)
+            run.hosts.wait_ready(interrupts.stop_load.is_set)
         run.tick("start")
         if o.calibration_s > 0 and not interrupts.stop_load.is_set():
             count = o.calibration_jobs or pacing.calibration_size(capacity, o.calibration_s)
@@ -286,9 +287,12 @@ def _run_flood(o: FloodOptions, out: TextIO, interrupts: Interrupts) -> FloodRes
                                      o.spawn_rate, o.duration_s, o.ui_port, o.locust_processes)
             run.locust = procs.start_locust(argv, locust_env, run_dir / "locust.log")
             if o.ui_port is not None:
+                procs.wait_http(f"http://127.0.0.1:{o.ui_port}/", run.locust,
+                                interrupts.stop_load.is_set)
                 run.say(f"Locust web UI: http://127.0.0.1:{o.ui_port}  (API {base}); Ctrl-C "
                         "ends the run, drains and verifies")
             run.load_phase(progress)
+        run.tick("load")  # a signal that came as the load was about to start stopped it
         load_end = pacing.db_now(db_url)
         if run.hosts is not None:
             run.notes += run.hosts.check_alive()

@@ -19,6 +19,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -77,6 +78,7 @@ class Hosts:
     _proxy: FaultProxy | None = None
     _socket_dir: Path | None = None
     _fp: ModuleType | None = None
+    final_proxy_stats: dict[str, Any] | None = None
 
     def start(self) -> list[str]:
         lines = []
@@ -85,7 +87,8 @@ class Hosts:
                 lines.append(self._start_proxied(i))
                 continue
             label = f"worker-{i}"
-            proc = procs.start_worker(self.env({"DATABASE_URL": self.db_url}),
+            proc = procs.start_worker(self.env({"DATABASE_URL": self.db_url,
+                                                "LOG_LEVEL": "info"}),
                                       self.run_dir / f"{label}.log")
             self.workers.append(ExtraWorker(label, proc))
             lines.append(f"{label}: `boundq worker` pid {proc.pid}, own process group")
@@ -124,7 +127,7 @@ class Hosts:
         self.netns = procs.can_unshare_net()
         prefix = ["unshare", "--net"] if self.netns else []
         label = f"worker-{i}"
-        proc = procs.start_worker(self.env({"DATABASE_URL": url}),
+        proc = procs.start_worker(self.env({"DATABASE_URL": url, "LOG_LEVEL": "info"}),
                                   self.run_dir / f"{label}.log", prefix)
         self.workers.append(ExtraWorker(label, proc, proxied=True, netns=self.netns))
         where = ("in a network namespace of its own (unshare --net: no interfaces), "
@@ -134,6 +137,23 @@ class Hosts:
                           "proxy on a Unix socket")
         return f"{label}: `boundq worker` pid {proc.pid}, own process group, {where}" \
                "through the fault proxy"
+
+    def wait_ready(self, give_up: Callable[[], bool], timeout: float = 120) -> None:
+        """Until every extra worker has logged "worker started" (connected, claiming)."""
+        deadline = time.monotonic() + timeout
+        waiting = list(self.workers)
+        while waiting and not give_up():
+            for w in list(waiting):
+                log = self.run_dir / f"{w.label}.log"
+                if log.is_file() and "worker started" in log.read_text(errors="replace"):
+                    waiting.remove(w)
+                elif w.proc.poll() is not None:
+                    raise HostsError(f"{w.label} exited with {w.proc.returncode} before it "
+                                     f"started: see {log.name}")
+            if time.monotonic() > deadline:
+                raise HostsError(f"{', '.join(w.label for w in waiting)} did not start "
+                                 f"within {timeout:.0f} s")
+            time.sleep(0.1)
 
     # --- faults -----------------------------------------------------------------------
     def blackhole(self) -> None:
@@ -156,6 +176,7 @@ class Hosts:
                 if w.proc.poll() is not None]
 
     def stop(self, tick: Callable[[], None] | None = None) -> None:
+        self.final_proxy_stats = self.proxy_stats()
         for w in self.workers:
             w.exit_code = procs.stop(w.proc, timeout=60, tick=tick)
         if self._host is not None:
@@ -188,4 +209,4 @@ class Hosts:
         return {"extra_workers": [{"label": w.label, "proxied": w.proxied, "netns": w.netns,
                                    "exit_code": w.exit_code} for w in self.workers],
                 "network_namespace": self.netns, "notes": self.notes,
-                "proxy": self.proxy_stats()}
+                "proxy": self.final_proxy_stats}

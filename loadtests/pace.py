@@ -191,9 +191,9 @@ class Pace:
     def line(self) -> str:
         """processing under flood = X x idle (idle R1 jobs/s, under flood R2 jobs/s; ...)"""
         cap = f"; capacity bound {self.capacity:,.0f} jobs/s" if self.capacity else ""
-        idle = f"{self.idle.jobs_per_s:,.0f}" if self.idle else "not measured"
-        flood = f"{self.flood.jobs_per_s:,.0f}" if self.flood else "not measured"
-        rates = f"(idle {idle} jobs/s, under flood {flood} jobs/s{cap})"
+        idle = f"{self.idle.jobs_per_s:,.0f} jobs/s" if self.idle else "not measured"
+        flood = f"{self.flood.jobs_per_s:,.0f} jobs/s" if self.flood else "not measured"
+        rates = f"(idle {idle}, under flood {flood}{cap})"
         ratio = self.ratio
         if ratio is None:
             return f"processing under flood: not measured {rates}"

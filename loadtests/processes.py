@@ -63,6 +63,19 @@ def wait_ready(base: str, proc: subprocess.Popen[bytes], timeout: float = 60) ->
     raise RuntimeError(f"boundq serve was not ready within {timeout:.0f}s")
 
 
+def wait_http(url: str, proc: subprocess.Popen[bytes], give_up: Callable[[], bool],
+              timeout: float = 60) -> None:
+    """Until `url` answers 200 (Locust's web UI is listening), the process exits, or
+    `give_up()` says so (a signal)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None and not give_up():
+        with (contextlib.suppress(urllib.error.URLError, OSError),
+              urllib.request.urlopen(url, timeout=2) as resp):
+            if resp.status == 200:
+                return
+        time.sleep(0.1)
+
+
 def locust_argv(scenario: str, base: str, csv_prefix: Path, users: int, spawn_rate: float,
                 duration_s: float | None, ui_port: int | None, processes: int = 1
                 ) -> list[str]:

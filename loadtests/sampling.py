@@ -176,8 +176,9 @@ class Progress:
 
     def show(self, s: Sample, force: bool = False) -> None:
         text = self.line(s)
+        new_phase = self.prev is not None and self.prev.phase != s.phase
         self.prev = s
-        if not force and s.t - self.last_print < self.every - 0.05:
+        if not force and not new_phase and s.t - self.last_print < self.every - 0.05:
             return
         self.last_print = s.t
         if self.tty:
