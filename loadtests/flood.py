@@ -24,9 +24,7 @@ from __future__ import annotations
 
 import csv
 import json
-import signal
 import sys
-import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -40,10 +38,11 @@ from boundq.loadtests import pace as pacing
 from boundq.loadtests import processes as procs
 from boundq.loadtests.hosts import Hosts, HostsError
 from boundq.loadtests.outcome import print_summary, summarize
+from boundq.loadtests.phases import FloodRun
 from boundq.loadtests.sampling import Progress, Sampler
 from boundq.loadtests.signals import Interrupts
 from boundq.loadtests.tally import read_tallies
-from boundq.loadtests.verify import read_acked, unexpected_statuses, unfinished, verify
+from boundq.loadtests.verify import read_acked, unexpected_statuses, verify
 
 FLOOD_DB = "boundq_flood"
 
@@ -129,88 +128,6 @@ def _write_samples(path: Path, sampler: Sampler) -> None:
         writer.writerows(rows)
 
 
-class _Run:
-    """One flood's moving parts, so the phases can share them and the end can stop them."""
-
-    def __init__(self, o: FloodOptions, out: TextIO, interrupts: Interrupts) -> None:
-        self.o, self.out, self.interrupts = o, out, interrupts
-        self.server: Any = None
-        self.locust: Any = None
-        self.sampler: Sampler | None = None
-        self.hosts: Hosts | None = None
-        self.notes: list[str] = []
-
-    def say(self, text: str) -> None:
-        print(text, file=self.out, flush=True)
-
-    def tick(self, stage: str) -> None:
-        self.interrupts.announce(stage, self.out)
-
-    def load_phase(self, progress: Progress) -> None:
-        """Sample once a second until Locust ends (or its time is well past), or a
-        signal stops the load; a partition of the proxied worker in the middle."""
-        o = self.o
-        assert self.sampler is not None
-        limit = None if o.ui_port is not None else o.duration_s + 60
-        started = time.monotonic()
-        cut_at = o.duration_s / 3 if o.partition_s > 0 and self.hosts else None
-        cut = False
-        while self.locust.poll() is None:
-            elapsed = time.monotonic() - started
-            if cut_at is not None and not cut and elapsed >= cut_at:
-                assert self.hosts is not None
-                self.hosts.blackhole()
-                cut = True
-                progress.end()
-                self.say(f"partition: the proxied worker's network black-holed for "
-                         f"{o.partition_s:.0f} s")
-            elif cut and cut_at is not None and elapsed >= cut_at + o.partition_s:
-                assert self.hosts is not None
-                self.hosts.heal()
-                cut, cut_at = False, None
-                progress.end()
-                self.say("partition healed: its connections reset")
-            progress.show(self.sampler.sample("load"))
-            if limit is not None and elapsed > limit:
-                progress.end()
-                print("locust overran its time: stopping it", file=sys.stderr)
-                break
-            if self.interrupts.wait(1.0):
-                progress.end()
-                self.tick("load")
-                break
-        if cut and self.hosts is not None:
-            self.hosts.heal()
-        procs.stop(self.locust, signal.SIGTERM, timeout=30, tick=lambda: self.tick("load"))
-        progress.show(self.sampler.sample("load"), force=True)
-
-    def drain_phase(self, db_url: str, progress: Progress) -> bool:
-        assert self.sampler is not None
-        deadline = time.monotonic() + self.o.drain_timeout_s
-        while time.monotonic() < deadline:
-            self.tick("drain")
-            if self.interrupts.abort_drain.is_set():
-                return False
-            sample = self.sampler.sample("drain")
-            progress.show(sample)
-            if sample.waiting + sample.processing == 0 and unfinished(db_url) == 0:
-                progress.show(sample, force=True)
-                return True
-            if self.interrupts.wait_drain(1.0):
-                progress.end()
-                self.tick("drain")
-                return False
-        return False
-
-    def stop_all(self) -> int | None:
-        """Locust, the extra workers, the server: SIGTERM each, wait; in that order."""
-        tick = lambda: self.tick("stop")  # noqa: E731
-        procs.stop(self.locust, signal.SIGTERM, timeout=30, tick=tick)
-        if self.hosts is not None:
-            self.hosts.stop(tick)
-        return procs.stop(self.server, signal.SIGTERM, timeout=60, tick=tick)
-
-
 def run_flood(o: FloodOptions, stream: TextIO | None = None,
               interrupts: Interrupts | None = None) -> FloodResult:
     own_interrupts = interrupts is None
@@ -227,6 +144,8 @@ def _run_flood(o: FloodOptions, out: TextIO, interrupts: Interrupts) -> FloodRes
         raise FloodError(f"unknown scenario {o.scenario!r}: {', '.join(procs.SCENARIOS)}")
     if o.partition_s > 0 and not o.proxied_worker:
         raise FloodError("--partition needs --proxied-worker")
+    if o.proxied_worker and o.extra_workers < 1:
+        raise FloodError("--proxied-worker needs --extra-workers 1 or more")
     base_url = resolve_database_url(o.database_url or load_settings().database_url)
     db_url = dbadmin.fresh_database(base_url, FLOOD_DB) if o.fresh_db else base_url
     port = free_port()
@@ -254,7 +173,7 @@ def _run_flood(o: FloodOptions, out: TextIO, interrupts: Interrupts) -> FloodRes
           + f"; PostgreSQL {meta['postgres'].get('server_version')} fsync="
           f"{meta['postgres'].get('fsync')} synchronous_commit="
           f"{meta['postgres'].get('synchronous_commit')}", file=out, flush=True)
-    run = _Run(o, out, interrupts)
+    run = FloodRun(o, out, interrupts)
     idle: pacing.Rate | None = None
     load_end: datetime | None = None
     drained = False
@@ -318,7 +237,7 @@ def _run_flood(o: FloodOptions, out: TextIO, interrupts: Interrupts) -> FloodRes
     pace = (pacing.measure_flood(db_url, load_end, idle, capacity, o.pace_threshold)
             if load_end is not None else pacing.Pace(idle, None, capacity, o.pace_threshold))
     budget = settings.db_connections * (1 + o.extra_workers)
-    summary = summarize(o, verdict, tally, run.sampler, settings, capacity, rate, pace, budget)
+    summary = summarize(o, verdict, tally, run.sampler, capacity, rate, pace, budget)
     summary.update(drained=drained, server_exit_code=server_code,
                    unexpected_statuses=unexpected_statuses(summary["statuses"]),
                    interrupted_by=interrupts.names or None)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, TextIO
 
-from boundq.core.config import Settings
 from boundq.loadtests.tally import NOT_SENT, Tally
 
 if TYPE_CHECKING:
@@ -37,8 +36,8 @@ def _endpoints(tally: Tally) -> dict[str, dict[str, Any]]:
 
 
 def summarize(o: FloodOptions, verdict: Verdict, tally: Tally, sampler: Sampler | None,
-              settings: Settings, capacity: float | None, rate: float, pace: Pace,
-              connection_budget: int) -> dict[str, Any]:
+              capacity: float | None, rate: float, pace: Pace, connection_budget: int
+              ) -> dict[str, Any]:
     endpoints = _endpoints(tally)
     offered = 0
     for name, e in endpoints.items():

@@ -133,7 +133,7 @@ def group_members(pgid: int) -> list[int]:
 
     out = []
     for p in psutil.process_iter(["pid", "status"]):
-        with contextlib.suppress(psutil.Error):
+        with contextlib.suppress(psutil.Error, OSError):  # gone meanwhile
             if p.info["status"] != psutil.STATUS_ZOMBIE and os.getpgid(p.info["pid"]) == pgid:
                 out.append(p.info["pid"])
     return out
