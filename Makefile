@@ -47,11 +47,18 @@ $(EXTRAS_STAMP): $(STAMP)
 
 venv-extras: $(EXTRAS_STAMP)
 
-flood: venv-extras pg-server ## Flood API + workers with Locust, drain, verify lost = 0 (FLOOD_TIME, FLOOD_USERS, ...)
-	$(VENV)/bin/boundq flood $(FLOOD_ARGS)
+# FLOOD_PROCESSES=N: Locust distributed, a master and N worker processes. The other
+# FLOOD_* variables (docs/flood.md) reach `boundq flood` through the environment.
+FLOOD_PROCESSES ?= 1
+export FLOOD_PROCESSES
 
-flood-ui: venv-extras pg-server ## The same with the Locust web UI on http://127.0.0.1:8089 (Ctrl-C ends it)
-	$(VENV)/bin/boundq flood --ui $(FLOOD_ARGS)
+# `exec`: the runner replaces the recipe's shell, so a SIGTERM that make forwards to its
+# child reaches `boundq flood` itself, which drains, verifies and prints the verdict.
+flood: venv-extras pg-server ## Flood API + workers with Locust, drain, verify lost = 0 and the pace (FLOOD_TIME, FLOOD_USERS, FLOOD_PROCESSES, ...)
+	exec $(VENV)/bin/boundq flood $(FLOOD_ARGS)
+
+flood-ui: venv-extras pg-server ## The same with the Locust web UI on http://127.0.0.1:8089 (Ctrl-C or SIGTERM ends it)
+	exec $(VENV)/bin/boundq flood --ui $(FLOOD_ARGS)
 
 report: venv-extras pg-server ## Benchmark sweeps (with PgQueuer, procrastinate): figures + summary
 	$(VENV)/bin/boundq report $(REPORT_ARGS)

@@ -8,7 +8,7 @@ promises of DESIGN.md ("Invariants") while workers die and the database goes awa
                       one/bulk, start workers (some with crash points or a skewed clock),
                       SIGKILL, SIGTERM, SIGSTOP past the lease + SIGCONT, `pg_ctl stop -m
                       immediate` + start, pg_terminate_backend (LISTEN and pool sessions),
-                      network black hole / reset through faultproxy.py, cancel, reaper
+                      network black hole / reset through core/faultproxy.py, cancel, reaper
                       passes, waiting; cheap checks after every step, full check at the end
     test_machine.py   the machine against boundq: zero violations
     test_scenarios.py one deterministic scenario per known failure of peer queues

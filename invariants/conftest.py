@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from boundq.core.faultproxy import ProxyHost
 from invariants.cluster import Cluster
-from invariants.faultproxy import ProxyHost
 from invariants.harness import REPO, Context, Harness
 from invariants.profile import PROFILE, STATS
 from invariants.variants import BOUNDQ

@@ -29,12 +29,12 @@ import invariants.handlers  # noqa: F401 - registers the test kinds for validati
 from boundq.core import queue
 from boundq.core.config import load_settings
 from boundq.core.errors import BoundqError
+from boundq.core.faultproxy import FaultProxy, Mode, ProxyHost
 from boundq.core.handlers import default_registry
 from boundq.core.validation import validate_job
 from invariants import history as hist
 from invariants.checker import History, InvariantViolation, Process, Report, check
 from invariants.cluster import Cluster
-from invariants.faultproxy import FaultProxy, Mode, ProxyHost
 from invariants.profile import WORKER_ENV, Profile, Stats
 from invariants.variants import Variant
 

@@ -32,9 +32,9 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
+from boundq.core.faultproxy import Mode
 from boundq.core.faults import POINTS
 from invariants.checker import InvariantViolation
-from invariants.faultproxy import Mode
 from invariants.harness import Context, Harness, WorkerProc
 from invariants.profile import LEASE_S
 from invariants.variants import Variant

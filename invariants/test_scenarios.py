@@ -19,12 +19,12 @@ import pytest
 
 from boundq.core import queue
 from boundq.core.config import load_settings
+from boundq.core.faultproxy import Mode
 from boundq.core.faults import POINTS
 from boundq.core.handlers import default_registry
 from boundq.core.validation import validate_job
 from invariants.broken_worker import REAP_FETCH, REAP_UPDATE_BY_ID
 from invariants.checker import History, owner_pid
-from invariants.faultproxy import Mode
 from invariants.harness import Harness
 from invariants.profile import LEASE_S, PROFILE, WORKER_ENV
 

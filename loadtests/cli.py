@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 EXTRAS_HINT = "install the extras: pip install 'boundq[load,report]' (make flood does)"
 
@@ -15,6 +16,18 @@ def _env(name: str, default: str) -> str:
 
 
 def cmd_flood(args: argparse.Namespace) -> int:
+    # First of all: from here on SIGINT and SIGTERM are recorded, never raised (an
+    # inherited ignored SIGINT is replaced too), until the verdict and the report are out.
+    from boundq.loadtests.signals import Interrupts
+
+    interrupts = Interrupts().install()
+    try:
+        return _flood(args, interrupts)
+    finally:
+        interrupts.restore()
+
+
+def _flood(args: argparse.Namespace, interrupts: Any) -> int:
     try:
         from boundq.loadtests import flood
         from boundq.reports.flood_report import write_flood_report
@@ -27,9 +40,14 @@ def cmd_flood(args: argparse.Namespace) -> int:
         max_queue_depth=args.max_queue_depth, drain_timeout_s=args.drain_timeout,
         out_root=Path(args.out), num_workers=args.num_workers,
         max_concurrent_jobs=args.max_concurrent_jobs, max_db_connections=args.pool_size,
-        ui_port=args.ui_port if args.ui else None, locust_processes=args.locust_processes)
+        ui_port=args.ui_port if args.ui else None, locust_processes=args.locust_processes,
+        calibration_s=args.calibration_seconds, calibration_jobs=args.calibration_jobs,
+        pace_threshold=args.pace_threshold, extra_workers=args.extra_workers,
+        proxied_worker=args.proxied_worker, partition_s=args.partition)
+    if options.proxied_worker and options.extra_workers < 1:
+        options.extra_workers = 1
     try:
-        result = flood.run_flood(options)
+        result = flood.run_flood(options, interrupts=interrupts)
     except flood.FloodError as exc:
         print(f"boundq flood: {exc}", file=sys.stderr)
         return 2
@@ -67,7 +85,32 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--concurrency", dest="max_concurrent_jobs", type=int,
                    help="MAX_CONCURRENT_JOBS")
     p.add_argument("--pool-size", type=int, help="MAX_DB_CONNECTIONS")
-    p.add_argument("--locust-processes", type=int, default=int(e("FLOOD_LOCUST_PROCESSES", "1")))
+    p.add_argument("--locust-processes", type=int,
+                   default=int(e("FLOOD_PROCESSES", e("FLOOD_LOCUST_PROCESSES", "1"))),
+                   help="load-generator processes: above 1, Locust runs distributed, a "
+                   "master and this many workers (FLOOD_PROCESSES, default 1)")
+    p.add_argument("--calibration-seconds", type=float,
+                   default=float(e("FLOOD_CALIBRATION_S", "5")),
+                   help="idle calibration before the load: a backlog of about this many "
+                   "seconds of work at the capacity bound; 0 = none, pace not measured "
+                   "(FLOOD_CALIBRATION_S, default 5)")
+    p.add_argument("--calibration-jobs", type=int,
+                   default=int(e("FLOOD_CALIBRATION_JOBS", "0")) or None,
+                   help="the calibration backlog's size instead (FLOOD_CALIBRATION_JOBS)")
+    p.add_argument("--pace-threshold", type=float,
+                   default=float(e("FLOOD_PACE_THRESHOLD", "0.9")),
+                   help="fail when processing under flood is below this times the idle "
+                   "pace, if the flood saturated the workers (FLOOD_PACE_THRESHOLD, 0.9)")
+    p.add_argument("--extra-workers", type=int, default=int(e("FLOOD_EXTRA_WORKERS", "0")),
+                   help="`boundq worker` processes beside `boundq serve`, each in its own "
+                   "process group (FLOOD_EXTRA_WORKERS, default 0)")
+    p.add_argument("--proxied-worker", action="store_true",
+                   default=e("FLOOD_PROXIED_WORKER", "0") not in ("0", "", "no", "false"),
+                   help="the last extra worker reaches PostgreSQL through the fault proxy, "
+                   "in a network namespace when allowed (FLOOD_PROXIED_WORKER=1)")
+    p.add_argument("--partition", type=float, default=float(e("FLOOD_PARTITION", "0")),
+                   help="black-hole the proxied worker's network this many seconds during "
+                   "the load, then reset its connections (FLOOD_PARTITION)")
     p.add_argument("--ui", action="store_true", help="the Locust web UI instead of a headless "
                    "run; Ctrl-C ends it")
     p.add_argument("--ui-port", type=int, default=int(e("FLOOD_UI_PORT", "8089")))

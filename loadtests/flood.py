@@ -1,36 +1,48 @@
 """`boundq flood`: the API and workers under a bounded Locust flood, then proof of no loss.
 
 1. PostgreSQL: DATABASE_URL, or the embedded cluster; a fresh database `boundq_flood`.
-2. `boundq serve` (API + workers) on a free loopback port, with the settings of the run.
-3. Locust, headless (or its web UI with `--ui`), as its own process, for a bounded time
-   and user count; one progress line a second from the server's /metrics.
-4. Drain: wait until no job is waiting or running (bounded by --drain-timeout).
-5. Verify from the database that every acknowledged job is terminal (lost must be 0),
-   and that every answer was 2xx, 429 or 503.
-6. The run folder reports/runs/<timestamp>/: Locust's CSVs, server samples and metrics,
-   run.json and (written by reports.flood_report) summary.md with figures.
+2. `boundq serve` (API + workers) on a free loopback port, with the settings of the run;
+   with --extra-workers, more `boundq worker` processes beside it (hosts.py).
+3. Idle calibration: a backlog of the run's job kind, drained by the workers with no
+   other load; its pace measured from the database (pace.py).
+4. Locust, headless (or its web UI with `--ui`), as its own process (or a master and
+   --locust-processes workers), for a bounded time and user count; one progress line a
+   second from the server's /metrics and the database.
+5. Drain: wait until no job is waiting or running (bounded by --drain-timeout).
+6. Verify from the database that every acknowledged job is terminal (lost must be 0),
+   that every answer was 2xx, 429 or 503, and that processing under the flood kept pace
+   with idle processing (when the flood saturated the workers).
+7. The run folder reports/runs/<timestamp>/: Locust's CSVs, the users' tallies, server
+   samples and metrics, run.json and (written by reports.flood_report) summary.md.
+
+SIGINT and SIGTERM (signals.py): the first stops the load, the second aborts the drain;
+the server and the workers are always stopped with SIGTERM and waited for, and the
+verdict is always printed.
 """
 
 from __future__ import annotations
 
 import csv
 import json
-import signal
 import sys
-import threading
-import time
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
 
 from boundq.core import dbadmin
-from boundq.core.config import describe, load_settings
+from boundq.core.config import Settings, describe, load_settings
 from boundq.core.pgembed import free_port, resolve_database_url
 from boundq.core.runinfo import run_metadata, timestamp
+from boundq.loadtests import pace as pacing
 from boundq.loadtests import processes as procs
+from boundq.loadtests.hosts import Hosts, HostsError
 from boundq.loadtests.outcome import print_summary, summarize
+from boundq.loadtests.phases import FloodRun
 from boundq.loadtests.sampling import Progress, Sampler
-from boundq.loadtests.verify import read_acked, read_statuses, unexpected_statuses, unfinished, verify
+from boundq.loadtests.signals import Interrupts
+from boundq.loadtests.tally import read_tallies
+from boundq.loadtests.verify import read_acked, unexpected_statuses, verify
 
 FLOOD_DB = "boundq_flood"
 
@@ -55,6 +67,12 @@ class FloodOptions:
     ui_port: int | None = None  # the Locust web UI instead of a headless run
     locust_processes: int = 1
     in_flight: int = 256
+    calibration_s: float = 5.0  # idle calibration: seconds of work at the capacity bound
+    calibration_jobs: int | None = None  # or exactly this many jobs
+    pace_threshold: float = 0.9  # fail when processing under flood < this x idle
+    extra_workers: int = 0  # `boundq worker` processes beside `boundq serve`
+    proxied_worker: bool = False  # the last extra worker goes through the fault proxy
+    partition_s: float = 0.0  # black-hole the proxied worker this long during the load
     server_env: dict[str, str] = field(default_factory=dict)
 
 
@@ -92,6 +110,14 @@ def arrival_rate(rate: str, capacity: float | None) -> float:
     return float(text)
 
 
+def capacity_bound(settings: Settings, o: FloodOptions) -> float | None:
+    """Permits x 1000 / job ms, over every worker process (serve's and the extra ones)."""
+    if o.job_ms <= 0:
+        return None
+    processes = settings.worker_processes + o.extra_workers
+    return processes * settings.max_concurrent_jobs * 1000 / o.job_ms
+
+
 def _write_samples(path: Path, sampler: Sampler) -> None:
     rows = [s.row() for s in sampler.samples]
     if not rows:
@@ -102,59 +128,30 @@ def _write_samples(path: Path, sampler: Sampler) -> None:
         writer.writerows(rows)
 
 
-def _interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
-
-
-def _load_phase(o: FloodOptions, locust: Any, sampler: Sampler, progress: Progress) -> None:
-    """Sample once a second until Locust ends (or its time is well past). Ctrl-C or
-    SIGTERM end the load early; the drain and the verification still run."""
-    limit = None if o.ui_port is not None else o.duration_s + 60
-    started = time.monotonic()
-    previous = None
-    if threading.current_thread() is threading.main_thread():
-        previous = signal.signal(signal.SIGTERM, _interrupt)
+def run_flood(o: FloodOptions, stream: TextIO | None = None,
+              interrupts: Interrupts | None = None) -> FloodResult:
+    own_interrupts = interrupts is None
+    signals = interrupts or Interrupts().install()
     try:
-        while locust.poll() is None:
-            progress.show(sampler.sample("load"))
-            if limit is not None and time.monotonic() - started > limit:
-                progress.end()
-                print("locust overran its time: stopping it", file=sys.stderr)
-                break
-            time.sleep(1.0)
-    except KeyboardInterrupt:
-        progress.end()
-        print("stopping the load (Ctrl-C again to abort the drain)", file=progress.stream,
-              flush=True)
+        return _run_flood(o, stream or sys.stdout, signals)
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
-    procs.stop(locust, signal.SIGTERM, timeout=30)
-    progress.show(sampler.sample("load"), force=True)
+        if own_interrupts:
+            signals.restore()
 
 
-def _drain_phase(o: FloodOptions, db_url: str, sampler: Sampler, progress: Progress) -> bool:
-    deadline = time.monotonic() + o.drain_timeout_s
-    while time.monotonic() < deadline:
-        sample = sampler.sample("drain")
-        progress.show(sample)
-        if sample.waiting + sample.processing == 0 and unfinished(db_url) == 0:
-            progress.show(sample, force=True)
-            return True
-        time.sleep(1.0)
-    return False
-
-
-def run_flood(o: FloodOptions, stream: TextIO | None = None) -> FloodResult:
-    out = stream or sys.stdout
+def _run_flood(o: FloodOptions, out: TextIO, interrupts: Interrupts) -> FloodResult:
     if o.scenario not in procs.SCENARIOS:
         raise FloodError(f"unknown scenario {o.scenario!r}: {', '.join(procs.SCENARIOS)}")
+    if o.partition_s > 0 and not o.proxied_worker:
+        raise FloodError("--partition needs --proxied-worker")
+    if o.proxied_worker and o.extra_workers < 1:
+        raise FloodError("--proxied-worker needs --extra-workers 1 or more")
     base_url = resolve_database_url(o.database_url or load_settings().database_url)
     db_url = dbadmin.fresh_database(base_url, FLOOD_DB) if o.fresh_db else base_url
     port = free_port()
     server_env = _server_env(o, db_url, port)
     settings = load_settings(server_env, dotenv=procs.ROOT / ".env")
-    capacity = settings.max_concurrent_jobs * 1000 / o.job_ms if o.job_ms > 0 else None
+    capacity = capacity_bound(settings, o)
     rate = arrival_rate(o.rate, capacity) if o.scenario == "arrival" else 0.0
     if o.scenario == "arrival" and rate <= 0:
         raise FloodError("the arrival scenario needs --rate (jobs/s, or Nx the capacity)")
@@ -166,49 +163,94 @@ def run_flood(o: FloodOptions, stream: TextIO | None = None) -> FloodResult:
     (run_dir / "run.json").write_text(json.dumps(meta, indent=2, default=str))
     base = f"http://127.0.0.1:{port}"
     what = (f"{o.scenario}: {o.users} users" + (f", {rate:,.0f} arrivals/s" if rate else "")
-            + (f", {o.duration_s:.0f}s" if o.ui_port is None else ", web UI"))
+            + (f", {o.duration_s:.0f}s" if o.ui_port is None else ", web UI")
+            + (f", {o.locust_processes} Locust processes" if o.locust_processes > 1 else ""))
     job = f"sleep {o.job_ms} ms" if o.job_ms else "noop"
     print(f"boundq flood ({what}); jobs: {job}; MAX_CONCURRENT_JOBS="
           f"{settings.max_concurrent_jobs} NUM_WORKERS={settings.num_workers} "
-          f"MAX_QUEUE_DEPTH={settings.max_queue_depth}; PostgreSQL "
-          f"{meta['postgres'].get('server_version')} fsync={meta['postgres'].get('fsync')} "
-          f"synchronous_commit={meta['postgres'].get('synchronous_commit')}", file=out,
-          flush=True)
-    server = locust = None
-    sampler: Sampler | None = None
+          f"MAX_QUEUE_DEPTH={settings.max_queue_depth}"
+          + (f"; {o.extra_workers} extra worker processes" if o.extra_workers else "")
+          + f"; PostgreSQL {meta['postgres'].get('server_version')} fsync="
+          f"{meta['postgres'].get('fsync')} synchronous_commit="
+          f"{meta['postgres'].get('synchronous_commit')}", file=out, flush=True)
+    run = FloodRun(o, out, interrupts)
+    idle: pacing.Rate | None = None
+    load_end: datetime | None = None
+    drained = False
+    server_code: int | None = None
     try:
-        server = procs.start_server(server_env, run_dir / "server.log")
-        procs.wait_ready(base, server)
-        sampler = Sampler(base, db_url, server.pid)
-        locust_env = procs.child_env({
-            "FLOOD_OUT_DIR": str(run_dir.resolve()), "FLOOD_JOB_MS": str(o.job_ms),
-            "FLOOD_BULK_SIZE": str(o.bulk_size), "FLOOD_RATE": str(rate),
-            "FLOOD_USERS": str(o.users), "FLOOD_TIME": str(o.duration_s),
-            "FLOOD_IN_FLIGHT": str(o.in_flight)})
-        argv = procs.locust_argv(o.scenario, base, run_dir / "locust", o.users, o.spawn_rate,
-                                 o.duration_s, o.ui_port, o.locust_processes)
-        locust = procs.start_locust(argv, locust_env, run_dir / "locust.log")
-        if o.ui_port is not None:
-            print(f"Locust web UI: http://127.0.0.1:{o.ui_port}  (API {base}); Ctrl-C ends "
-                  "the run, drains and verifies", file=out, flush=True)
+        run.server = procs.start_server(server_env, run_dir / "server.log")
+        procs.wait_ready(base, run.server)
+        if o.extra_workers:
+            run.hosts = Hosts(o.extra_workers, o.proxied_worker, db_url, run_dir,
+                              lambda extra: {**server_env, **extra})
+            for line in run.hosts.start():
+                run.say(line)
+            run.hosts.wait_ready(interrupts.stop_load.is_set)
+        run.tick("start")
+        if o.calibration_s > 0 and not interrupts.stop_load.is_set():
+            count = o.calibration_jobs or pacing.calibration_size(capacity, o.calibration_s)
+            idle, line = pacing.calibrate(db_url, server_env, o.job_ms, count, str(procs.ROOT),
+                                          interrupts.wait, max(60.0, 20 * o.calibration_s))
+            run.say(line)
+        run.tick("start")
+        run.sampler = Sampler(base, db_url, run.server.pid)  # its clock starts with the load
         progress = Progress(None if o.ui_port is not None else o.duration_s, out)
-        _load_phase(o, locust, sampler, progress)
-        drained = _drain_phase(o, db_url, sampler, progress)
+        if not interrupts.stop_load.is_set():
+            locust_env = procs.child_env({
+                "FLOOD_OUT_DIR": str(run_dir.resolve()), "FLOOD_JOB_MS": str(o.job_ms),
+                "FLOOD_BULK_SIZE": str(o.bulk_size), "FLOOD_RATE": str(rate),
+                "FLOOD_USERS": str(o.users), "FLOOD_TIME": str(o.duration_s),
+                "FLOOD_IN_FLIGHT": str(o.in_flight)})
+            argv = procs.locust_argv(o.scenario, base, run_dir / "locust", o.users,
+                                     o.spawn_rate, o.duration_s, o.ui_port, o.locust_processes)
+            run.locust = procs.start_locust(argv, locust_env, run_dir / "locust.log")
+            if o.ui_port is not None:
+                procs.wait_http(f"http://127.0.0.1:{o.ui_port}/", run.locust,
+                                interrupts.stop_load.is_set)
+                run.say(f"Locust web UI: http://127.0.0.1:{o.ui_port}  (API {base}); Ctrl-C "
+                        "ends the run, drains and verifies")
+            run.load_phase(progress)
+        run.tick("load")  # a signal that came as the load was about to start stopped it
+        load_end = pacing.db_now(db_url)
+        if run.hosts is not None:
+            run.notes += run.hosts.check_alive()
+        if interrupts.abort_drain.is_set():
+            run.say("the drain is skipped (second signal)")
+        else:
+            drained = run.drain_phase(db_url, progress)
         progress.end()
-        (run_dir / "server_metrics.prom").write_text(sampler.last_metrics)
+        (run_dir / "server_metrics.prom").write_text(run.sampler.last_metrics)
+    except (HostsError, RuntimeError) as exc:  # a child that would not start
+        if isinstance(exc, FloodError):
+            raise
+        raise FloodError(str(exc)) from exc
     finally:
-        procs.stop(locust, signal.SIGTERM, timeout=30)
-        server_code = procs.stop(server, signal.SIGTERM, timeout=60)
-        if sampler is not None:
-            sampler.close()
-            _write_samples(run_dir / "server_samples.csv", sampler)
+        server_code = run.stop_all()
+        if run.sampler is not None:
+            run.sampler.close()
+            _write_samples(run_dir / "server_samples.csv", run.sampler)
+    run.tick("verify")
     acked = read_acked(run_dir)
-    verdict = verify(db_url, acked, o.fresh_db)
-    statuses = read_statuses(run_dir)
-    summary = summarize(run_dir, o, verdict, statuses, sampler, settings, capacity, rate)
+    verdict = verify(db_url, acked, o.fresh_db, drained, exclude_name=pacing.CALIBRATION_NAME)
+    tally = read_tallies(run_dir)
+    pace = (pacing.measure_flood(db_url, load_end, idle, capacity, o.pace_threshold)
+            if load_end is not None else pacing.Pace(idle, None, capacity, o.pace_threshold))
+    budget = settings.db_connections * (1 + o.extra_workers)
+    summary = summarize(o, verdict, tally, run.sampler, capacity, rate, pace, budget)
     summary.update(drained=drained, server_exit_code=server_code,
-                   unexpected_statuses=unexpected_statuses(statuses))
-    failures = _failures(summary, verdict)
+                   unexpected_statuses=unexpected_statuses(summary["statuses"]),
+                   interrupted_by=interrupts.names or None)
+    extra_lines = []
+    if run.hosts is not None:
+        hosts = run.hosts.as_dict()
+        hosts["attempts_by_process"] = run.hosts.owners(db_url)
+        summary["hosts"] = hosts
+        by = ", ".join(f"{k} {v['attempts']:,} ({v['owner_ids']} owner ids)"
+                       for k, v in sorted(hosts["attempts_by_process"].items()))
+        extra_lines.append(f"attempts by process: {by or 'unknown'}")
+        extra_lines += run.hosts.notes
+    failures = _failures(summary, verdict, pace, run.notes)
     summary["passed"], summary["failures"] = not failures, failures
     meta["result"] = summary
     meta["verdict"] = verdict.as_dict()
@@ -216,21 +258,28 @@ def run_flood(o: FloodOptions, stream: TextIO | None = None) -> FloodResult:
     if not failures:
         for path in run_dir.glob("acked-*.txt"):
             path.unlink()  # thousands of ids; kept only when something is wrong
-    print_summary(summary, verdict, run_dir, out)
+    print_summary(summary, verdict, pace, run_dir, out, extra_lines)
     return FloodResult(run_dir, not failures, summary)
 
 
-def _failures(summary: dict[str, Any], verdict: Any) -> list[str]:
-    failures = []
+def _failures(summary: dict[str, Any], verdict: Any, pace: pacing.Pace, notes: list[str]
+              ) -> list[str]:
+    failures = list(notes)
     if verdict.lost:
         failures.append(f"LOST {verdict.lost} acknowledged jobs (e.g. ids "
                         f"{verdict.lost_examples})")
     if summary["unexpected_statuses"]:
         failures.append(f"answers other than 2xx/429/503: {summary['unexpected_statuses']}")
     if not summary["drained"]:
-        failures.append("the queue did not drain within --drain-timeout")
+        failures.append("the queue did not drain" + (
+            f" (the drain was aborted; {verdict.pending:,} acknowledged jobs still waiting, "
+            f"{verdict.missing} missing)" if summary.get("interrupted_by") else
+            " within --drain-timeout"))
     if verdict.acknowledged == 0:
         failures.append("the API acknowledged no job at all")
+    if pace.too_slow and pace.ratio is not None:
+        failures.append(f"processing under flood = {pace.ratio:.2f} x idle, under the "
+                        f"threshold {pace.threshold:.2f} (--pace-threshold)")
     return failures
 
 

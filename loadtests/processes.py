@@ -1,8 +1,11 @@
-"""The two processes of a flood: `boundq serve` and Locust, each started and stopped here.
+"""The processes of a flood: `boundq serve`, Locust, and any extra `boundq worker`s, each
+started and stopped here.
 
-Both are children of the flood runner, bound to loopback, with their output in the run
-folder. Locust always runs as its own process (`python -m locust`): it monkey-patches
-with gevent, which must never reach the core or pytest.
+All are children of the flood runner, each in its own session and process group (as
+separate hosts would be: a signal to the runner's group never reaches them; the runner
+stops each with SIGTERM and waits), with their output in the run folder. Locust always
+runs as its own process (`python -m locust`): it monkey-patches with gevent, which must
+never reach the core or pytest.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -60,6 +63,19 @@ def wait_ready(base: str, proc: subprocess.Popen[bytes], timeout: float = 60) ->
     raise RuntimeError(f"boundq serve was not ready within {timeout:.0f}s")
 
 
+def wait_http(url: str, proc: subprocess.Popen[bytes], give_up: Callable[[], bool],
+              timeout: float = 60) -> None:
+    """Until `url` answers 200 (Locust's web UI is listening), the process exits, or
+    `give_up()` says so (a signal)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None and not give_up():
+        with (contextlib.suppress(urllib.error.URLError, OSError),
+              urllib.request.urlopen(url, timeout=2) as resp):
+            if resp.status == 200:
+                return
+        time.sleep(0.1)
+
+
 def locust_argv(scenario: str, base: str, csv_prefix: Path, users: int, spawn_rate: float,
                 duration_s: float | None, ui_port: int | None, processes: int = 1
                 ) -> list[str]:
@@ -88,19 +104,77 @@ def start_locust(argv: Sequence[str], env: dict[str, str], log_path: Path
 
 
 def stop(proc: subprocess.Popen[bytes] | None, sig: int = signal.SIGTERM,
-         timeout: float = 30) -> int | None:
-    """Signal one process we started, wait, and kill it only if it does not end."""
+         timeout: float = 30, tick: Callable[[], None] | None = None) -> int | None:
+    """Signal one process we started, wait (calling `tick` twice a second: the runner
+    prints what signals it got meanwhile), and kill it only if it does not end. Then
+    whatever it left in its process group (Locust's forked workers, a supervisor's
+    children) gets the same signal, and a kill if it lingers."""
     if proc is None:
         return None
     if proc.poll() is None:
         with contextlib.suppress(ProcessLookupError):
             proc.send_signal(sig)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
+        deadline = time.monotonic() + timeout
+        while proc.poll() is None and time.monotonic() < deadline:
+            if tick is not None:
+                tick()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(0.5)
+        if proc.poll() is None:
             proc.kill()
             proc.wait(10)
+    stop_group(proc.pid, sig)
     return proc.returncode
+
+
+def group_members(pgid: int) -> list[int]:
+    """Live (not zombie) processes in process group `pgid`."""
+    import psutil
+
+    out = []
+    for p in psutil.process_iter(["pid", "status"]):
+        with contextlib.suppress(psutil.Error, OSError):  # gone meanwhile
+            if p.info["status"] != psutil.STATUS_ZOMBIE and os.getpgid(p.info["pid"]) == pgid:
+                out.append(p.info["pid"])
+    return out
+
+
+def stop_group(pgid: int, sig: int = signal.SIGTERM, timeout: float = 10) -> list[int]:
+    """End what is left of a process group we created (its leader has exited); returns
+    the pids that were left."""
+    left = group_members(pgid)
+    if not left:
+        return []
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, sig)
+    deadline = time.monotonic() + timeout
+    while group_members(pgid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        if group_members(pgid):
+            os.killpg(pgid, signal.SIGKILL)
+    return left
+
+
+def start_worker(env: dict[str, str], log_path: Path, prefix: Sequence[str] = ()
+                 ) -> subprocess.Popen[bytes]:
+    """One extra `boundq worker` process (own session, own owner id); `prefix` runs it
+    inside something, e.g. `unshare --net` for a network namespace of its own."""
+    with open(log_path, "ab") as log:
+        return subprocess.Popen([*prefix, sys.executable, "-m", "boundq", "worker",
+                                 "--processes", "1"], cwd=ROOT, env=env, stdout=log,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True, preexec_fn=_die_with_parent)
+
+
+def can_unshare_net() -> bool:
+    """Whether this process may start a child in a network namespace of its own."""
+    try:
+        done = subprocess.run(["unshare", "--net", "true"], capture_output=True, timeout=10,
+                              check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return False  # no unshare(1), or it hung
+    return done.returncode == 0
 
 
 def child_env(extra: dict[str, str]) -> dict[str, str]:

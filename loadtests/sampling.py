@@ -1,9 +1,11 @@
 """Once a second during a flood: the server's /metrics, its memory, its connections.
 
 The server is watched from outside, as an operator would: GET /metrics (Prometheus
-text), the process tree's resident memory (psutil), and pg_stat_activity for the
-connections to the flood's database. Each sample is one row of server_samples.csv and
-one progress line.
+text: the API's answers by status), the process tree's resident memory (psutil),
+pg_stat_activity for the connections to the flood's database, and the jobs table for
+the queue and what was processed. Jobs processed come from the database, never from
+/metrics: the workers need not run in the process that serves /metrics. Each sample is
+one row of server_samples.csv and one progress line.
 """
 
 from __future__ import annotations
@@ -64,7 +66,7 @@ class Sample:
     connections: int
     waiting: int
     processing: int
-    succeeded: int
+    succeeded: int  # jobs in status success, from the database
     created: int
     requests: int
     status_2xx: int
@@ -74,6 +76,7 @@ class Sample:
     api_pool_size: float = 0.0
     worker_pool_size: float = 0.0
     in_flight: float = 0.0
+    finished: int = 0  # jobs with finished_at set (any terminal status), from the database
     raw: dict[str, float] = field(default_factory=dict, repr=False)
 
     def row(self) -> dict[str, Any]:
@@ -107,16 +110,19 @@ class Sampler:
         except psutil.Error:
             return 0.0
 
-    def db_state(self) -> tuple[int, int, int]:
-        """(connections to the flood database but ours, waiting jobs, processing jobs)."""
+    def db_state(self) -> tuple[int, int, int, int, int]:
+        """(connections to the flood database but ours, waiting, processing, succeeded,
+        finished jobs)."""
         conns = self.conn.execute(
             "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
             "AND pid <> pg_backend_pid()").fetchone()
         jobs = self.conn.execute(
             "SELECT count(*) FILTER (WHERE status = 'new'), "
-            "count(*) FILTER (WHERE status = 'processing') FROM jobs").fetchone()
+            "count(*) FILTER (WHERE status = 'processing'), "
+            "count(*) FILTER (WHERE status = 'success'), "
+            "count(*) FILTER (WHERE finished_at IS NOT NULL) FROM jobs").fetchone()
         assert conns is not None and jobs is not None
-        return int(conns[0]), int(jobs[0]), int(jobs[1])
+        return int(conns[0]), int(jobs[0]), int(jobs[1]), int(jobs[2]), int(jobs[3])
 
     def sample(self, phase: str) -> Sample:
         text = fetch_metrics(self.base)
@@ -127,11 +133,11 @@ class Sampler:
         ok = sum(n for c, n in codes.items() if c.startswith("2"))
         other = sum(n for c, n in codes.items() if not c.startswith("2") and c not in
                     ("429", "503"))
-        conns, waiting, processing = self.db_state()
+        conns, waiting, processing, succeeded, finished = self.db_state()
         sample = Sample(
             t=round(time.monotonic() - self.started, 2), phase=phase, rss_mb=self.rss_mb(),
             connections=conns, waiting=waiting, processing=processing,
-            succeeded=int(metrics.get("boundq_jobs_succeeded_total", 0)),
+            succeeded=succeeded, finished=finished,
             created=int(metrics.get("boundq_api_jobs_created_total", 0)),
             requests=sum(codes.values()), status_2xx=ok, status_429=codes.get("429", 0),
             status_503=codes.get("503", 0), status_other=other,
@@ -160,7 +166,7 @@ class Progress:
         prev = self.prev
         dt = (s.t - prev.t) if prev else 0.0
         rps = (s.requests - prev.requests) / dt if prev and dt > 0 else 0.0
-        done = (s.succeeded - prev.succeeded) / dt if prev and dt > 0 else 0.0
+        done = (s.finished - prev.finished) / dt if prev and dt > 0 else 0.0
         refused = s.status_429 + s.status_503 + s.status_other
         total = f"/{self.total_s:.0f}s" if self.total_s and s.phase == "load" else "s"
         return (f"[{s.phase:<5} {s.t:5.0f}{total}] req/s {rps:7,.0f}  2xx {s.status_2xx:,}  "
@@ -170,8 +176,9 @@ class Progress:
 
     def show(self, s: Sample, force: bool = False) -> None:
         text = self.line(s)
+        new_phase = self.prev is not None and self.prev.phase != s.phase
         self.prev = s
-        if not force and s.t - self.last_print < self.every - 0.05:
+        if not force and not new_phase and s.t - self.last_print < self.every - 0.05:
             return
         self.last_print = s.t
         if self.tty:

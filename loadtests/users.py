@@ -12,8 +12,10 @@ Every user speaks the public HTTP API with Locust's fast client (geventhttpclien
                as `dropped` (client side), never queued
 
 Every job id the API acknowledged (a 2xx naming it) is written to FLOOD_OUT_DIR
-(acked-<pid>.txt) and every answer is tallied by status code (status-<pid>.json), so
-the flood runner can check from the database that no acknowledged job was lost.
+(acked-<pid>.txt) and every answer is tallied by endpoint, status code and response time
+(tally-<pid>.json, see tally.py), once a second and when the test stops, by every Locust
+process (one file each when Locust runs distributed): the flood runner checks from the
+database that no acknowledged job was lost, and takes all its totals from the tallies.
 """
 
 from __future__ import annotations
@@ -23,13 +25,14 @@ import os
 import random
 import re
 import time
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import gevent
 import gevent.pool
 from locust import FastHttpUser, between, constant, events, task
+
+from boundq.loadtests.tally import Tally
 
 OUT_DIR = Path(os.environ["FLOOD_OUT_DIR"]) if os.environ.get("FLOOD_OUT_DIR") else None
 JOB_MS = int(os.environ.get("FLOOD_JOB_MS", "0"))
@@ -56,12 +59,17 @@ BULK = json.dumps([job_body("flood-bulk") for _ in range(BULK_SIZE)])
 
 
 class Ledger:
-    """Acknowledged ids and status counts of this process, flushed to FLOOD_OUT_DIR."""
+    """Acknowledged ids and the tally of answers of this process, flushed to FLOOD_OUT_DIR
+    once a second (so a load generator that is killed loses at most a second of them) and
+    when the test stops."""
+
+    FLUSH_EVERY_S = 1.0
 
     def __init__(self) -> None:
         self.acked: list[int] = []
-        self.statuses: Counter[str] = Counter()
+        self.tally = Tally()
         self.recent: list[int] = []  # for reads of existing jobs
+        self.flushed_at = time.monotonic()
 
     def ack(self, ids: list[int]) -> None:
         self.acked.extend(ids)
@@ -70,30 +78,41 @@ class Ledger:
             if len(self.recent) > 5000:
                 del self.recent[:2500]
 
+    def maybe_flush(self) -> None:
+        if time.monotonic() - self.flushed_at >= self.FLUSH_EVERY_S:
+            self.flush()
+
     def flush(self) -> None:
+        self.flushed_at = time.monotonic()
         if OUT_DIR is None:  # run by hand, not by the flood runner: nothing to hand over
             return
+        if self.tally.first is None and not self.tally.not_sent and not self.acked:
+            return  # a Locust master, or a process that never sent anything
         OUT_DIR.mkdir(parents=True, exist_ok=True)
         pid = os.getpid()
         if self.acked:
             with open(OUT_DIR / f"acked-{pid}.txt", "a", encoding="ascii") as handle:
                 handle.write("\n".join(map(str, self.acked)) + "\n")
             self.acked.clear()
-        status_file = OUT_DIR / f"status-{pid}.json"
-        status_file.write_text(json.dumps(dict(self.statuses), sort_keys=True))
+        # the tally is rewritten whole; a rename, so the runner never reads half of it
+        part = OUT_DIR / f".tally-{pid}.json.part"
+        part.write_text(self.tally.to_json())
+        part.replace(OUT_DIR / f"tally-{pid}.json")
 
 
 LEDGER = Ledger()
 
 
 @events.request.add_listener
-def _tally(request_type: str, response: Any = None, exception: Any = None,
-           response_length: int = 0, **_: Any) -> None:
+def _tally(request_type: str, name: str = "", response_time: float = 0.0, response: Any = None,
+           exception: Any = None, response_length: int = 0, **_: Any) -> None:
     if request_type == "DROP":  # arrivals never sent; response_length carries how many
-        LEDGER.statuses[str(exception)] += response_length
-        return
-    code = getattr(response, "status_code", 0) or 0
-    LEDGER.statuses[str(code) if code else "error"] += 1
+        LEDGER.tally.not_sent[str(exception)] += response_length
+    else:
+        code = getattr(response, "status_code", 0) or 0
+        LEDGER.tally.record(name, str(code) if code else "error", response_time or 0.0,
+                            time.time())
+    LEDGER.maybe_flush()
 
 
 @events.test_stop.add_listener

@@ -1,29 +1,32 @@
 """After a flood: did every job the API acknowledged reach a terminal state?
 
-The Locust processes wrote each acknowledged id (acked-<pid>.txt) and a count of every
-answer by status code (status-<pid>.json). The ids go into a temporary table with COPY
+The Locust processes wrote each acknowledged id (acked-<pid>.txt) and a tally of every
+answer (tally-<pid>.json, see tally.py). The ids go into a temporary table with COPY
 and one query compares them with the jobs table (Jepsen's total-queue accounting):
 
   acknowledged   distinct ids the API answered 2xx for
   terminal       of those, jobs now success / failed / cancelled
-  lost           acknowledged but missing or not terminal (must be 0)
+  missing        acknowledged but not in the jobs table at all
+  pending        acknowledged, in the table, not terminal (only after an aborted drain)
+  lost           missing + pending once the queue drained; missing alone when the drain
+                 was aborted (a waiting job is not lost, just not proven) (must be 0)
   unacknowledged jobs in the (fresh) database no client saw a 2xx for: a response lost
-                 to a client timeout, say; reported, not an error
+                 to a client timeout, say; reported, not an error. The runner's own
+                 calibration backlog is not counted here.
 """
 
 from __future__ import annotations
 
-import json
-from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import psycopg
 
+from boundq.loadtests.tally import NOT_SENT, read_tallies
+
 TERMINAL = ("success", "failed", "cancelled")
 ALLOWED = ("429", "503")  # besides 2xx: backpressure answers
-NOT_SENT = ("dropped", "behind")  # open-loop arrivals the client did not send
 
 
 def read_acked(out_dir: Path) -> list[int]:
@@ -34,10 +37,8 @@ def read_acked(out_dir: Path) -> list[int]:
 
 
 def read_statuses(out_dir: Path) -> dict[str, int]:
-    total: Counter[str] = Counter()
-    for path in sorted(out_dir.glob("status-*.json")):
-        total.update({k: int(v) for k, v in json.loads(path.read_text()).items()})
-    return dict(sorted(total.items()))
+    """Answers by status code (and arrivals not sent) over every Locust process."""
+    return read_tallies(out_dir).statuses()
 
 
 def unexpected_statuses(statuses: dict[str, int]) -> dict[str, int]:
@@ -58,12 +59,16 @@ class Verdict:
     lost: int
     unacknowledged: int | None
     lost_examples: list[int]
+    missing: int = 0
+    pending: int = 0
+    drained: bool = True
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def verify(db_url: str, acked: list[int], fresh_db: bool) -> Verdict:
+def verify(db_url: str, acked: list[int], fresh_db: bool, drained: bool = True,
+           exclude_name: str | None = None) -> Verdict:
     unique = sorted(set(acked))
     with psycopg.connect(db_url, autocommit=True,
                          application_name="boundq-flood-verify") as conn, conn.cursor() as cur:
@@ -75,30 +80,33 @@ def verify(db_url: str, acked: list[int], fresh_db: bool) -> Verdict:
             "SELECT count(*) FILTER (WHERE j.status::text = ANY(%(t)s)), "
             "count(*) FILTER (WHERE j.status = 'success'), "
             "count(*) FILTER (WHERE j.status = 'failed'), "
-            "count(*) FILTER (WHERE j.status = 'cancelled') "
+            "count(*) FILTER (WHERE j.status = 'cancelled'), "
+            "count(*) FILTER (WHERE j.id IS NULL) "
             "FROM flood_acked a LEFT JOIN jobs j USING (id)", {"t": list(TERMINAL)})
         row = cur.fetchone()
         assert row is not None
-        terminal, succeeded, failed, cancelled = (int(v) for v in row)
+        terminal, succeeded, failed, cancelled, missing = (int(v) for v in row)
         cur.execute(
             "SELECT a.id FROM flood_acked a LEFT JOIN jobs j USING (id) "
-            "WHERE j.id IS NULL OR NOT (j.status::text = ANY(%(t)s)) ORDER BY a.id LIMIT 10",
-            {"t": list(TERMINAL)})
+            "WHERE j.id IS NULL OR (%(drained)s AND NOT (j.status::text = ANY(%(t)s))) "
+            "ORDER BY a.id LIMIT 10", {"t": list(TERMINAL), "drained": drained})
         examples = [int(r[0]) for r in cur.fetchall()]
         unacknowledged = None
         if fresh_db:
             cur.execute("SELECT count(*) FROM jobs j WHERE NOT EXISTS "
-                        "(SELECT 1 FROM flood_acked a WHERE a.id = j.id)")
+                        "(SELECT 1 FROM flood_acked a WHERE a.id = j.id) "
+                        "AND (%(x)s::text IS NULL OR j.name <> %(x)s)", {"x": exclude_name})
             found = cur.fetchone()
             unacknowledged = int(found[0]) if found else 0
+    pending = len(unique) - terminal - missing
     return Verdict(acknowledged=len(unique), duplicates=len(acked) - len(unique),
                    terminal=terminal, succeeded=succeeded, failed=failed, cancelled=cancelled,
-                   lost=len(unique) - terminal, unacknowledged=unacknowledged,
-                   lost_examples=examples)
+                   lost=missing + (pending if drained else 0), unacknowledged=unacknowledged,
+                   lost_examples=examples, missing=missing, pending=pending, drained=drained)
 
 
 def unfinished(db_url: str) -> int:
     with psycopg.connect(db_url, autocommit=True) as conn:
-        row = conn.execute("SELECT count(*) FROM jobs WHERE status IN ('new', 'processing')"
-                           ).fetchone()
+        # Not finished: waiting (scheduled, blocked, new) or running.
+        row = conn.execute("SELECT count(*) FROM jobs WHERE finished_at IS NULL").fetchone()
     return int(row[0]) if row else 0

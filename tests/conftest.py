@@ -1,5 +1,9 @@
 """Real PostgreSQL for every test: one throwaway cluster per session, migrated once into a
-template database, cloned per test with CREATE DATABASE ... TEMPLATE (tens of ms)."""
+template database, cloned per test with CREATE DATABASE ... TEMPLATE (tens of ms).
+
+The cluster is the embedded one (local server binaries), or with BOUNDQ_TEST_PG=container
+a testcontainers PostgreSQL when a Docker engine is reachable (tests/pg_backend.py); the
+pytest header says which ran."""
 
 from __future__ import annotations
 
@@ -19,12 +23,34 @@ import pytest
 from boundq.core.config import Settings, load_settings
 from boundq.core.migrate import migrate
 from boundq.core.pgembed import EmbeddedPostgres
+from tests.pg_backend import Backend, BackendError, ContainerPostgres, choose_backend
 
 TEMPLATE = "boundq_template"
+PgCluster = EmbeddedPostgres | ContainerPostgres
+BACKEND = pytest.StashKey[Backend]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    try:
+        config.stash[BACKEND] = choose_backend()
+    except BackendError as exc:
+        raise pytest.UsageError(str(exc)) from None
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return config.stash[BACKEND].header()
 
 
 @pytest.fixture(scope="session")
-def pg_cluster() -> Iterator[EmbeddedPostgres]:
+def pg_cluster(pytestconfig: pytest.Config) -> Iterator[PgCluster]:
+    if pytestconfig.stash[BACKEND].kind == "container":
+        container = ContainerPostgres()
+        try:
+            container.start()
+            yield container
+        finally:
+            container.destroy()
+        return
     root = Path(tempfile.mkdtemp(prefix="boundq-test-"))
     os.chmod(root, 0o755)  # the server runs as an unprivileged user when we are root
     cluster = EmbeddedPostgres(root / "pg", fsync=False, max_connections=400)
@@ -37,7 +63,7 @@ def pg_cluster() -> Iterator[EmbeddedPostgres]:
 
 
 @pytest.fixture(scope="session")
-def template_url(pg_cluster: EmbeddedPostgres) -> str:
+def template_url(pg_cluster: PgCluster) -> str:
     with psycopg.connect(pg_cluster.url("postgres"), autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{TEMPLATE}"')
         conn.execute(f'CREATE DATABASE "{TEMPLATE}"')
@@ -47,7 +73,7 @@ def template_url(pg_cluster: EmbeddedPostgres) -> str:
 
 
 @contextlib.contextmanager
-def scratch_database(cluster: EmbeddedPostgres, prefix: str, template: str = TEMPLATE
+def scratch_database(cluster: PgCluster, prefix: str, template: str = TEMPLATE
                      ) -> Iterator[str]:
     """A database cloned from `template` for as long as the block runs; its URL."""
     name = f"{prefix}_{uuid.uuid4().hex[:12]}"
@@ -61,7 +87,7 @@ def scratch_database(cluster: EmbeddedPostgres, prefix: str, template: str = TEM
 
 
 @pytest.fixture
-def db_url(pg_cluster: EmbeddedPostgres, template_url: str) -> Iterator[str]:
+def db_url(pg_cluster: PgCluster, template_url: str) -> Iterator[str]:
     """A fresh, migrated database for one test."""
     with scratch_database(pg_cluster, "t") as url:
         yield url

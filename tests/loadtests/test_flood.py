@@ -9,8 +9,12 @@ from __future__ import annotations
 import importlib.util
 import io
 import json
+import re
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
+import psycopg
 import pytest
 
 # find_spec, never import: importing locust would monkey-patch this process with gevent.
@@ -18,26 +22,53 @@ if importlib.util.find_spec("locust") is None:
     pytest.skip("locust is not installed (pip install -e '.[load]')", allow_module_level=True)
 pytest.importorskip("matplotlib")
 
+from boundq.core import dbadmin
 from boundq.core.pgembed import EmbeddedPostgres
-from boundq.loadtests.flood import FloodOptions, arrival_rate, run_flood
+from boundq.loadtests import processes as procs
+from boundq.loadtests.flood import FLOOD_DB, FloodOptions, arrival_rate, run_flood
+from boundq.loadtests.pace import CALIBRATION_NAME
+from boundq.loadtests.tally import NOT_SENT, Tally, percentile
 from boundq.loadtests.verify import unexpected_statuses
 from boundq.reports.flood_report import write_flood_report
 
 pytestmark = pytest.mark.slow
 
 
+def _check_totals(printed: str, result: dict[str, Any]) -> None:
+    """The request total equals the sum of the answers by status, printed and stored,
+    and the sum over the endpoints."""
+    line = re.search(r"^requests: ([\d,]+) in .*answers by status: (.*)$", printed, re.M)
+    assert line, printed
+    total = int(line.group(1).replace(",", ""))
+    by_status = {code: int(n.replace(",", ""))
+                 for code, n in re.findall(r"(\w+) ([\d,]+)", line.group(2))}
+    assert total > 0 and total == sum(by_status.values()), line.group(0)
+    stored = {k: v for k, v in result["statuses"].items() if k not in NOT_SENT}
+    assert stored == by_status
+    assert result["requests"] == total == sum(e["requests"] for e in result["endpoints"].values())
+    for e in result["endpoints"].values():
+        assert e["requests"] == sum(sub["requests"] for sub in e["by_status"].values())
+
+
 @pytest.mark.parametrize("scenario, rate", [("mixed", ""), ("arrival", "300")])
 def test_tiny_flood_loses_nothing(pg_cluster: EmbeddedPostgres, tmp_path: Path, scenario: str,
                                   rate: str) -> None:
     out = io.StringIO()
+    # the arrival run (300 noop jobs/s) never saturates the workers: an impossible pace
+    # threshold must then not fail it ("not saturated", pace not judged)
     options = FloodOptions(scenario=scenario, users=4, spawn_rate=4, duration_s=4, rate=rate,
                            job_ms=0, bulk_size=20, drain_timeout_s=60, out_root=tmp_path,
-                           database_url=pg_cluster.url("postgres"))
+                           database_url=pg_cluster.url("postgres"), calibration_s=1,
+                           pace_threshold=100 if scenario == "arrival" else 0.9)
     result = run_flood(options, stream=out)
     printed = out.getvalue()
-    assert result.passed, printed
-    assert "PASSED: lost = 0" in printed
+    assert "PASSED: lost = 0" in printed, printed
     run = json.loads((result.run_dir / "run.json").read_text())
+    _check_totals(printed, run["result"])
+    if scenario == "arrival":
+        assert run["result"]["pace"]["saturated"] is False, run["result"]["pace"]
+        assert "not saturated" in printed and "pace not judged" in printed
+    assert result.passed, printed
     assert run["kind"] == "flood"
     assert run["verdict"]["lost"] == 0
     assert run["verdict"]["acknowledged"] > 0
@@ -66,3 +97,100 @@ def test_rate_multiple_of_capacity() -> None:
 def test_only_2xx_429_503_are_expected() -> None:
     assert unexpected_statuses({"200": 5, "201": 3, "429": 9, "503": 1, "dropped": 4}) == {}
     assert unexpected_statuses({"201": 3, "500": 1, "error": 2}) == {"500": 1, "error": 2}
+
+
+def _recount(db_url: str, start: str, end: str, name: str | None) -> int:
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM jobs WHERE finished_at > %s AND finished_at <= %s "
+            "AND (%s::text IS NULL OR name = %s)",
+            (datetime.fromisoformat(start), datetime.fromisoformat(end), name, name)).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def test_pace_is_measured_from_the_database_and_judged(pg_cluster: EmbeddedPostgres,
+                                                       tmp_path: Path) -> None:
+    """Closed-loop creates far above the capacity bound (5 permits x 1000 / 20 ms = 250
+    jobs/s) keep the queue at MAX_QUEUE_DEPTH: the workers are saturated, the pace is
+    judged, and no real run reaches 100 x its idle pace, so the verdict must fail on it
+    (and on nothing else). Both rates are recounted from the jobs table."""
+    out = io.StringIO()
+    options = FloodOptions(scenario="create", users=6, spawn_rate=6, duration_s=6, job_ms=20,
+                           max_queue_depth=300, drain_timeout_s=120, out_root=tmp_path,
+                           database_url=pg_cluster.url("postgres"), calibration_s=2,
+                           pace_threshold=100)
+    result = run_flood(options, stream=out)
+    printed = out.getvalue()
+    run = json.loads((result.run_dir / "run.json").read_text())
+    pace = run["result"]["pace"]
+    assert pace["saturated"] is True and pace["judged"] is True, (pace, printed)
+    idle, flood = pace["idle"], pace["flood"]
+    assert idle["jobs"] > 0 and flood["jobs"] > 0
+    db_url = dbadmin.database_url(pg_cluster.url("postgres"), FLOOD_DB)
+    assert _recount(db_url, idle["start"], idle["end"], CALIBRATION_NAME) == idle["jobs"]
+    assert _recount(db_url, flood["start"], flood["end"], None) == flood["jobs"]
+    assert idle["jobs_per_s"] == pytest.approx(idle["jobs"] / idle["window_s"], rel=0.01)
+    assert pace["ratio"] == pytest.approx(flood["jobs_per_s"] / idle["jobs_per_s"], rel=0.01)
+    assert run["result"]["pace_under_flood_vs_idle"] == pace["ratio"]
+    assert run["result"]["jobs_processed_per_s_idle"] == idle["jobs_per_s"]
+    assert pace["idle_vs_capacity"] == pytest.approx(idle["jobs_per_s"] / 250, rel=0.01)
+    assert re.search(rf"processing under flood = {pace['ratio']:.2f} x idle \(idle "
+                     rf"[\d,]+ jobs/s, under flood [\d,]+ jobs/s; capacity bound 250 jobs/s\)",
+                     printed), printed
+    assert re.search(r"idle pace = \d+% of the capacity bound", printed), printed
+    assert not result.passed
+    assert run["result"]["failures"] == [
+        f"processing under flood = {pace['ratio']:.2f} x idle, under the threshold 100.00 "
+        "(--pace-threshold)"], printed
+    assert run["verdict"]["lost"] == 0
+    _check_totals(printed, run["result"])
+
+
+def test_distributed_load_and_extra_workers_lose_nothing(pg_cluster: EmbeddedPostgres,
+                                                         tmp_path: Path) -> None:
+    """Two Locust worker processes, and two extra `boundq worker`s beside the server, one
+    of them through the fault proxy (in a network namespace where allowed) and cut off
+    for two seconds: every tally is collected (each job in the database was acknowledged
+    to some load generator, each 201 names one acknowledged id), nothing is lost, and
+    every extra worker did work under its own owner id."""
+    out = io.StringIO()
+    options = FloodOptions(scenario="create", users=4, spawn_rate=4, duration_s=6, job_ms=0,
+                           drain_timeout_s=120, out_root=tmp_path,
+                           database_url=pg_cluster.url("postgres"), calibration_s=1,
+                           locust_processes=2, extra_workers=2, proxied_worker=True,
+                           partition_s=2)
+    result = run_flood(options, stream=out)
+    printed = out.getvalue()
+    assert result.passed, printed
+    run = json.loads((result.run_dir / "run.json").read_text())
+    verdict, summary = run["verdict"], run["result"]
+    assert verdict["lost"] == 0 and verdict["unacknowledged"] == 0, verdict
+    assert verdict["duplicates"] == 0
+    tallies = list(result.run_dir.glob("tally-*.json"))
+    assert len(tallies) == 2, tallies  # one per Locust worker process, none from the master
+    assert summary["endpoints"]["POST /jobs"]["by_status"]["201"]["requests"] == \
+        verdict["acknowledged"]
+    hosts = summary["hosts"]
+    assert hosts["network_namespace"] == procs.can_unshare_net()
+    assert [w["exit_code"] for w in hosts["extra_workers"]] == [0, 0]
+    assert hosts["proxy"]["accepted"] > 0
+    by_process = hosts["attempts_by_process"]
+    assert set(by_process) == {"serve", "worker-1", "worker-2"}, by_process
+    assert all(v["attempts"] > 0 for v in by_process.values()), by_process
+    assert "partition healed" in printed
+
+
+def test_percentiles_of_the_tally() -> None:
+    tally = Tally()
+    for ms in range(1, 101):
+        tally.record("POST /jobs", "201" if ms <= 90 else "429", float(ms), float(ms))
+    assert tally.requests() == 100 and tally.statuses() == {"201": 90, "429": 10}
+    assert percentile(tally.histogram("POST /jobs"), 0.5) == 50
+    assert percentile(tally.histogram("POST /jobs"), 0.99) == 99
+    assert percentile(tally.histogram("POST /jobs", "429"), 0.5) == 95
+    assert tally.seconds == 99
+    merged = Tally()
+    merged.merge(json.loads(tally.to_json()))
+    merged.merge(json.loads(tally.to_json()))
+    assert merged.requests() == 200 and merged.processes == 2

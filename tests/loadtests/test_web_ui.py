@@ -72,7 +72,8 @@ def test_web_ui_starts_a_run_and_shows_statistics(pg_cluster: EmbeddedPostgres, 
     with open(log, "wb") as out:
         runner = subprocess.Popen(
             [sys.executable, "-m", "boundq", "flood", "--ui", "--ui-port", str(port),
-             "--users", "3", "--spawn-rate", "3", "--job-ms", "0", "--out", str(tmp_path)],
+             "--users", "3", "--spawn-rate", "3", "--job-ms", "0", "--calibration-seconds", "1",
+             "--out", str(tmp_path)],
             cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
         ui = f"http://127.0.0.1:{port}/"
