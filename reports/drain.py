@@ -9,8 +9,8 @@ the first claim to the last finish (reports/drain_run.py). Side by side in one r
   boundq      `boundq worker`, the command users run, at each MAX_CONCURRENT_JOBS
               (NUM_WORKERS=--workers, LOG_LEVEL=warning), stopped with SIGTERM once the
               database shows every job finished
-  in-process  (--in-process) boundq's Worker class inside a benchmark child, as before;
-              the CLI / in-process ratio is printed
+  in-process  (--in-process) boundq's Worker class started inside a benchmark child,
+              beside the CLI at each setting; the CLI / in-process ratio is printed
   naive       the seed's design: 3 loops, one job per claim transaction and per completion
   pgqueuer    PgQueuer's QueueManager (asyncpg), if the `peers` extra is installed
   memory      peak RSS draining the same number of jobs from a 10k and a 1M backlog

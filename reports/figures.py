@@ -213,7 +213,7 @@ def predictability(df: pd.DataFrame) -> Figure:
                     f"({int(job['concurrency'])} x 1000 / {int(job['job_ms'])} ms)")
     offered = df["offered_per_s"].sort_values()
     axes[0].plot(offered, offered, ":", color=NEUTRAL, lw=1, label="goodput = offered")
-    axes[0].set_ylim(bottom=0, top=max(bound * 1.35, float(df["goodput_per_s"].max()) * 1.15))
+    axes[0].set_ylim(bottom=0, top=max(bound * 1.6, float(df["goodput_per_s"].max()) * 1.15))
     axes[0].set_ylabel("goodput (jobs finished/s)")
     axes[0].set_title("Goodput against offered load")
     axes[1].set_ylabel("pickup p99 (ms, claim - arrival)")
@@ -231,5 +231,5 @@ def predictability(df: pd.DataFrame) -> Figure:
         ax.set_xticks(list(loads["offered_per_s"]), ticks, fontsize=7)
         ax.xaxis.set_minor_locator(NullLocator())
         ax.set_xlabel("offered load (jobs/s, open loop; x the capacity bound)")
-        ax.legend(fontsize=7, loc="lower right" if ax is axes[1] else "upper left")
+        ax.legend(fontsize=7, loc="lower right" if ax is axes[1] else "upper right")
     return fig

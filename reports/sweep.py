@@ -56,7 +56,7 @@ def _floats(text: str) -> list[float]:
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="boundq report", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="a small sweep (a minute or two)")
+    p.add_argument("--quick", action="store_true", help="a small sweep (a few minutes)")
     p.add_argument("--jobs", type=int, default=None, help="backlog per drain (20000)")
     p.add_argument("--concurrency", default="1,5,50,200")
     p.add_argument("--pools", default="4,8,15,30", help="MAX_DB_CONNECTIONS values")

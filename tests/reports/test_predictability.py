@@ -56,3 +56,14 @@ def test_peer_point_from_its_own_records(pg_cluster: EmbeddedPostgres, system: s
     assert row["system"] == system and row["arrived"] > 0
     assert 0 < row["goodput_per_s"] <= 500 * (1 + TOLERANCE)
     assert row["pickup_p99_ms"] >= row["pickup_p50_ms"] > 0
+
+
+def test_a_missing_peer_is_named_and_skipped(monkeypatch: pytest.MonkeyPatch) -> None:
+    from boundq.reports import predictability
+
+    monkeypatch.setattr(predictability, "pgqueuer_available", lambda: False)
+    monkeypatch.setattr(predictability, "procrastinate_available", lambda: True)
+    said: list[str] = []
+    assert predictability.systems(True, said.append) == ["boundq", "procrastinate"]
+    assert len(said) == 1 and "pgqueuer is not installed" in said[0]
+    assert predictability.systems(False, said.append) == ["boundq"]
