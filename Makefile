@@ -36,8 +36,8 @@ lint: venv ## ruff and mypy --strict
 	$(VENV)/bin/ruff check boundq core server tests invariants loadtests reports
 	$(VENV)/bin/mypy
 
-bench: venv-extras pg-server ## Drain 100k no-op jobs at MAX_CONCURRENT_JOBS 1,5,50,500; naive loop, PgQueuer, memory
-	$(PY) -m boundq.reports.drain --jobs $${BENCH_JOBS:-100000} --concurrency $${BENCH_CONCURRENCY:-1,5,50,500} $${BENCH_ARGS:---naive --peers --memory}
+bench: venv-extras pg-server ## Drain 100k no-op jobs through `boundq worker` at MAX_CONCURRENT_JOBS 1,5,50,200,500; naive loop, PgQueuer, memory
+	$(PY) -m boundq.reports.drain --jobs $${BENCH_JOBS:-100000} --concurrency $${BENCH_CONCURRENCY:-1,5,50,200,500} $${BENCH_ARGS:---naive --peers --memory}
 
 # flood and report also need Locust, matplotlib/pandas/Jupyter and the peer queues.
 EXTRAS_STAMP := $(VENV)/.installed-extras-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
@@ -60,7 +60,7 @@ flood: venv-extras pg-server ## Flood API + workers with Locust, drain, verify l
 flood-ui: venv-extras pg-server ## The same with the Locust web UI on http://127.0.0.1:8089 (Ctrl-C or SIGTERM ends it)
 	exec $(VENV)/bin/boundq flood --ui $(FLOOD_ARGS)
 
-report: venv-extras pg-server ## Benchmark sweeps (with PgQueuer, procrastinate): figures + summary
+report: venv-extras pg-server ## Benchmark sweeps and goodput/pickup against offered load (with PgQueuer, procrastinate): figures + summary
 	$(VENV)/bin/boundq report $(REPORT_ARGS)
 
 soak: venv pg-server ## Long fault runs of the invariant suite (BOUNDQ_INVARIANTS_PROFILE=soak)

@@ -7,7 +7,7 @@ from typing import Any
 
 import pandas as pd
 
-from boundq.reports import figures
+from boundq.reports import flood_figures as figures
 from boundq.reports.writer import history_frame, load_run, markdown_table, samples_frame, save
 
 

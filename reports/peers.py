@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import json
+import signal
 import time
 from typing import Any
 
@@ -126,3 +128,48 @@ def run_procrastinate_child(url: str, jobs: int, concurrency: int) -> float:
         return elapsed
 
     return float(uvloop.run(main()))
+
+
+# --- long-running consumers of `sleep` jobs (reports/peer_consumers.py) -----------------
+async def _until_sigterm() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+async def consume_pgqueuer(url: str, concurrency: int) -> None:
+    import asyncpg
+    from pgqueuer.qm import QueueManager
+    from pgqueuer.queries import Queries
+
+    conn = await asyncpg.connect(url)
+    manager = QueueManager(Queries.from_asyncpg_connection(conn))
+
+    @manager.entrypoint("sleep", concurrency_limit=concurrency)
+    async def sleep(job: Any) -> None:
+        await asyncio.sleep(int(json.loads(job.payload)["ms"]) / 1000)
+
+    running = asyncio.create_task(manager.run(batch_size=concurrency))
+    try:
+        await _until_sigterm()
+        manager.shutdown.set()
+        await asyncio.wait_for(running, 30)
+    finally:
+        await conn.close()
+
+
+async def consume_procrastinate(url: str, concurrency: int) -> None:
+    app = _procrastinate_app(url)
+
+    @app.task(name="sleep", queue="bench")
+    async def sleep(ms: int) -> None:
+        await asyncio.sleep(ms / 1000)
+
+    async with app.open_async():
+        worker = asyncio.create_task(app.run_worker_async(
+            queues=["bench"], concurrency=concurrency, install_signal_handlers=False))
+        await _until_sigterm()
+        worker.cancel()  # procrastinate stops gracefully: running jobs finish first
+        await asyncio.wait([worker], timeout=30)

@@ -8,7 +8,8 @@ from typing import Any
 import pandas as pd
 
 from boundq.reports import figures
-from boundq.reports.writer import load_run, markdown_table, points_frame, save
+from boundq.reports.report_tables import points_table, predictability_table
+from boundq.reports.writer import load_run, points_frame, save
 
 SUSTAINED = 0.95  # a steady point "keeps up" when it processed this share of the offer
 
@@ -37,11 +38,16 @@ def report_figures(run_dir: Path) -> dict[str, Path]:
     pool = points_frame(run_dir, "pool")
     workers = points_frame(run_dir, "workers")
     steady = points_frame(run_dir, "steady")
+    peers = points_frame(run_dir, "peers")
+    predict = points_frame(run_dir, "predictability")
+    if not predict.empty:
+        out["goodput and pickup p99 against offered load"] = save(
+            figures.predictability(predict), run_dir / "predictability.png")
     if not conc.empty:
         out["throughput against concurrency"] = save(
-            figures.throughput_vs_concurrency(conc), run_dir / "throughput-concurrency.png")
+            figures.throughput_vs_concurrency(conc, peers), run_dir / "throughput-concurrency.png")
     if not pool.empty:
-        out["throughput against pool size"] = save(figures.throughput_vs_pool(pool),
+        out["throughput against pool size"] = save(figures.throughput_vs_pool(pool, peers),
                                                    run_dir / "throughput-pool.png")
     if not workers.empty:
         out["throughput against workers and processes"] = save(
@@ -49,11 +55,11 @@ def report_figures(run_dir: Path) -> dict[str, Path]:
     if not steady.empty:
         out["latency against offered load"] = save(figures.latency_vs_load(steady),
                                                    run_dir / "latency-load.png")
-    boundq = pd.concat([conc, pool, workers], ignore_index=True)
-    if not boundq.empty:
-        out["peak memory and connections (drains)"] = save(figures.resources(boundq),
+    drains = pd.concat([conc, pool, workers, peers], ignore_index=True)
+    if not drains.empty and {"peak_rss_mb", "peak_connections"} <= set(drains):
+        drains = drains[drains["peak_rss_mb"].notna()]
+        out["peak memory and connections (drains)"] = save(figures.resources(drains),
                                                            run_dir / "resources.png")
-    peers = points_frame(run_dir, "peers")
     bloat = pd.concat([conc, peers], ignore_index=True)
     if not bloat.empty and "wal_bytes_per_job" in bloat:
         out["dead tuples and WAL per job (drains)"] = save(figures.bloat_per_job(bloat),
@@ -66,7 +72,9 @@ def report_figures(run_dir: Path) -> dict[str, Path]:
 
 def _ratios(run_dir: Path) -> list[str]:
     frame = peers_frame(run_dir)
-    lines = []
+    lines: list[str] = []
+    if frame.empty:
+        return lines
     for mode, part in frame.groupby("mode", sort=False):
         best = part.groupby("system")["jobs_per_s"].max()
         ours = best.get("boundq")
@@ -77,9 +85,20 @@ def _ratios(run_dir: Path) -> list[str]:
     return lines
 
 
-TABLE_COLUMNS = ["label", "jobs", "jobs_per_s", "creates_per_s", "peak_rss_mb", "peak_connections",
-                 "connection_budget", "dead_tuples_per_job", "wal_bytes_per_job",
-                 "offered_per_s", "processed_per_s", "start_p50", "start_p99", "finish_p99"]
+def _load_phase_line(opts: dict[str, Any]) -> list[str]:
+    if "predictability" not in opts.get("phases", []):
+        return []
+    return [
+        f"- goodput and pickup p99 against offered load: `sleep` {opts.get('job_ms')} ms jobs, "
+        f"{opts.get('load_concurrency')} at a time for every system (boundq `boundq worker` "
+        f"NUM_WORKERS={opts.get('load_workers')} MAX_CONCURRENT_JOBS="
+        f"{opts.get('load_concurrency')}; PgQueuer one QueueManager, concurrency_limit and "
+        "batch of the same size; procrastinate worker concurrency of the same size); "
+        "open-loop plain SQL INSERTs into each system's own table at "
+        f"{opts.get('loads')} x the capacity bound for {opts.get('load_seconds')} s each; "
+        "goodput = finishes per second in the run minus its first 20%, pickup = claim - "
+        "arrival, both from each system's own timestamps (server clock)",
+    ]
 
 
 def write_report(run_dir: Path) -> Path:
@@ -90,14 +109,16 @@ def write_report(run_dir: Path) -> Path:
         f"# boundq report {run_dir.name}",
         "",
         f"- jobs: no-op; drain backlog up to {opts.get('jobs'):,} per point (column jobs), "
-        "fresh database each, ANALYZEd after the fill; steady state: open-loop arrivals for "
+        "fresh database each, VACUUM ANALYZEd after the fill, timed by the database (first "
+        "claim to last finish); steady state: open-loop arrivals for "
         f"{opts.get('steady_seconds')} s per rate",
-        f"- boundq: `boundq worker` (CLAIM_BATCH_MAX=100, defaults otherwise); pool/workers/"
+        f"- boundq: `boundq worker` (default settings otherwise); pool/workers/"
         f"steady sweeps at MAX_CONCURRENT_JOBS={opts.get('sweep_concurrency')}; creates/s: "
         "`boundq flood --scenario create` (32 users, 6 s, noop)",
         "- PgQueuer: asyncpg, one QueueManager per consumer with its own connection, drain "
         "mode, batch 50 or 100; procrastinate: psycopg connector, worker concurrency 10, "
         "LISTEN/NOTIFY on; both from their docs' recommended setup",
+        *_load_phase_line(opts),
         "- latency: boundq from the database clock (created_at to started_at / finished_at); "
         "peers from their handler (wall clock at start minus enqueue time in the payload)",
         f"- PostgreSQL {pg.get('server_version')}: fsync={pg.get('fsync')} synchronous_commit="
@@ -114,12 +135,14 @@ def write_report(run_dir: Path) -> Path:
         lines += ["## Ratios (same run, same PostgreSQL)", "", *ratios, ""]
     for title, path in written.items():
         lines += [f"## {title[0].upper()}{title[1:]}", "", f"![{title}]({path.name})", ""]
+    predict = points_frame(run_dir, "predictability")
+    if not predict.empty:
+        lines += ["### Goodput and pickup p99 against offered load (points-predictability.csv)",
+                  "", predictability_table(predict), ""]
     for name in ("concurrency", "pool", "workers", "peers", "steady"):
         frame = points_frame(run_dir, name)
         if not frame.empty:
-            cols = [c for c in TABLE_COLUMNS if c in frame] + (
-                ["system"] if "system" in frame and name in ("peers", "steady") else [])
-            lines += [f"### points-{name}.csv", "", markdown_table(frame[cols]), ""]
+            lines += [f"### points-{name}.csv", "", points_table(frame), ""]
     out = run_dir / "summary.md"
     out.write_text("\n".join(lines))
     return out

@@ -64,13 +64,28 @@ def postmaster_pid(url: str) -> int | None:
     return parent if _command(parent) == "postgres" else None
 
 
-def server_cpu_seconds(postmaster: int) -> float:
-    """CPU seconds of the postmaster and all its children, living or reaped."""
-    fields = _stat_fields(postmaster)
-    if fields is None:
-        raise RuntimeError(f"PostgreSQL (pid {postmaster}) is gone")
-    _, own, reaped = parse_stat_times(fields)
-    ticks = own + reaped
+def server_cpu_seconds(postmaster: int, attempts: int = 20) -> float:
+    """CPU seconds of the postmaster and all its children, living or reaped.
+
+    A backend reaped while the children are being listed would be counted nowhere (not
+    yet in the postmaster's reaped total when read, gone from /proc by the time the list
+    reaches it): read the reaped total before and after the listing, and list again
+    until it did not change."""
+    ticks = 0
+    for _ in range(attempts):
+        before = _stat_fields(postmaster)
+        if before is None:
+            raise RuntimeError(f"PostgreSQL (pid {postmaster}) is gone")
+        _, own, reaped = parse_stat_times(before)
+        ticks = own + reaped + _living_children_ticks(postmaster)
+        after = _stat_fields(postmaster)
+        if after is not None and parse_stat_times(after)[2] == reaped:
+            break
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def _living_children_ticks(postmaster: int) -> int:
+    ticks = 0
     for entry in PROC.iterdir():
         if not entry.name.isdigit():
             continue
@@ -79,4 +94,4 @@ def server_cpu_seconds(postmaster: int) -> float:
             parent, child_own, _ = parse_stat_times(child)
             if parent == postmaster:
                 ticks += child_own
-    return ticks / os.sysconf("SC_CLK_TCK")
+    return ticks

@@ -26,26 +26,12 @@ from typing import Any
 
 import psycopg
 
+from boundq.reports.dbwatch import boundq_work_left, connect
+from boundq.reports.drain_run import watch, worker_process
+from boundq.reports.openloop import open_loop
 from boundq.reports.peers import PROCRASTINATE_CONCURRENCY
 
 ROOT = Path(__file__).resolve().parent.parent
-TICK_S = 0.02
-
-
-async def _open_loop(rate: float, seconds: float, insert: Any) -> int:
-    """Call insert(n) each tick so that n totals rate x elapsed; returns jobs inserted."""
-    started = time.monotonic()
-    sent = 0
-    while (elapsed := time.monotonic() - started) < seconds:
-        due = int(rate * elapsed) - sent
-        if due > 0:
-            await insert(due)
-            sent += due
-        await asyncio.sleep(TICK_S)
-    if (due := int(rate * seconds) - sent) > 0:
-        await insert(due)
-        sent += due
-    return sent
 
 
 async def enqueue(system: str, url: str, rate: float, seconds: float) -> int:
@@ -54,7 +40,7 @@ async def enqueue(system: str, url: str, rate: float, seconds: float) -> int:
             async def insert(n: int) -> None:
                 await conn.execute("INSERT INTO jobs (name, kind) SELECT 'steady', 'noop' "
                                    "FROM generate_series(1, %s)", (n,))
-            return await _open_loop(rate, seconds, insert)
+            return await open_loop(rate, seconds, insert)
     if system == "pgqueuer":
         import asyncpg
         from pgqueuer.queries import Queries
@@ -65,7 +51,7 @@ async def enqueue(system: str, url: str, rate: float, seconds: float) -> int:
             async def insert_pgq(n: int) -> None:
                 now = str(time.time()).encode()
                 await queries.enqueue(["noop"] * n, [now] * n, [0] * n)
-            return await _open_loop(rate, seconds, insert_pgq)
+            return await open_loop(rate, seconds, insert_pgq)
         finally:
             await pg.close()
     from boundq.reports.peers import _procrastinate_app
@@ -80,16 +66,15 @@ async def enqueue(system: str, url: str, rate: float, seconds: float) -> int:
         async def insert_pc(n: int) -> None:
             now = time.time()
             await noop.batch_defer_async(*({"t": now} for _ in range(n)))
-        return await _open_loop(rate, seconds, insert_pc)
+        return await open_loop(rate, seconds, insert_pc)
 
 
 def run_boundq(url: str, rate: float, seconds: float, env: dict[str, str]) -> dict[str, Any]:
-    from boundq.reports.points import wait_drained, worker_process
-
-    with worker_process(url, env) as proc:
+    with worker_process(url, env) as proc, connect(url) as conn:
         time.sleep(1.5)  # start-up and first poll
         sent = asyncio.run(enqueue("boundq", url, rate, seconds))
-        wait_drained(url, proc, timeout=seconds + 120)
+        # SIGTERM once nothing waits or runs
+        watch(proc, conn, lambda: not boundq_work_left(conn), timeout_s=seconds + 120)
     return {"sent": sent, **boundq_latency(url)}
 
 

@@ -8,6 +8,7 @@ read runs only through these functions.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -101,14 +102,20 @@ def floods_table(root: Path = RUNS) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def markdown_table(df: pd.DataFrame, floatfmt: str = "{:,.1f}") -> str:
-    """A small GitHub table without the tabulate dependency."""
-    def cell(value: Any) -> str:
+def markdown_table(df: pd.DataFrame, floatfmt: str = "{:,.1f}",
+                   formats: Mapping[str, Callable[[float], str]] | None = None) -> str:
+    """A small GitHub table without the tabulate dependency; `formats` overrides the
+    float format of some columns."""
+    def cell(col: str, value: Any) -> str:
         if isinstance(value, float):
+            if formats and col in formats:
+                return formats[col](value)
             return "" if pd.isna(value) else floatfmt.format(value)
         return str(value)
 
-    head = "| " + " | ".join(map(str, df.columns)) + " |"
-    rule = "|" + "|".join("---" for _ in df.columns) + "|"
-    body = ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    cols = [str(c) for c in df.columns]
+    head = "| " + " | ".join(cols) + " |"
+    rule = "|" + "|".join("---" for _ in cols) + "|"
+    body = ["| " + " | ".join(cell(c, v) for c, v in zip(cols, row, strict=True)) + " |"
+            for row in df.itertuples(index=False)]
     return "\n".join([head, rule, *body])

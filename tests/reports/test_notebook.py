@@ -14,7 +14,7 @@ nbclient = pytest.importorskip("nbclient")
 pytest.importorskip("ipykernel")
 
 from tests.helpers import REPO_ROOT  # noqa: E402
-from tests.reports.test_figures import HISTORY, SAMPLES, STEADY, SWEEP  # noqa: E402
+from tests.reports.test_figures import HISTORY, PEERS, PREDICT, SAMPLES, STEADY, SWEEP  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -42,6 +42,8 @@ def small_runs(root: Path) -> None:
     SWEEP.to_csv(report / "points-concurrency.csv", index=False)
     SWEEP.to_csv(report / "points-pool.csv", index=False)
     STEADY.to_csv(report / "points-steady.csv", index=False)
+    PEERS.to_csv(report / "points-peers.csv", index=False)
+    PREDICT.to_csv(report / "points-predictability.csv", index=False)
     (report / "run.json").write_text(json.dumps({"kind": "report"}))
 
 
@@ -57,6 +59,8 @@ def test_notebook_runs_headless_on_a_small_run(tmp_path: Path,
     outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
     assert not [o for o in outputs if o.get("output_type") == "error"]
     images = [o for o in outputs if "image/png" in o.get("data", {})]
-    assert len(images) >= 7, f"{len(images)} figures rendered"
+    assert len(images) >= 8, f"{len(images)} figures rendered"
     text = "".join(o.get("text", "") for o in outputs)
     assert "1 flood runs, 1 report runs" in text
+    tables = "".join(o.get("data", {}).get("text/markdown", "") for o in outputs)
+    assert "| 10x bound | 5,000 |" in tables
