@@ -8,8 +8,6 @@ import struct
 from collections.abc import Sequence
 from typing import Any
 
-import wasmtime
-
 from boundq.core.wasm.errors import BadArguments
 
 # Integers are accepted signed or unsigned (wasm integers carry no sign; the function's
@@ -42,23 +40,22 @@ def _float_value(value: Any, where: str, wasm_type: str) -> float:
     return number
 
 
-def wasm_args(label: str, params: tuple[str, ...], args: Sequence[Any]) -> list[wasmtime.Val]:
-    """`label` names the function in messages ("module 'm' function 'f'")."""
+def wasm_args(label: str, params: tuple[str, ...], args: Sequence[Any]) -> list[int | float]:
+    """The args as the Python values wasmtime converts by the parameter types (ints
+    already wrapped to their signed form, numbers for floats made floats). `label` names
+    the function in messages ("module 'm' function 'f'")."""
     if len(args) != len(params):
         wanted = ", ".join(params) or "none"
         raise BadArguments(f"{label} takes {len(params)} argument(s) ({wanted}); got "
                            f"{len(args)}")
-    values: list[wasmtime.Val] = []
+    values: list[int | float] = []
     for i, (wasm_type, value) in enumerate(zip(params, args, strict=True)):
         where = f"args[{i}]"
-        if wasm_type == "i32":
-            values.append(wasmtime.Val.i32(_int_value(value, 32, where, wasm_type)))
-        elif wasm_type == "i64":
-            values.append(wasmtime.Val.i64(_int_value(value, 64, where, wasm_type)))
-        elif wasm_type == "f32":
-            values.append(wasmtime.Val.f32(_float_value(value, where, wasm_type)))
+        bits = _INT_BITS.get(wasm_type)
+        if bits is not None:
+            values.append(_int_value(value, bits, where, wasm_type))
         else:
-            values.append(wasmtime.Val.f64(_float_value(value, where, wasm_type)))
+            values.append(_float_value(value, where, wasm_type))
     return values
 
 

@@ -134,6 +134,13 @@ async def test_a_worker_runs_wasm_jobs_and_fails_the_bad_ones_for_good(db_url, c
         row, _ = await queue.enqueue(conn, spec(name, registry, kind="wasm", payload=payload,
                                                 max_attempts=2))
         ids[name] = row["id"]
+    # Fuel for tens of seconds, a timeout of half a second: the timeout must stop the wasm
+    # itself (its thread is interrupted), not just stop waiting for it.
+    row, _ = await queue.enqueue(conn, spec("timeout", registry, kind="wasm", max_attempts=1,
+                                            timeout=0.5, payload={
+                                                "module": "spin", "function": "spin",
+                                                "fuel": 10_000_000_000}))
+    ids["timeout"] = row["id"]
     noops = [(await queue.enqueue(conn, spec(f"noop-{i}", registry)))[0]["id"]
              for i in range(20)]
     worker = Worker(fast_settings(max_concurrent_jobs=4), db_url, registry=registry)
@@ -163,9 +170,11 @@ async def test_a_worker_runs_wasm_jobs_and_fails_the_bad_ones_for_good(db_url, c
     missing = found[ids["missing"]]
     assert (missing["status"], missing["attempts"]) == ("failed", 2)  # retried
     assert "module 'ghost' is not uploaded" in missing["last_error"]
-    lost = await rows(conn, "SELECT job_id FROM job_attempts WHERE outcome <> 'success' "
-                            "AND outcome <> 'error'")
-    assert lost == [], lost
+    timed_out = found[ids["timeout"]]
+    assert timed_out["status"] == "failed" and "timed out" in timed_out["last_error"]
+    assert sandbox.interrupted == 1
+    lost = await rows(conn, "SELECT job_id FROM job_attempts WHERE outcome = 'lost'")
+    assert lost == [], lost  # heartbeats went on during the long calls
 
 
 async def _settled(conn: psycopg.AsyncConnection[Any]) -> bool:

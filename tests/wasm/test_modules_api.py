@@ -8,26 +8,21 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
+import jsonschema
 import pytest
 from psycopg_pool import AsyncConnectionPool
 
-import boundq.server.app as app_module
 from boundq.core.handlers import JobContext
 from boundq.core.wasm.handler import connection_loader, make_wasm_handler
 from boundq.core.wasm.limits import WasmLimits
 from boundq.core.wasm.modules import MAX_MODULE_BYTES
 from boundq.core.wasm.sandbox import Sandbox
-from boundq.server.modules import MODULE_ROUTES
+from boundq.server.modules import MODULE_SCHEMA
 from tests.api.conftest import Api, raw_http, request_bytes, running_api
 from tests.conftest import fast_settings
 from tests.wasm.wat import ARITH, SPIN, WASI_WRITER, sha, wasm
 
 WASM = {"Content-Type": "application/wasm"}
-
-
-@pytest.fixture
-def with_module_routes(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(app_module, "ROUTES", [*app_module.ROUTES, *MODULE_ROUTES])
 
 
 @pytest.fixture
@@ -50,6 +45,7 @@ async def test_upload_list_get_replace_and_delete(api: Api) -> None:
     assert r.status_code == 201, r.text
     assert r.headers["location"] == "/modules/math"
     body = r.json()
+    jsonschema.validate(body, MODULE_SCHEMA)  # as /openapi.json describes it
     assert (body["name"], body["size_bytes"], body["sha256"]) == ("math", len(arith), sha(arith))
     exports = {e["name"]: e for e in body["exports"]}
     assert exports["add"] == {"name": "add", "kind": "func", "params": ["i32", "i32"],
@@ -61,6 +57,8 @@ async def test_upload_list_get_replace_and_delete(api: Api) -> None:
     assert r.status_code == 201, r.text
     r = await api.client.get("/modules")
     assert r.status_code == 200
+    for listed in r.json()["modules"]:
+        jsonschema.validate(listed, MODULE_SCHEMA)
     assert [m["name"] for m in r.json()["modules"]] == ["math", "spin.v1"]
     assert all("wasm" not in m for m in r.json()["modules"])  # never the bytes
 
