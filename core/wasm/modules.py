@@ -41,6 +41,12 @@ def engine_config() -> wasmtime.Config:
     config = wasmtime.Config()
     config.consume_fuel = True
     config.epoch_interruption = True
+    # Traps by explicit checks rather than by signals (SIGILL for `unreachable`, SIGSEGV
+    # for out-of-bounds, SIGFPE for division by zero) caught by wasmtime's process-wide
+    # handlers: those are lost when anything installs its own handler after the first
+    # engine exists (faulthandler.enable() does), and the next trap kills the process.
+    # Somewhat slower memory-heavy code is the price; fuel counts work, not time.
+    config.signals_based_traps = False
     # Compile on the calling thread: the sandbox bounds its threads, and wasmtime's own
     # compile pool would spread one upload over every core of the API process.
     config.parallel_compilation = False

@@ -4,6 +4,9 @@ call neither blocks the event loop nor another call."""
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
+import textwrap
 from collections.abc import Iterator
 from typing import Any
 
@@ -21,7 +24,7 @@ from boundq.core.wasm.errors import (
 )
 from boundq.core.wasm.limits import MAX_FUEL, WasmLimits
 from boundq.core.wasm.sandbox import Sandbox, WasmCall
-from tests.helpers import wait_until
+from tests.helpers import REPO_ROOT, wait_until
 from tests.wasm.wat import ARITH, BIG_MEMORY, GREEDY, SPIN, WASI_WRITER, sha, wasm
 
 MODULES = {name: wasm(text) for name, text in [
@@ -194,3 +197,36 @@ async def test_modules_compile_once_per_content_per_thread() -> None:
         assert box.compiles == 3
     finally:
         box.close()
+
+
+def test_a_trap_cannot_kill_the_process_whatever_the_signal_handlers() -> None:
+    """faulthandler.enable() after the first engine exists replaces wasmtime's signal
+    handlers; with signal-based traps the next `unreachable` would end the process with
+    SIGILL. In a child process, so that such a crash fails this test and not the run."""
+    script = textwrap.dedent("""
+        import asyncio, faulthandler
+        from boundq.core.wasm.sandbox import Sandbox, WasmCall
+        from boundq.core.wasm.errors import WasmTrap
+        from tests.wasm.wat import ARITH, sha, wasm
+
+        box = Sandbox()
+        data = wasm(ARITH)
+
+        async def main():
+            assert await box.call(WasmCall("m", sha(data), "add", (1, 2)), data) == 3
+            faulthandler.enable()  # after the sandbox thread made its engine
+            for function, args in (("crash", ()), ("divide", (1, 0))):
+                try:
+                    await box.call(WasmCall("m", sha(data), function, args), data)
+                except WasmTrap as exc:
+                    print(exc)
+
+        asyncio.run(main())
+        box.close()
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120, cwd=REPO_ROOT)
+    assert done.returncode == 0, (done.returncode, done.stderr[-2000:])
+    lines = done.stdout.splitlines()
+    assert [line.split(" (")[0] for line in lines] == ["trap: unreachable",
+                                                        "trap: integer division by zero"]
