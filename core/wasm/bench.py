@@ -42,7 +42,7 @@ Run = Callable[[JobContext], Awaitable[Any]]
 
 def _inline_runner() -> Run:
     engine = new_engine()
-    module = wasmtime.Module(engine, wasmtime.wat2wasm(ADD))
+    module = wasmtime.Module(engine, bytes(wasmtime.wat2wasm(ADD)))
 
     async def inline(job: JobContext) -> Any:
         store = wasmtime.Store(engine)
