@@ -25,13 +25,12 @@ from starlette.routing import Route
 from boundq.core.queries import Q
 from boundq.core.wasm.modules import (
     MAX_MODULE_BYTES,
-    NAME_RULE,
     ModuleInfo,
     ModuleRejected,
     inspect_module,
     new_engine,
-    valid_name,
 )
+from boundq.core.wasm.payload import NAME_RULE, valid_name
 from boundq.server.auth import authorize
 from boundq.server.body import media_type, read_body
 from boundq.server.errors import ApiError, json_response

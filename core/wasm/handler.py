@@ -14,10 +14,9 @@ results are the handler's return value: null, a number, or a list of numbers.
 from __future__ import annotations
 
 import contextlib
-import math
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 
@@ -25,79 +24,19 @@ from boundq.core.errors import JobValidationError
 from boundq.core.handlers import JobContext
 from boundq.core.queries import Q
 from boundq.core.wasm.errors import BadPayload, ModuleNotFound
-from boundq.core.wasm.limits import WasmLimits
-from boundq.core.wasm.modules import NAME_RULE, valid_name
-from boundq.core.wasm.sandbox import Sandbox, WasmCall
+from boundq.core.wasm.payload import WasmCall, parse_payload, validate_payload
 
-PAYLOAD_KEYS = ("module", "function", "args", "fuel", "memory_mib")
-MAX_ARGS = 1000
-MAX_FUNCTION_NAME = 256
-_INT_LO, _INT_HI = -(2**63), 2**64 - 1  # i64 signed or unsigned; per type at run time
+if TYPE_CHECKING:
+    from boundq.core.wasm.sandbox import Sandbox
+
+__all__ = ["ModuleBytes", "ModuleLoader", "connection_loader", "make_wasm_handler",
+           "unwired_wasm_handler", "validate_payload"]
 
 # (name, sha256 of the bytes the caller holds or None) -> (current sha256, the bytes, or
 # None when the caller's are current). Raises ModuleNotFound.
 ModuleLoader = Callable[[str, str | None], Awaitable[tuple[str, bytes | None]]]
 Connect = Callable[[], contextlib.AbstractAsyncContextManager[psycopg.AsyncConnection[Any]]]
 
-
-def _fail(field: str, message: str) -> JobValidationError:
-    return JobValidationError(f"payload.{field}" if field else "payload", message)
-
-
-def _bounded_int(payload: Mapping[str, Any], key: str, lo: int, hi: int, default: int) -> int:
-    value = payload.get(key)
-    if value is None:
-        return default
-    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-        raise _fail(key, f"must be an integer between {lo} and {hi}")
-    return value
-
-
-def _args(value: Any) -> tuple[Any, ...]:
-    if value is None:
-        return ()
-    if not isinstance(value, list):
-        raise _fail("args", "must be a list of numbers (the function's parameters)")
-    if len(value) > MAX_ARGS:
-        raise _fail("args", f"must have at most {MAX_ARGS} items")
-    for i, item in enumerate(value):
-        if isinstance(item, bool) or not isinstance(item, int | float):
-            raise _fail(f"args[{i}]", "must be a number")
-        if isinstance(item, int) and not _INT_LO <= item <= _INT_HI:
-            raise _fail(f"args[{i}]", f"must be between {_INT_LO} and {_INT_HI}")
-        if isinstance(item, float) and not math.isfinite(item):
-            raise _fail(f"args[{i}]", "must be a finite number")
-    return tuple(value)
-
-
-def parse_payload(payload: Any, limits: WasmLimits) -> WasmCall:
-    """The call a payload asks for (sha256 left empty: the loader knows it)."""
-    if not isinstance(payload, Mapping):
-        raise _fail("", "must be a JSON object with module and function")
-    for key in payload:
-        if key not in PAYLOAD_KEYS:
-            raise _fail(str(key), f"unknown key; a wasm payload has {', '.join(PAYLOAD_KEYS)} "
-                                  "(no imports can be granted: no WASI, files, network or clock)")
-    module = payload.get("module")
-    if not isinstance(module, str) or not valid_name(module):
-        raise _fail("module", f"{NAME_RULE} (the name given to PUT /modules/{{name}})")
-    function = payload.get("function")
-    if not isinstance(function, str) or not 1 <= len(function) <= MAX_FUNCTION_NAME:
-        raise _fail("function", f"must be the name of an exported function, 1..{MAX_FUNCTION_NAME} "
-                                "characters")
-    return WasmCall(
-        module=module, sha256="", function=function, args=_args(payload.get("args")),
-        fuel=_bounded_int(payload, "fuel", 1, limits.max_fuel, limits.default_fuel),
-        memory_mib=_bounded_int(payload, "memory_mib", 1, limits.max_memory_mib,
-                                limits.default_memory_mib))
-
-
-_DEFAULT_LIMITS = WasmLimits()
-
-
-def validate_payload(payload: Any) -> WasmCall:
-    """The registry's validator for kind `wasm` (raises JobValidationError)."""
-    return parse_payload(payload, _DEFAULT_LIMITS)
 
 
 class ModuleBytes:
@@ -156,8 +95,20 @@ def default_sandbox() -> Sandbox:
     """One sandbox per process, created on first use (after any fork)."""
     global _default_sandbox
     if _default_sandbox is None:
+        # Here, not at the top: wasmtime loads on the first wasm job, not with the kind.
+        from boundq.core.wasm.sandbox import Sandbox
+
         _default_sandbox = Sandbox()
     return _default_sandbox
+
+
+async def unwired_wasm_handler(job: JobContext) -> Any:
+    """Registered with the kind's validator where no worker has a database to load modules
+    from (the API accepts and refuses `wasm` payloads with it); a worker replaces it with
+    make_wasm_handler(connection_loader(...)). Reaching it is a deployment error that
+    another, wired worker may not have: an ordinary, retried failure."""
+    raise RuntimeError("this worker runs no wasm jobs: the wasm kind was not wired to a "
+                       "module loader (make_wasm_handler(connection_loader(pool.connection)))")
 
 
 def make_wasm_handler(load_module: ModuleLoader, sandbox: Sandbox | None = None

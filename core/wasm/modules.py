@@ -8,15 +8,12 @@ a module the API accepted is one the worker can compile.
 from __future__ import annotations
 
 import hashlib
-import re
 from dataclasses import dataclass
 from typing import Any
 
 import wasmtime
 
 MAX_MODULE_BYTES = 10 * 1024 * 1024
-NAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,100}")
-NAME_RULE = "must be 1..100 characters of A-Z, a-z, 0-9, '_', '.' and '-'"
 
 # A core module starts with the magic and version 1. wasmtime would also take WAT text
 # (it parses anything without the magic as text) and refuses components only with a
@@ -28,10 +25,6 @@ _VALUE_TYPES = ("i32", "i64", "f32", "f64")
 
 class ModuleRejected(Exception):
     """wasmtime (or the header check before it) refused the bytes; the message says why."""
-
-
-def valid_name(name: str) -> bool:
-    return NAME_RE.fullmatch(name) is not None
 
 
 def engine_config() -> wasmtime.Config:

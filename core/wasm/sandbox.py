@@ -39,20 +39,8 @@ from boundq.core.wasm.errors import (
     WallClockExceeded,
     WasmTrap,
 )
-from boundq.core.wasm.limits import DEFAULT_FUEL, DEFAULT_MEMORY_MIB, MIB, WasmLimits
-
-
-@dataclass(frozen=True, slots=True)
-class WasmCall:
-    """One call: which module (name for messages, sha256 for the cache), which function,
-    with what, under which limits."""
-
-    module: str
-    sha256: str
-    function: str
-    args: tuple[Any, ...] = ()
-    fuel: int = DEFAULT_FUEL
-    memory_mib: int = DEFAULT_MEMORY_MIB
+from boundq.core.wasm.limits import MIB, WasmLimits
+from boundq.core.wasm.payload import WasmCall
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from typing import Any
 
 import pytest
 
 from boundq.core.errors import JobValidationError
-from boundq.core.handlers import Registry, register_builtins
-from boundq.core.wasm.handler import validate_payload
+from boundq.core.handlers import JobContext, PermanentJobError, Registry, register_builtins
+from boundq.core.wasm.handler import unwired_wasm_handler
 from boundq.core.wasm.limits import DEFAULT_FUEL, DEFAULT_MEMORY_MIB, MAX_FUEL, MAX_MEMORY_MIB
+from boundq.core.wasm.payload import validate_payload
 
 
 def test_a_minimal_payload_takes_the_defaults() -> None:
@@ -60,12 +63,27 @@ def test_an_unknown_key_says_no_grant_exists() -> None:
 def test_the_registry_refuses_a_bad_wasm_payload_at_enqueue() -> None:
     registry = Registry()
     register_builtins(registry)
-
-    async def never(job: Any) -> None:
-        raise AssertionError("not run")
-
-    registry.register("wasm", never, validate_payload)
+    registry.register("wasm", unwired_wasm_handler, validate_payload)  # as register_builtins will
     registry.check_payload("wasm", {"module": "m", "function": "f"})
     with pytest.raises(JobValidationError) as caught:
         registry.check_payload("wasm", {"module": "m", "function": "f", "fuel": MAX_FUEL * 2})
     assert caught.value.field == "payload.fuel"
+
+
+def test_registering_the_kind_does_not_load_wasmtime() -> None:
+    """Every boundq process registers the built-in kinds; wasmtime (a large native
+    library) must load only where a wasm job runs or a module is uploaded."""
+    script = ("import sys\n"
+              "from boundq.core.wasm.handler import unwired_wasm_handler, validate_payload\n"
+              "validate_payload({'module': 'm', 'function': 'f'})\n"
+              "print('wasmtime' in sys.modules)\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60, check=True)
+    assert done.stdout.strip() == "False"
+
+
+async def test_an_unwired_worker_fails_wasm_jobs_retryably() -> None:
+    job = JobContext(1, 1, "wasm", {"module": "m", "function": "f"}, "o")
+    with pytest.raises(RuntimeError, match="not wired to a module loader") as caught:
+        await unwired_wasm_handler(job)
+    assert not isinstance(caught.value, PermanentJobError)

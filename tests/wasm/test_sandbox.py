@@ -23,7 +23,8 @@ from boundq.core.wasm.errors import (
     WasmTrap,
 )
 from boundq.core.wasm.limits import MAX_FUEL, WasmLimits
-from boundq.core.wasm.sandbox import Sandbox, WasmCall
+from boundq.core.wasm.payload import WasmCall
+from boundq.core.wasm.sandbox import Sandbox
 from tests.helpers import REPO_ROOT, wait_until
 from tests.wasm.wat import ARITH, BIG_MEMORY, GREEDY, SPIN, WASI_WRITER, sha, wasm
 
@@ -205,8 +206,9 @@ def test_a_trap_cannot_kill_the_process_whatever_the_signal_handlers() -> None:
     SIGILL. In a child process, so that such a crash fails this test and not the run."""
     script = textwrap.dedent("""
         import asyncio, faulthandler
-        from boundq.core.wasm.sandbox import Sandbox, WasmCall
         from boundq.core.wasm.errors import WasmTrap
+        from boundq.core.wasm.payload import WasmCall
+        from boundq.core.wasm.sandbox import Sandbox
         from tests.wasm.wat import ARITH, sha, wasm
 
         box = Sandbox()
