@@ -1,8 +1,11 @@
-"""The `wasm` job kind: payload `{"module", "function", "args"?, "fuel"?, "memory_mib"?}`.
+"""The `wasm` job handler: payload `{"module", "function", "args"?, "fuel"?, "memory_mib"?}`.
 
     validate_payload(payload)                  # at enqueue: JobValidationError naming the field
     run = make_wasm_handler(connection_loader(pool.connection))
     registry.register("wasm", run, validate_payload)
+
+(The built-in kind, kind.run_wasm, is make_wasm_handler(context_loader()): the connections
+of whichever worker runs the job.)
 
 The handler reads the module through a loader (the worker's own connections: handlers get
 no pool), keeps the bytes of recently used modules by name, and asks the database only for
@@ -13,30 +16,26 @@ results are the handler's return value: null, a number, or a list of numbers.
 
 from __future__ import annotations
 
-import contextlib
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
-
-import psycopg
 
 from boundq.core.errors import JobValidationError
 from boundq.core.handlers import JobContext
 from boundq.core.queries import Q
 from boundq.core.wasm.errors import BadPayload, ModuleNotFound
+from boundq.core.wasm.kind import CONNECT, Connect
 from boundq.core.wasm.payload import WasmCall, parse_payload, validate_payload
 
 if TYPE_CHECKING:
     from boundq.core.wasm.sandbox import Sandbox
 
-__all__ = ["ModuleBytes", "ModuleLoader", "connection_loader", "make_wasm_handler",
-           "unwired_wasm_handler", "validate_payload"]
+__all__ = ["ModuleBytes", "ModuleLoader", "connection_loader", "context_loader",
+           "make_wasm_handler", "validate_payload"]
 
 # (name, sha256 of the bytes the caller holds or None) -> (current sha256, the bytes, or
 # None when the caller's are current). Raises ModuleNotFound.
 ModuleLoader = Callable[[str, str | None], Awaitable[tuple[str, bytes | None]]]
-Connect = Callable[[], contextlib.AbstractAsyncContextManager[psycopg.AsyncConnection[Any]]]
-
 
 
 class ModuleBytes:
@@ -73,6 +72,20 @@ class ModuleBytes:
         return len(self._entries)
 
 
+def context_loader() -> ModuleLoader:
+    """A loader over the connections the running worker handed to kind.use_connections."""
+
+    async def load(name: str, known_sha256: str | None) -> tuple[str, bytes | None]:
+        connect = CONNECT.get()
+        if connect is None:
+            # A deployment error another, wired worker may not have: retried, not permanent.
+            raise RuntimeError("this worker runs no wasm jobs: it gave the wasm kind no "
+                               "database connections (boundq.core.wasm.kind.use_connections)")
+        return await connection_loader(connect)(name, known_sha256)
+
+    return load
+
+
 def connection_loader(connect: Connect) -> ModuleLoader:
     """A loader over connections from `connect()` (e.g. a pool's `connection`)."""
 
@@ -100,15 +113,6 @@ def default_sandbox() -> Sandbox:
 
         _default_sandbox = Sandbox()
     return _default_sandbox
-
-
-async def unwired_wasm_handler(job: JobContext) -> Any:
-    """Registered with the kind's validator where no worker has a database to load modules
-    from (the API accepts and refuses `wasm` payloads with it); a worker replaces it with
-    make_wasm_handler(connection_loader(...)). Reaching it is a deployment error that
-    another, wired worker may not have: an ordinary, retried failure."""
-    raise RuntimeError("this worker runs no wasm jobs: the wasm kind was not wired to a "
-                       "module loader (make_wasm_handler(connection_loader(pool.connection)))")
 
 
 def make_wasm_handler(load_module: ModuleLoader, sandbox: Sandbox | None = None

@@ -19,9 +19,10 @@ from boundq.core.wasm.handler import (
     ModuleBytes,
     ModuleLoader,
     connection_loader,
+    default_sandbox,
     make_wasm_handler,
-    validate_payload,
 )
+from boundq.core.wasm.kind import run_wasm, use_connections, validate_payload
 from boundq.core.wasm.limits import WasmLimits
 from boundq.core.wasm.modules import inspect_module
 from boundq.core.wasm.sandbox import Sandbox
@@ -108,15 +109,18 @@ def test_the_byte_cache_is_bounded_in_entries_and_bytes() -> None:
     assert held.get("huge") is None and held.get("d") is not None
 
 
-async def test_a_worker_runs_wasm_jobs_and_fails_the_bad_ones_for_good(db_url, conn, pool,
-                                                                       sandbox) -> None:
+async def test_a_worker_runs_wasm_jobs_and_fails_the_bad_ones_for_good(db_url, conn, pool
+                                                                       ) -> None:
     for name, text in [("math", ARITH), ("spin", SPIN), ("greedy", GREEDY),
                        ("wasi", WASI_WRITER)]:
         await upload(conn, name, wasm(text))
+    # The built-in kind, wired as a worker wires it: its pool's connections, handed over
+    # before the worker creates its tasks; the process's default sandbox runs the calls.
     registry = Registry()
     register_builtins(registry)
-    registry.register("wasm", make_wasm_handler(connection_loader(pool.connection), sandbox),
-                      validate_payload)
+    registry.register("wasm", run_wasm, validate_payload)
+    use_connections(pool.connection)
+    interrupted = default_sandbox().interrupted
     jobs = {
         "ok": {"module": "math", "function": "add", "args": [2, 3]},
         "spin": {"module": "spin", "function": "spin", "fuel": 1_000_000},
@@ -172,7 +176,7 @@ async def test_a_worker_runs_wasm_jobs_and_fails_the_bad_ones_for_good(db_url, c
     assert "module 'ghost' is not uploaded" in missing["last_error"]
     timed_out = found[ids["timeout"]]
     assert timed_out["status"] == "failed" and "timed out" in timed_out["last_error"]
-    assert sandbox.interrupted == 1
+    assert default_sandbox().interrupted == interrupted + 1
     lost = await rows(conn, "SELECT job_id FROM job_attempts WHERE outcome = 'lost'")
     assert lost == [], lost  # heartbeats went on during the long calls
 

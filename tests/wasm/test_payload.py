@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import subprocess
 import sys
 from typing import Any
@@ -10,7 +12,7 @@ import pytest
 
 from boundq.core.errors import JobValidationError
 from boundq.core.handlers import JobContext, PermanentJobError, Registry, register_builtins
-from boundq.core.wasm.handler import unwired_wasm_handler
+from boundq.core.wasm.kind import run_wasm
 from boundq.core.wasm.limits import DEFAULT_FUEL, DEFAULT_MEMORY_MIB, MAX_FUEL, MAX_MEMORY_MIB
 from boundq.core.wasm.payload import validate_payload
 
@@ -63,7 +65,7 @@ def test_an_unknown_key_says_no_grant_exists() -> None:
 def test_the_registry_refuses_a_bad_wasm_payload_at_enqueue() -> None:
     registry = Registry()
     register_builtins(registry)
-    registry.register("wasm", unwired_wasm_handler, validate_payload)  # as register_builtins will
+    registry.register("wasm", run_wasm, validate_payload)  # as register_builtins will
     registry.check_payload("wasm", {"module": "m", "function": "f"})
     with pytest.raises(JobValidationError) as caught:
         registry.check_payload("wasm", {"module": "m", "function": "f", "fuel": MAX_FUEL * 2})
@@ -74,7 +76,7 @@ def test_registering_the_kind_does_not_load_wasmtime() -> None:
     """Every boundq process registers the built-in kinds; wasmtime (a large native
     library) must load only where a wasm job runs or a module is uploaded."""
     script = ("import sys\n"
-              "from boundq.core.wasm.handler import unwired_wasm_handler, validate_payload\n"
+              "from boundq.core.wasm.kind import run_wasm, use_connections, validate_payload\n"
               "validate_payload({'module': 'm', 'function': 'f'})\n"
               "print('wasmtime' in sys.modules)\n")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
@@ -82,8 +84,11 @@ def test_registering_the_kind_does_not_load_wasmtime() -> None:
     assert done.stdout.strip() == "False"
 
 
-async def test_an_unwired_worker_fails_wasm_jobs_retryably() -> None:
+async def test_a_worker_that_gave_no_connections_fails_wasm_jobs_retryably() -> None:
     job = JobContext(1, 1, "wasm", {"module": "m", "function": "f"}, "o")
-    with pytest.raises(RuntimeError, match="not wired to a module loader") as caught:
-        await unwired_wasm_handler(job)
+    # A context of its own: nothing another test handed to use_connections is visible.
+    task = asyncio.create_task(run_wasm(job), context=contextvars.Context())
+    with pytest.raises(RuntimeError, match="gave the wasm kind no database connections"
+                       ) as caught:
+        await task
     assert not isinstance(caught.value, PermanentJobError)
