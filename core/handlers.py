@@ -18,18 +18,24 @@ from __future__ import annotations
 import asyncio
 import importlib
 from collections.abc import Awaitable, Callable, Mapping
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import psycopg
+
 from boundq.core.errors import JobValidationError
+
+Connect = Callable[[], AbstractAsyncContextManager[psycopg.AsyncConnection[Any]]]
 
 
 @dataclass(slots=True)
 class JobContext:
-    """What a handler sees of its job. Holds no connection while the handler runs.
-    The times are the database's: when the job was created, when it was due (run_at), and
-    when this attempt claimed it."""
+    """What a handler sees of its job. Holds no connection while the handler runs unless
+    it asks for one (`async with job.connection() as conn`), from a small pool the worker
+    opens on first use. The times are the database's: when the job was created, when it
+    was due (run_at), and when this attempt claimed it."""
 
     id: int
     attempt: int
@@ -40,6 +46,14 @@ class JobContext:
     created_at: datetime | None = None
     run_at: datetime | None = None
     claimed_at: datetime | None = None
+    timeout_s: float | None = None  # the job's own timeout per attempt, if it has one
+    connect: Connect | None = field(default=None, repr=False)
+
+    def connection(self) -> AbstractAsyncContextManager[psycopg.AsyncConnection[Any]]:
+        """A database connection for the block (autocommit; returned to the pool after)."""
+        if self.connect is None:
+            raise RuntimeError("this job's worker gives its handlers no database connections")
+        return self.connect()
 
 
 HandlerFn = Callable[[JobContext], Awaitable[Any]]
@@ -131,11 +145,14 @@ async def _effect(job: JobContext) -> None:
 
 
 def register_builtins(registry: Registry) -> None:
+    from boundq.core.wasm.kind import run_wasm, validate_payload  # loads no wasmtime yet
+
     registry.register("noop", _noop)
     registry.register("sleep", _sleep, lambda p: _int_field(p, "ms", 0, 86_400_000))
     registry.register("cpu", _cpu, lambda p: _int_field(p, "n", 0, 1_000_000_000))
     registry.register("fail", _fail, lambda p: _int_field(p, "times", 0, 1000, required=False))
     registry.register("effect", _effect)
+    registry.register("wasm", run_wasm, validate_payload)
 
 
 default_registry = Registry()

@@ -25,8 +25,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
+from psycopg_pool import AsyncConnectionPool
 
-from boundq.core.db import Connection, conninfo
+from boundq.core.config import Settings
+from boundq.core.db import Connection, conninfo, open_pool
 
 log = logging.getLogger("boundq.worker")
 
@@ -37,6 +39,7 @@ Conn = psycopg.AsyncConnection[Any]
 _BROKEN = (psycopg.OperationalError, psycopg.InterfaceError, OSError, TimeoutError,
            asyncio.CancelledError)
 CLOSE_TIMEOUT_S = 1.0
+HANDLER_WAIT_S = 10.0  # a handler waits this long for a connection (then PoolTimeout)
 
 
 class Lane:
@@ -113,3 +116,31 @@ def plan_lanes(budget: int, num_workers: int) -> LanePlan:
                 "uses; running %d claim loop(s), maintenance sharing the heartbeat's connection",
                 budget, wanted.connections, num_workers, cyclers)
     return plan
+
+
+class HandlerConnections:
+    """Connections for handlers that ask for one (JobContext.connection): a pool of what
+    the budget leaves after the lanes (at least one), opened on first use, so a worker
+    whose handlers never touch the database opens none of them."""
+
+    def __init__(self, url: str, settings: Settings, size: int) -> None:
+        self.url = url
+        self.settings = settings
+        self.size = max(1, size)
+        self._pool: AsyncConnectionPool[Conn] | None = None
+        self._opening = asyncio.Lock()
+
+    @contextlib.asynccontextmanager
+    async def connection(self) -> AsyncIterator[Conn]:
+        if self._pool is None:
+            async with self._opening:
+                if self._pool is None:
+                    self._pool = await open_pool(self.url, self.settings, "handler",
+                                                 max_size=self.size, wait=False)
+        async with self._pool.connection(timeout=HANDLER_WAIT_S) as conn:
+            yield conn
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close(timeout=5)
+            self._pool = None

@@ -40,7 +40,7 @@ from boundq.core.housekeeping import (
     Scout,
     TallyFolder,
 )
-from boundq.core.lanes import Lane, plan_lanes
+from boundq.core.lanes import HandlerConnections, Lane, plan_lanes
 from boundq.core.ledger import Ledger
 from boundq.core.loops import DB_ERRORS, BackgroundLoop, LoopSettings
 from boundq.core.maintenance import Listener, Reaper, Stager
@@ -110,6 +110,8 @@ class Worker:
                              s.retry_max_seconds, deadline_s=max(5.0, s.lease_seconds))
         cycle = LoopSettings(s.poll_interval_seconds, jitter=0.2,
                              backoff_max_s=CYCLE_BACKOFF_MAX_S)
+        self.handler_connections = HandlerConnections(
+            self.url, s, s.db_connections - plan.connections)
         self.cyclers = []
         for _ in range(plan.cyclers):
             lane = self._lane("worker")
@@ -203,7 +205,8 @@ class Worker:
 
     def _context(self, claim: Claim) -> JobContext:
         return JobContext(claim.id, claim.attempt, claim.kind, claim.payload, claim.owner,
-                          claim.queue, claim.created_at, claim.run_at, claim.claimed_at)
+                          claim.queue, claim.created_at, claim.run_at, claim.claimed_at,
+                          claim.timeout_s, self.handler_connections.connection)
 
     async def _execute(self, claim: Claim) -> Outcome | None:
         handler = self.registry.get(claim.kind)
@@ -291,6 +294,7 @@ class Worker:
         await asyncio.gather(*self._loop_tasks, return_exceptions=True)
         for lane in self.lanes:
             await lane.close()
+        await self.handler_connections.close()
         self.exporter.flush()
         log.info("worker stopped", extra={"owner": self.owner, **self.metrics.snapshot()})
 

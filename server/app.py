@@ -33,6 +33,7 @@ from boundq.server.body import MAX_JOB_BODY, decode_job, read_body, require_json
 from boundq.server.bulk import bulk_create
 from boundq.server.errors import ApiError, error_response, exception_handlers, json_response
 from boundq.server.metrics import MetricsMiddleware
+from boundq.server.modules import MODULE_ROUTES
 from boundq.server.openapi import build_openapi
 from boundq.server.options import ApiOptions
 from boundq.server.schemas import STATUSES
@@ -238,6 +239,7 @@ ROUTES = [
     Route("/readyz", readyz, methods=["GET"]),
     Route("/metrics", metrics, methods=["GET"]),
     Route("/openapi.json", openapi, methods=["GET"]),
+    *MODULE_ROUTES,
 ]
 
 

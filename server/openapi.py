@@ -14,6 +14,7 @@ import msgspec
 from boundq.core.config import Settings
 from boundq.core.validation import MAX_KEY
 from boundq.server import schemas as s
+from boundq.server.modules import module_paths
 from boundq.server.options import ApiOptions
 
 MAX_ID = 2**63 - 1
@@ -143,6 +144,7 @@ def build_openapi(settings: Settings, options: ApiOptions) -> dict[str, Any]:
             "200": {"description": "OpenAPI 3.1", "content": {"application/json": {
                 "schema": {"type": "object"}}}}}, secured=False)},
     }
+    paths.update(module_paths(auth_writes=auth_writes, auth_reads=auth_reads))
     doc: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {"title": "boundq", "version": "0.1.0",

@@ -72,11 +72,11 @@ ORDER BY attempt
 
 -- name: job_complete_and_claim
 -- The worker's one statement per cycle: finish a batch of successful attempts (fenced)
--- and, in the same transaction, claim up to %(limits)s runnable jobs per queue for the
--- permits those attempts held (%(total)s in all, %(free)s of them free before). A permit therefore passes from a
--- finished job to its successor with no round trip in between, and the rows this owner
--- holds `processing` never outnumber its permits: the finished rows leave `processing` in
--- the very commit that brings the new ones in.
+-- and, in the same transaction, claim up to `limits` runnable jobs per queue for the
+-- permits those attempts held plus free ones (`total` in all, `free` of them free before).
+-- A permit therefore passes from a finished job to its successor with no round trip in
+-- between, and the rows this owner holds `processing` never outnumber its permits: the
+-- finished rows leave `processing` in the very commit that brings the new ones in.
 --
 -- Finishing writes the attempt rows and the exactly-once effect row of `effect` jobs, so
 -- an effect exists if and only if its completion committed; a stale attempt (fenced)
@@ -441,7 +441,7 @@ SELECT * FROM revived
 
 -- name: job_list
 -- Keyset pagination on id (newest first). A filter without an index of its own reads at
--- most %(scan)s rows below the cursor: the page may then come back short (even empty)
+-- most `scan` rows below the cursor: the page may then come back short (even empty)
 -- with next_cursor pointing past what was read, so a page costs the same however much
 -- history the table holds.
 SELECT * FROM (
@@ -473,7 +473,7 @@ SELECT status::text AS status, count(*) AS n FROM jobs GROUP BY status
 
 -- name: job_delete_finished_before
 -- The retention sweep: the oldest finished rows of the given statuses that finished more
--- than %(keep_s)s seconds ago (by the database's clock), in a small batch,
+-- than `keep_s` seconds ago (by the database's clock), in a small batch,
 -- with their attempt rows and effects (idempotency keys go by ON DELETE CASCADE). Only
 -- terminal rows, never an active job; SKIP LOCKED keeps it out of every writer's way and
 -- safe in every process at once.
@@ -505,8 +505,8 @@ WITH gone AS MATERIALIZED (
 SELECT count(*) AS n FROM deleted
 
 -- name: job_tallies_fold
--- Seconds older than %(seconds_kept)s fold into minutes, and minutes older than
--- %(minutes_kept)s into one total per queue, so the table stays small. One folder at a
+-- Seconds older than `seconds_kept` fold into minutes, and minutes older than
+-- `minutes_kept` into one total per queue, so the table stays small. One folder at a
 -- time (the advisory lock); rows are moved by DELETE ... RETURNING, so each counts once.
 WITH go AS (
     SELECT pg_try_advisory_xact_lock(7423117) AS mine

@@ -10,7 +10,7 @@ FROM job_tallies
 GROUP BY queue
 
 -- name: job_tally_recent
--- Events of the last %(window_s)s whole seconds, per queue (second grain: window_s must
+-- Events of the last `window_s` whole seconds, per queue (second grain: window_s must
 -- stay below the fold's seconds_kept).
 SELECT queue, sum(succeeded)::bigint AS succeeded, sum(dead)::bigint AS dead,
        sum(retried)::bigint AS retried, sum(claimed)::bigint AS claimed,
@@ -22,7 +22,7 @@ WHERE grain = 's'
 GROUP BY queue
 
 -- name: job_tally_minutes
--- Per minute and queue over the last %(window_s)s seconds: seconds not yet folded and
+-- Per minute and queue over the last `window_s` seconds: seconds not yet folded and
 -- folded minutes alike.
 SELECT date_trunc('minute', bucket) AS minute, queue, sum(succeeded)::bigint AS succeeded,
        sum(dead)::bigint AS dead, sum(claimed)::bigint AS claimed,

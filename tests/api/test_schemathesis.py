@@ -61,6 +61,8 @@ def live_server(module_db_url: str) -> Iterator[str]:
         thread.join(15)
 
 
+# Module uploads are raw bytes (application/wasm); schemathesis sends them as octet streams.
+schemathesis.serializer.alias("application/wasm", "application/octet-stream")
 # The document the server serves, built by the same function (the test below checks that).
 schema = schemathesis.openapi.from_dict(build_openapi(SETTINGS, TEST_OPTIONS))
 
