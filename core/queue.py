@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 import psycopg
 from psycopg.rows import dict_row
 
-from boundq.core.errors import InvalidTransition, JobNotFound
+from boundq.core.errors import DedupeKeyTaken, InvalidTransition, JobNotFound
 from boundq.core.queries import Q
 from boundq.core.states import AttemptOutcome, JobStatus
 from boundq.core.validation import JobSpec
@@ -390,9 +390,17 @@ async def cancel(conn: Conn, job_id: int) -> Row:
 
 
 async def retry(conn: Conn, job_id: int) -> Row:
-    """failed -> new; raises JobNotFound / InvalidTransition otherwise."""
+    """failed -> new; raises JobNotFound / InvalidTransition otherwise, and DedupeKeyTaken
+    when a live job holds the failed job's dedupe_key (it cannot be active twice)."""
     cur = conn.cursor(row_factory=dict_row)
-    await cur.execute(Q.job_retry, {"id": job_id})
+    try:
+        await cur.execute(Q.job_retry, {"id": job_id})
+    except psycopg.errors.UniqueViolation:
+        current = await get_job(conn, job_id)
+        key = str(current["dedupe_key"])
+        holder = await cur.execute(Q.job_get_active_by_dedupe_key, {"dedupe_key": key})
+        found = await holder.fetchone()
+        raise DedupeKeyTaken(job_id, key, found["id"] if found else None) from None
     row = await cur.fetchone()
     if row is None:
         current = await get_job(conn, job_id)

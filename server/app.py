@@ -177,7 +177,7 @@ async def retry_job(request: Request) -> Response:
     state = _state(request)
     state.auth.check(request, write=True)
     job_id = _job_id(request)
-    state.monitor.check_available()
+    await state.monitor.admit(1)  # a retried job waits again: it counts against the depth
     async with state.connection() as conn:
         row = await queue.retry(conn, job_id)
     state.monitor.note_created(1)
