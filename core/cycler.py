@@ -28,7 +28,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from boundq.core import queue
-from boundq.core.faults import crash_point
+from boundq.core.faults import crash_point, lose_answer
 from boundq.core.lanes import Lane
 from boundq.core.ledger import Ledger, Pending
 from boundq.core.loops import TRANSIENT_ERRORS, BackgroundLoop, LoopSettings
@@ -174,6 +174,7 @@ class Cycler(BackgroundLoop):
             async with self.gate.claiming(), self.lane.connection(c.deadline_s) as conn:
                 completed, claimed = await queue.complete_and_claim(
                     conn, c.owner, [p[0].key for p in successes], plan, c.lease_s, results)
+                await lose_answer("claim", bool(claimed))
         except AMBIGUOUS:
             # Committed or not, nobody can say: keep every permit until a reconciliation
             # reads what this owner holds.

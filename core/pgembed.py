@@ -18,6 +18,7 @@ import shlex
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
@@ -323,7 +324,15 @@ def embedded(project_root: Path | None = None) -> EmbeddedPostgres:
 
 
 def resolve_database_url(database_url: str | None, project_root: Path | None = None) -> str:
-    """DATABASE_URL when set; otherwise start the embedded cluster and return its URL."""
+    """DATABASE_URL when set; otherwise start the embedded cluster and return its URL. A
+    cluster this call started keeps running after the command: it says so, once."""
     if database_url:
         return database_url
-    return embedded(project_root).start()
+    cluster = embedded(project_root)
+    was_running = cluster.running()
+    url = cluster.start()
+    if not was_running:
+        print(f"boundq: started the embedded PostgreSQL ({cluster.data_dir}, port "
+              f"{cluster.port}); it keeps running after this command: `boundq db stop` "
+              "(or `make clean`) stops it", file=sys.stderr)
+    return url

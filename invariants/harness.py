@@ -40,7 +40,8 @@ from invariants.variants import Variant
 
 REPO = Path(__file__).resolve().parent.parent
 _T = TypeVar("_T")
-_ENV_DROP = ("DATABASE_URL", "BOUNDQ_HANDLERS", "BOUNDQ_CRASH_AT", "WORKER_PROCESSES",
+_ENV_DROP = ("DATABASE_URL", "BOUNDQ_HANDLERS", "BOUNDQ_CRASH_AT", "BOUNDQ_LOSE_ANSWER",
+             "BOUNDQ_LOSE_ANSWER_HOLD_S", "WORKER_PROCESSES",
              "MAX_DB_CONNECTIONS")
 
 

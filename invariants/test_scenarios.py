@@ -320,3 +320,23 @@ def test_bulk_create_when_dedupe_holder_finishes(harness: Harness) -> None:
     assert raced, "the holder was not finished between the statements"
     assert len(ids) == 2 and ids[0] == ids[1] and ids[0] != holder
     assert statuses(h)[ids[0]] in ("new", "success")
+
+
+def test_a_claim_whose_answer_was_lost_never_raises_the_bound(harness: Harness) -> None:
+    """The soak run's bounded_concurrency break (a history kept from a real run): a claim
+    committed, its answer was lost, and the network stayed silent past the lease; the
+    worker must not hand that claim's permits to new claims while the claimed row is still
+    `processing` under its name. It reconciles first: the rows the database says it holds
+    are adopted and run, so it never holds more than MAX_CONCURRENT_JOBS."""
+    h = harness
+    h.enqueue([h.job("effect", {"ms": 300}) for _ in range(8)])
+    lossy = h.start_worker(concurrency=2, BOUNDQ_LOSE_ANSWER="claim",
+                           BOUNDQ_LOSE_ANSWER_HOLD_S=str(LEASE_S * 2))
+    wait_until("the worker to reconcile the lost answer",
+               lambda: "reconciled" in lossy.log_path.read_text(errors="replace"),
+               timeout_s=30)
+    history = finish(h, keep=1)  # the full check: bounded_concurrency above all
+    log = lossy.log_path.read_text(errors="replace")
+    assert "claims adopted" in log, log[-2000:]
+    mine = [a for a in history.attempts if owner_pid(a.owner) == lossy.pid]
+    assert any(a.outcome == "success" for a in mine), "the lossy worker ran nothing"
