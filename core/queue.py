@@ -179,20 +179,25 @@ async def _insert_deduped(conn: Conn, specs: Sequence[JobSpec], keyed: list[int]
 
 async def complete_and_claim(
     conn: Conn, owner: str, done: Sequence[tuple[int, int]], plan: ClaimPlan, lease_s: float,
-    results: Mapping[int, str] | None = None,
+    results: Mapping[int, str] | None = None, *, free: int | None = None,
+    oldest: Mapping[str, int] | None = None,
 ) -> tuple[set[int], list[ClaimedRow]]:
     """Finish successful attempts (id, attempt) and claim per the plan, in one statement.
-    The plan's total is the permits of `done` plus free ones; the claim takes no more than
-    the completions that commit plus the free permits. Returns the ids whose success
-    committed now and the rows claimed. `results` maps a job id to its result, already
-    encoded as JSON."""
+    The claim takes no more than the completions that commit plus `free` (the permits that
+    were free before; default: the plan's total less len(done)). Returns the ids whose
+    success committed now and the rows claimed. `results` maps a job id to its result,
+    already encoded as JSON; `oldest` says how many of a queue's claims take its
+    longest-waiting jobs whatever their priority (the aging lane)."""
     total = sum(p[1] for p in plan)
+    ages = oldest or {}
     cur = await conn.execute(
         Q.job_complete_and_claim,
         {"owner": owner, "ids": int_array(d[0] for d in done),
          "attempts": int_array(d[1] for d in done), "results": _results_object(results),
          "queues": [p[0] for p in plan], "limits": int_array(p[1] for p in plan),
-         "total": total, "free": max(0, total - len(done)), "lease_s": lease_s},
+         "oldest": int_array(min(ages.get(p[0], 0), p[1]) for p in plan),
+         "total": total, "free": max(0, total - len(done)) if free is None else free,
+         "lease_s": lease_s},
     )
     completed: set[int] = set()
     claimed: list[ClaimedRow] = []
@@ -217,6 +222,20 @@ async def claim(conn: Conn, owner: str, limit: int, lease_s: float,
     """Claim up to `limit` runnable jobs of one queue (nothing to finish)."""
     _, claimed = await complete_and_claim(conn, owner, (), [(queue, limit)], lease_s)
     return claimed
+
+
+async def claim_limited(conn: Conn, owner: str, queue: str, n: int, lease_s: float, *,
+                        oldest: int = 0) -> list[ClaimedRow]:
+    """Claim up to n jobs of one queue under the limits of the queue and of the kinds
+    (boundq_claim_limited: the database counts, refills and takes turns), `oldest` of
+    them through the aging lane."""
+    if n <= 0:
+        return []
+    cur = await conn.execute(
+        Q.job_claim_limited,
+        {"owner": owner, "queue": queue, "n": n, "oldest": min(oldest, n), "lease_s": lease_s},
+    )
+    return [ClaimedRow(*row) for row in await cur.fetchall()]
 
 
 async def held_by_owner(conn: Conn, owner: str) -> list[ClaimedRow]:

@@ -136,6 +136,12 @@ class Worker:
         if retention.active:
             self.retention = RetentionSweeper(LoopSettings(5.0, jitter=0.3), upkeep, retention)
             housekeeping.append(self.retention)
+        # The first claims split across every queue with work, not only the default one:
+        # a worker that a crashing job kills within a second of starting would otherwise
+        # never claim from any other queue. An unreachable database only skips this.
+        with contextlib.suppress(*DB_ERRORS, TimeoutError):
+            async with asyncio.timeout(max(1.0, s.poll_interval_seconds)):
+                await self.scout.run_once()
         self._loops = [*self.cyclers, self.heartbeater, self.reaper, self.stager, self.scout,
                        self.listener, *housekeeping]
         self._loop_tasks = [asyncio.create_task(lp.run(self._stop), name=f"boundq-{lp.name}")

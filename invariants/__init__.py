@@ -1,5 +1,5 @@
 """boundq's invariant suite: `pytest invariants/` is the evidence that boundq keeps the
-promises of DESIGN.md ("Invariants") while workers die and the database goes away.
+promises of docs/design.md ("Invariants") while workers die and the database goes away.
 
     checker.py        the history checker: reports each invariant by name, with job ids
     test_checker.py   hand-made bad histories, each caught under the right name

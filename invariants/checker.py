@@ -7,8 +7,9 @@ test-only audit of every UPDATE of a jobs row (invariants/audit.py), the client-
 of create requests (acknowledged `ok`, definitely failed `fail`, or indeterminate `info`),
 the worker processes the harness started (their limits and the connection high-water the
 fault proxy measured), and what workers logged about leases they lost or writes that were
-fenced. Output: a `Report` listing each violation under the name of the DESIGN.md
-invariant it breaks, with the offending job ids.
+fenced, and every change of flow limits (job_limit_changes). Output: a `Report` listing
+each violation under the name of the invariant it breaks (docs/design.md), with the
+offending job ids.
 
 `final=False` checks a running system (every check that holds at any instant); `final=True`
 also asks for liveness: after faults healed and workers drained, every job is terminal.
@@ -26,6 +27,13 @@ from typing import TypeVar
 
 from boundq.core.states import TERMINAL as _TERMINAL
 from boundq.core.states import TRANSITIONS as _TRANSITIONS
+from invariants.flow_checks import (
+    QUEUE_CONCURRENCY_BOUND,
+    RATE_LIMIT_RESPECTED,
+    LimitChange,
+    Start,
+    check_flow,
+)
 
 NO_LOST_JOB = "no_lost_job"
 SINGLE_OWNER = "single_owner"
@@ -34,7 +42,7 @@ ATTEMPTS_BOUNDED = "attempts_bounded"
 BOUNDED_CONCURRENCY = "bounded_concurrency"
 EXACTLY_ONCE_EFFECT = "exactly_once_effect"
 INVARIANTS = (NO_LOST_JOB, SINGLE_OWNER, ONE_TERMINAL, ATTEMPTS_BOUNDED, BOUNDED_CONCURRENCY,
-              EXACTLY_ONCE_EFFECT)
+              EXACTLY_ONCE_EFFECT, QUEUE_CONCURRENCY_BOUND, RATE_LIMIT_RESPECTED)
 # Auxiliary: a job in the database that no create asked for (Jepsen's "unexpected").
 NO_PHANTOM_JOB = "no_phantom_job"
 
@@ -58,6 +66,7 @@ class Job:
     name: str = ""
     lease_owner: str | None = None
     finished_at: datetime | None = None
+    queue: str = "default"
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +140,7 @@ class History:
     processes: list[Process] = field(default_factory=list)
     reports: list[WorkerReport] = field(default_factory=list)
     default_concurrency: int | None = None  # limit for owners of unknown processes
+    limit_changes: list[LimitChange] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -407,6 +417,15 @@ class _Checker:
                                                         f"has {len(effs)} effect rows")
 
 
+    # --- queue_concurrency_bound, rate_limit_respected (invariants/flow_checks.py) ------------
+    def flow_limits(self) -> None:
+        if not self.h.limit_changes:
+            return
+        starts = [Start(a.job_id, a.attempt, job.queue, job.kind, a.claimed_at, a.finished_at)
+                  for a in self.h.attempts if (job := self.jobs.get(a.job_id)) is not None]
+        check_flow(self.h.limit_changes, starts, self.bad)
+
+
 def _peak(atts: Sequence[Attempt]) -> tuple[int, datetime | None, set[int]]:
     """Most attempts open at one DB instant (an end at t comes before a start at t)."""
     events = sorted([(a.claimed_at, 1, (a.job_id, a.attempt)) for a in atts]
@@ -432,4 +451,5 @@ def check(history: History, *, final: bool) -> Report:
     c.attempts_bounded()
     c.bounded_concurrency()
     c.exactly_once_effect()
+    c.flow_limits()
     return Report(c.out, len(history.jobs), final)

@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 import psycopg
 
 import invariants.handlers  # noqa: F401 - registers the test kinds for validation
-from boundq.core import queue
+from boundq.core import flow, queue
 from boundq.core.config import load_settings
 from boundq.core.errors import BoundqError
 from boundq.core.faultproxy import FaultProxy, Mode, ProxyHost
@@ -270,6 +270,39 @@ class Harness:
 
         self.fault("cancel", job_id=job_id)
         return self.run(go())
+
+    def set_limits(self, scope: str, name: str, body: dict[str, Any]) -> bool:
+        """PUT a queue's or a kind's flow settings (core/flow.py, as the API does)."""
+        settings = flow.parse_settings(body, weighted=scope == "queue")
+        put = flow.put_queue if scope == "queue" else flow.put_kind
+
+        async def go() -> None:
+            async with await self._connect() as conn:
+                await put(conn, name, settings)
+
+        self.fault("set_limits", scope=scope, name=name, **body)
+        try:
+            self.run(go())
+        except (psycopg.Error, OSError) as exc:  # saved or not, stamped or not: the checker
+            self.faults.append({"kind": "limits_indeterminate", "error": repr(exc)})
+            return False                          # reads what the table holds
+        return True
+
+    def clear_limits(self, attempts: int = 5) -> None:
+        """Before the drain: no limit or pause may hold jobs back from settling."""
+        for _ in range(attempts):
+            try:
+                held = self.sql(
+                    "SELECT 'queue', name FROM job_queues WHERE concurrency IS NOT NULL "
+                    "OR rate_per_s IS NOT NULL OR paused UNION ALL "
+                    "SELECT 'kind', name FROM job_kinds WHERE concurrency IS NOT NULL "
+                    "OR rate_per_s IS NOT NULL OR paused")
+            except psycopg.Error:
+                time.sleep(0.5)
+                continue
+            if all([self.set_limits(str(scope), str(name), {}) for scope, name in held]):
+                return
+        raise AssertionError("could not clear the flow limits before the drain")
 
     def processing_ids(self) -> list[int]:
         return [r[0] for r in self.sql("SELECT id FROM jobs WHERE status = 'processing' "

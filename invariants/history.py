@@ -21,6 +21,7 @@ from invariants.checker import (
     Transition,
     WorkerReport,
 )
+from invariants.flow_checks import LimitChange
 
 
 class ClientLog:
@@ -75,7 +76,7 @@ def load(url: str, *, creates: list[Create] | None, processes: list[Process],
         conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         jobs = [Job(*r) for r in conn.execute(
             "SELECT id, kind, status::text, attempts, max_attempts, name, lease_owner, "
-            "finished_at FROM jobs ORDER BY id")]
+            "finished_at, queue FROM jobs ORDER BY id")]
         # job_attempts holds ended attempts only; a processing job's running attempt is its
         # jobs row, so the checker sees it as an open attempt read from that row.
         attempts = [Attempt(*r) for r in conn.execute(
@@ -88,10 +89,13 @@ def load(url: str, *, creates: list[Create] | None, processes: list[Process],
         row = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (audit.AUDIT_TABLE,)).fetchone()
         transitions = ([Transition(*r) for r in conn.execute(audit.SELECT)]
                        if row and row[0] else None)
+        changes = [LimitChange(*r) for r in conn.execute(
+            "SELECT id, scope, name, concurrency, rate_per_s, burst, paused, changed_at, "
+            "effective_at FROM job_limit_changes ORDER BY id")]
         conn.execute("COMMIT")
     return History(jobs=jobs, attempts=attempts, effects=effects, transitions=transitions,
                    creates=creates, processes=processes, reports=reports,
-                   default_concurrency=default_concurrency)
+                   default_concurrency=default_concurrency, limit_changes=changes)
 
 
 def dump(history: History) -> dict[str, Any]:
@@ -101,4 +105,4 @@ def dump(history: History) -> dict[str, Any]:
     return {"jobs": rows(history.jobs), "attempts": rows(history.attempts),
             "effects": rows(history.effects), "transitions": rows(history.transitions),
             "creates": rows(history.creates), "processes": rows(history.processes),
-            "reports": rows(history.reports)}
+            "reports": rows(history.reports), "limit_changes": rows(history.limit_changes)}

@@ -55,12 +55,26 @@ _KINDS = ["noop", "sleep", "sleep", "effect", "effect", "effect", "effect", "fai
           "poison"]
 
 
+# Flow control: jobs spread over two queues; limits put on either queue or on two kinds
+# while jobs run.
+QUEUES = ["default", "mail"]
+LIMITED_KINDS = ["sleep", "effect"]
+
+
 def _job(kind: str) -> st.SearchStrategy[dict[str, Any]]:
     return st.fixed_dictionaries(
         {"kind": st.just(kind), "payload": _PAYLOADS[kind]},
         optional={"priority": st.integers(0, 9), "delay": st.sampled_from([0, 0.3, 1.0, 2.0]),
                   "dedupe_key": st.sampled_from(["k0", "k1", "k2"]),
-                  "max_attempts": st.integers(1, 4)})
+                  "max_attempts": st.integers(1, 4), "queue": st.sampled_from(QUEUES)})
+
+
+LIMITS = st.fixed_dictionaries({}, optional={
+    "concurrency": st.none() | st.integers(0, 3),
+    "rate_per_s": st.none() | st.sampled_from([1.0, 4.0, 20.0]),
+    "burst": st.integers(1, 3),
+    "paused": st.sampled_from([False, False, False, True]),
+})
 
 
 JOBS = st.sampled_from(_KINDS).flatmap(_job)
@@ -102,6 +116,8 @@ class QueueMachine(RuleBasedStateMachine):
         # or two workers (concurrency, clock skew) from the first step on.
         self.h.enqueue([self.h.job(**job) for job in backlog])
         specs = [first] if second is None else [first, second]
+        if self.variant.start_workers:
+            specs = [(c, 0.0) for c in self.variant.start_workers]
         started = [self.h.start_worker(c, clock_skew_s=skew) for c, skew in specs]
         self.running += len(started)
         return multiple(*started)
@@ -130,6 +146,15 @@ class QueueMachine(RuleBasedStateMachine):
         ids = (in_flight and self.h.processing_ids()) or self.h.acked_ids()
         if ids:  # every create so far may have met an outage: then nothing to cancel
             self.h.cancel(ids[pick % len(ids)])
+
+    # Limits change while jobs run: a lower limit stops new claims, never running jobs.
+    @rule(target_=st.sampled_from([("queue", q) for q in QUEUES]
+                                  + [("kind", k) for k in LIMITED_KINDS]),
+          limits=LIMITS, weight=st.integers(1, 5))
+    def set_limits(self, target_: tuple[str, str], limits: dict[str, Any], weight: int) -> None:
+        scope, name = target_
+        body = {**limits, "weight": weight} if scope == "queue" else limits
+        self.h.set_limits(scope, name, body)
 
     @rule(ms=st.integers(50, 1500))
     def let_time_pass(self, ms: int) -> None:
@@ -208,6 +233,7 @@ class QueueMachine(RuleBasedStateMachine):
             if self.failed:  # already judged and kept; no need to drain
                 return
             self.h.heal_all()
+            self.h.clear_limits()
             # A broken variant that wedges is caught by the bound: no need to wait long.
             bound = self.ctx.profile.drain_s
             self.h.drain(min(bound, 12) if self.variant.broken else bound)

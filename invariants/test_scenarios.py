@@ -1,4 +1,4 @@
-"""Deterministic scenarios, one per known failure of peer queues (queue-failures.md §2).
+"""Deterministic scenarios, one per known failure of peer queues (docs/failures.md §2).
 
 Each runs real worker processes against a fresh database, provokes the failure on purpose,
 then heals, drains and runs the full history check, and asserts the specific outcome the

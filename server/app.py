@@ -32,6 +32,7 @@ from boundq.server.admission import Door
 from boundq.server.body import MAX_JOB_BODY, decode_job, read_body, require_json
 from boundq.server.bulk import bulk_create
 from boundq.server.errors import ApiError, error_response, exception_handlers, json_response
+from boundq.server.flow import FLOW_ROUTES
 from boundq.server.metrics import MetricsMiddleware
 from boundq.server.modules import MODULE_ROUTES
 from boundq.server.openapi import build_openapi
@@ -240,6 +241,7 @@ ROUTES = [
     Route("/metrics", metrics, methods=["GET"]),
     Route("/openapi.json", openapi, methods=["GET"]),
     *MODULE_ROUTES,
+    *FLOW_ROUTES,
 ]
 
 

@@ -12,6 +12,7 @@ from typing import Any
 import msgspec
 
 from boundq.core.config import Settings
+from boundq.core.flow import COUNT_CAP, MAX_BURST, MAX_CONCURRENCY, MAX_RATE_PER_S
 from boundq.core.validation import MAX_KEY
 from boundq.server import schemas as s
 from boundq.server.modules import module_paths
@@ -64,6 +65,61 @@ def _op(summary: str, responses: dict[str, Any], *, secured: bool, **extra: Any
 def _job_id_param() -> dict[str, Any]:
     return {"name": "job_id", "in": "path", "required": True,
             "schema": {"type": "integer", "minimum": 1, "maximum": MAX_ID}}
+
+
+def _flow_settings(*, weighted: bool) -> dict[str, Any]:
+    nullable_int = {"type": ["integer", "null"], "minimum": 0, "maximum": MAX_CONCURRENCY}
+    props: dict[str, Any] = {
+        "concurrency": {**nullable_int, "description": "jobs processing at once, across "
+                        "every process and host; null = no limit"},
+        "rate_per_s": {"type": ["number", "null"], "exclusiveMinimum": 0,
+                       "maximum": MAX_RATE_PER_S,
+                       "description": "token bucket refill rate; null = no limit"},
+        "burst": {"type": "integer", "minimum": 1, "maximum": MAX_BURST, "default": 1},
+        "paused": {"type": "boolean", "default": False},
+    }
+    if weighted:
+        props["weight"] = {"type": "integer", "minimum": 1, "maximum": 100, "default": 1}
+    return {"type": "object", "additionalProperties": False, "properties": props}
+
+
+def _flow_view(*, weighted: bool) -> dict[str, Any]:
+    view = _flow_settings(weighted=weighted)
+    props = {**view["properties"], "name": {"type": "string"},
+             "waiting": {"type": "integer", "minimum": 0,
+                         "description": f"runnable jobs (counted up to {COUNT_CAP})"},
+             "processing": {"type": "integer", "minimum": 0},
+             "updated_at": {"type": ["string", "null"], "format": "date-time"}}
+    return {"type": "object", "required": sorted(props), "properties": props}
+
+
+def _flow_paths(w: dict[str, bool], r: dict[str, bool], write_401: tuple[int, ...],
+                read_401: tuple[int, ...]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for plural, weighted, rule in (("queues", True, "^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$"),
+                                   ("kinds", False, None)):
+        one = _flow_view(weighted=weighted)
+        name_schema: dict[str, Any] = {"type": "string", "minLength": 1, "maxLength": 100}
+        if rule:
+            name_schema["pattern"] = rule
+        name = [{"name": "name", "in": "path", "required": True, "schema": name_schema}]
+        out[f"/{plural}"] = {"get": _op(f"Every {plural[:-1]} with settings, and live counts", {
+            "200": _json({"type": "object", "required": [plural],
+                          "properties": {plural: {"type": "array", "items": one}}},
+                         f"The {plural}, by name"),
+            **_errors(*read_401, 503)}, **r)}
+        out[f"/{plural}/{{name}}"] = {
+            "put": _op(f"Set a {plural[:-1]}'s limits (absent fields: no limit, burst 1, "
+                       "weight 1, not paused); claims that begin after the answer obey them", {
+                "201": _json(one, "Created"), "200": _json(one, "Replaced"),
+                **_errors(400, *write_401, 408, 413, 415, 422, 503)}, parameters=name,
+                requestBody={"required": True, "content": {"application/json": {
+                    "schema": _flow_settings(weighted=weighted)}}}, **w),
+            "get": _op(f"One {plural[:-1]}: settings and live counts", {
+                "200": _json(one, f"The {plural[:-1]}"),
+                **_errors(*read_401, 422, 503)}, parameters=name, **r),
+        }
+    return out
 
 
 def build_openapi(settings: Settings, options: ApiOptions) -> dict[str, Any]:
@@ -145,6 +201,7 @@ def build_openapi(settings: Settings, options: ApiOptions) -> dict[str, Any]:
                 "schema": {"type": "object"}}}}}, secured=False)},
     }
     paths.update(module_paths(auth_writes=auth_writes, auth_reads=auth_reads))
+    paths.update(_flow_paths(w, r, write_401, read_401))
     doc: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {"title": "boundq", "version": "0.1.0",
