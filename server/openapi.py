@@ -2,7 +2,8 @@
 
 Component schemas come from msgspec (server/schemas.py); this module only lays out the
 paths, parameters and the status codes each operation can answer. The document reflects
-the running configuration: with API_TOKEN set, mutating operations declare bearer auth.
+the running configuration: the operations that need a token (server/auth.py AuthPolicy)
+declare bearer auth.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import msgspec
 from boundq.core.config import Settings
 from boundq.core.validation import MAX_KEY
 from boundq.server import schemas as s
+from boundq.server.auth import AuthPolicy
 from boundq.server.modules import module_paths
 from boundq.server.options import ApiOptions
 
@@ -22,8 +24,12 @@ _TYPES = [s.JobCreate, s.Job, s.JobDetail, s.JobPage, s.ErrorBody, s.BulkResult,
           s.BulkRejected, s.Stats, s.Health, s.Ready]
 _ERRORS = {
     400: "Malformed JSON, invalid UTF-8, nesting too deep, or a malformed multipart body",
-    401: "Missing or wrong `Authorization: Bearer <token>` (only when API_TOKEN is set)",
-    404: "No such job",
+    401: "Missing or wrong `Authorization: Bearer <token>` (only when API_TOKEN or "
+         "API_TOKENS is set)",
+    403: "The token may not do this: a queue outside its API_TOKENS scope (`error.field` "
+         "is `queue`), or an endpoint about every queue",
+    404: "No such job (a job of a queue outside the token's scope is answered the same), "
+         "or for GET /jobs a `queue` outside the token's scope",
     408: "The body did not arrive in time",
     409: "Conflict (see the message)",
     413: "The body is too large",
@@ -69,8 +75,10 @@ def _job_id_param() -> dict[str, Any]:
 def build_openapi(settings: Settings, options: ApiOptions) -> dict[str, Any]:
     _, components = msgspec.json.schema_components(
         _TYPES, ref_template="#/components/schemas/{name}")
-    auth_writes = bool(settings.api_token)
-    auth_reads = auth_writes and options.protect_reads
+    policy = AuthPolicy.of(settings, options.protect_reads)
+    auth_writes, auth_reads = policy.writes_need_token, policy.reads_need_token
+    create_403 = (403,) if policy.scoped else ()
+    list_404 = (404,) if policy.scoped else ()  # a `queue` outside the token's scope
     w = {"secured": auth_writes}
     r = {"secured": auth_reads}
     read_401 = (401,) if auth_reads else ()
@@ -89,12 +97,12 @@ def build_openapi(settings: Settings, options: ApiOptions) -> dict[str, Any]:
                              {"Location": {"schema": {"type": "string"}}}),
                 "200": _json(_ref("Job"), "An idempotent replay, or the live job that holds "
                              "the dedupe_key"),
-                **_errors(400, *write_401, 408, 409, 413, 415, 422, 429, 503),
+                **_errors(400, *write_401, *create_403, 408, 409, 413, 415, 422, 429, 503),
             }, parameters=[idem], requestBody={"required": True, "content": {
                 "application/json": {"schema": _ref("JobCreate")}}}, **w),
             "get": _op("List jobs, newest first (keyset pagination)", {
                 "200": _json(_ref("JobPage"), "A page of jobs"),
-                **_errors(*read_401, 422, 503),
+                **_errors(*read_401, *list_404, 422, 503),
             }, parameters=[
                 {"name": "status", "in": "query", "schema": {"enum": list(s.STATUSES)}},
                 {"name": "kind", "in": "query", "schema": {
@@ -139,12 +147,13 @@ def build_openapi(settings: Settings, options: ApiOptions) -> dict[str, Any]:
         "/metrics": {"get": _op("Prometheus metrics", {
             "200": {"description": "Prometheus text format",
                     "content": {"text/plain": {"schema": {"type": "string"}}}},
-            **_errors(*read_401)}, **r)},
+            **_errors(*read_401, *create_403)}, **r)},
         "/openapi.json": {"get": _op("This document", {
             "200": {"description": "OpenAPI 3.1", "content": {"application/json": {
                 "schema": {"type": "object"}}}}}, secured=False)},
     }
-    paths.update(module_paths(auth_writes=auth_writes, auth_reads=auth_reads))
+    paths.update(module_paths(auth_writes=auth_writes, auth_reads=auth_reads,
+                              scoped=policy.scoped))
     doc: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {"title": "boundq", "version": "0.1.0",
