@@ -27,7 +27,7 @@ from starlette.routing import Route
 from boundq.core import flow
 from boundq.core.validation import check_queue_name
 from boundq.server.body import read_body, require_json
-from boundq.server.errors import decode_failure, json_response
+from boundq.server.errors import ApiError, decode_failure, json_response
 from boundq.server.state import ApiState
 
 MAX_SETTINGS_BODY = 4096
@@ -51,7 +51,8 @@ async def _settings_body(request: Request, state: ApiState, *, weighted: bool
 
 async def _put(request: Request, *, weighted: bool) -> Response:
     state = _state(request)
-    state.auth.check(request, write=True)
+    # Settings change every tenant's share of the workers: tokens of every queue only.
+    state.auth.check(request, write=True, admin=True)
     raw = str(request.path_params["name"])
     name = check_queue_name(raw, "name") if weighted else flow.check_kind_name(raw)
     settings = await _settings_body(request, state, weighted=weighted)
@@ -67,19 +68,25 @@ async def _put(request: Request, *, weighted: bool) -> Response:
 
 
 async def _get(request: Request, *, weighted: bool) -> Response:
-    """One queue or kind (one without settings or jobs answers the defaults), or all."""
+    """One queue or kind (one without settings or jobs answers the defaults), or all. A
+    scoped token sees its own queues (another is a 404, whether or not it exists); kinds
+    span every queue, so they are for tokens of every queue."""
     state = _state(request)
-    state.auth.check(request, write=False)
+    scope = state.auth.check(request, write=False, admin=not weighted)
     raw = request.path_params.get("name")
     name = None
     if raw is not None:
         name = check_queue_name(str(raw), "name") if weighted else flow.check_kind_name(str(raw))
+        if not scope.allows(name):
+            raise ApiError(404, "not_found", f"no queue named {name!r}", "name")
     state.monitor.check_available()
     async with state.connection() as conn:
         rows = await (flow.list_queues if weighted else flow.list_kinds)(conn, name)
     if name is not None:
         return json_response(rows[0])
-    return json_response({"queues" if weighted else "kinds": rows})
+    if weighted:
+        return json_response({"queues": [r for r in rows if scope.allows(r["name"])]})
+    return json_response({"kinds": rows})
 
 
 async def put_queue(request: Request) -> Response:

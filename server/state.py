@@ -37,8 +37,9 @@ class ApiState:
         self.monitor = DbMonitor(self.pool, settings.max_queue_depth, o, self.metrics)
         self.batcher = CreateBatcher(self.pool, o, self.metrics)
         self.lag = LagProbe()
-        self.auth = Authorizer(settings.api_token, o.protect_reads)
-        self.stats_cache: tuple[float, dict[str, Any]] | None = None
+        self.auth = Authorizer(settings, o.protect_reads)
+        # /stats per scope (frozenset of queues; None = every queue): (monotonic, stats)
+        self.stats_cache: dict[frozenset[str] | None, tuple[float, dict[str, Any]]] = {}
         self.stats_lock = asyncio.Lock()
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -62,6 +63,8 @@ class ApiState:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.pool.close()
 
-    def cached_stats_fresh(self) -> bool:
-        cached = self.stats_cache
-        return cached is not None and time.monotonic() - cached[0] <= self.options.stats_cache_s
+    def cached_stats(self, queues: frozenset[str] | None) -> dict[str, Any] | None:
+        cached = self.stats_cache.get(queues)
+        if cached is None or time.monotonic() - cached[0] > self.options.stats_cache_s:
+            return None
+        return cached[1]
