@@ -16,6 +16,7 @@ from boundq.core.validation import MAX_KEY
 from boundq.server import schemas as s
 from boundq.server.modules import module_paths
 from boundq.server.options import ApiOptions
+from boundq.server.schedules import schedule_paths
 
 MAX_ID = 2**63 - 1
 _TYPES = [s.JobCreate, s.Job, s.JobDetail, s.JobPage, s.ErrorBody, s.BulkResult,
@@ -145,6 +146,7 @@ def build_openapi(settings: Settings, options: ApiOptions) -> dict[str, Any]:
                 "schema": {"type": "object"}}}}}, secured=False)},
     }
     paths.update(module_paths(auth_writes=auth_writes, auth_reads=auth_reads))
+    paths.update(schedule_paths(auth_writes=auth_writes, auth_reads=auth_reads))
     doc: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {"title": "boundq", "version": "0.1.0",
