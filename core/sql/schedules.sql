@@ -101,9 +101,9 @@ WITH advanced AS (
     DELETE FROM job_schedule_ticks AS old
     USING advanced AS a
     WHERE old.schedule = a.name
-      AND old.tick_at < (SELECT k.tick_at FROM job_schedule_ticks AS k
+      AND old.tick_at <= (SELECT k.tick_at FROM job_schedule_ticks AS k
                          WHERE k.schedule = a.name
-                         ORDER BY k.tick_at DESC OFFSET %(keep)s LIMIT 1)
+                          ORDER BY k.tick_at DESC OFFSET %(keep)s LIMIT 1)
     RETURNING 1
 )
 SELECT (SELECT count(*) FROM advanced)::int AS won,
