@@ -35,7 +35,18 @@ from boundq.server.body import MAX_JOB_BODY, decode_job, read_body, require_json
 from boundq.server.errors import ApiError, decode_failure, json_response
 from boundq.server.state import ApiState
 
-_object_decoder = msgspec.json.Decoder(dict[str, Any])
+
+
+class _PutBody(msgspec.Struct, forbid_unknown_fields=True):
+    """The shape only; validate_schedule judges the values and names the field."""
+
+    cron: Any
+    timezone: Any
+    job: Any
+    catch_up: Any = None
+
+
+_body_decoder = msgspec.json.Decoder(_PutBody)
 _encoder = msgspec.json.Encoder()
 
 
@@ -59,11 +70,12 @@ def _decode(body: bytes) -> dict[str, Any]:
     if not body:
         raise ApiError(400, "malformed_json", "the body is empty; send a JSON object")
     try:
-        return _object_decoder.decode(body)
-    except msgspec.ValidationError:
-        raise ApiError(422, "invalid_field", "must be a JSON object", "body") from None
-    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
+        decoded = _body_decoder.decode(body)
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError,
+            RecursionError) as exc:
         raise decode_failure(exc) from None
+    out: dict[str, Any] = msgspec.structs.asdict(decoded)
+    return out
 
 
 def _job_template(job: Any) -> Any:
