@@ -36,7 +36,6 @@ from boundq.server.errors import ApiError, decode_failure, json_response
 from boundq.server.state import ApiState
 
 
-
 class _PutBody(msgspec.Struct, forbid_unknown_fields=True):
     """The shape only; validate_schedule judges the values and names the field."""
 

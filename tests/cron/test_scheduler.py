@@ -6,6 +6,7 @@ state a schedule is in after an outage (no scheduler advanced it meanwhile)."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -97,7 +98,7 @@ async def test_after_an_outage_at_most_catch_up_jobs(db_url: str, conn: Conn,
     assert all(r["window_start"] == window for r in made)  # the skipped ticks are on record
     assert all(t.minute % 5 == 0 and t <= made[0]["fired_at"] for t in latest)
     assert made[-1]["fired_at"] - latest[-1] < timedelta(minutes=5)  # the latest due tick
-    assert [b - a for a, b in zip(latest, latest[1:], strict=False)] == [
+    assert [b - a for a, b in itertools.pairwise(latest)] == [
         timedelta(minutes=5)] * (catch_up - 1)
     assert await scalar(conn, "SELECT count(*) FROM jobs") == catch_up
     assert await scalar(conn, "SELECT next_tick_at > now() FROM job_schedules")
