@@ -25,6 +25,7 @@ from boundq.core import schedules
 from boundq.core.cron import (
     CATCH_UP_MAX,
     CRON_FIELDS,
+    FORBIDDEN_TEMPLATE_FIELDS,
     MAX_CRON_CHARS,
     MAX_ZONE_CHARS,
     validate_schedule,
@@ -33,6 +34,7 @@ from boundq.core.errors import JobValidationError
 from boundq.core.validation import QUEUE_NAME, QUEUE_RULE, check_queue_name
 from boundq.server.body import MAX_JOB_BODY, decode_job, read_body, require_json
 from boundq.server.errors import ApiError, decode_failure, json_response
+from boundq.server.schemas import JobCreate
 from boundq.server.state import ApiState
 
 
@@ -148,10 +150,16 @@ SCHEDULE_ROUTES = [
 
 # --- OpenAPI ---------------------------------------------------------------------------
 _TIME = {"type": "string", "format": "date-time"}
-_TEMPLATE = {"allOf": [{"$ref": "#/components/schemas/JobCreate"}],
-             "description": "The body of POST /jobs without name, run_at and dedupe_key",
-             "not": {"anyOf": [{"required": ["name"]}, {"required": ["run_at"]},
-                               {"required": ["dedupe_key"]}]}}
+
+
+def _template_schema() -> dict[str, Any]:
+    """JobCreate's schema (what POST /jobs decodes) without the fields a schedule sets."""
+    schema: dict[str, Any] = msgspec.json.schema(JobCreate)["$defs"]["JobCreate"]
+    props = {k: v for k, v in schema["properties"].items() if k not in FORBIDDEN_TEMPLATE_FIELDS}
+    return {"type": "object", "additionalProperties": False, "properties": props,
+            "description": "The body of POST /jobs without name, run_at and dedupe_key"}
+
+
 _PUT_BODY = {
     "type": "object", "required": ["cron", "timezone", "job"], "additionalProperties": False,
     "properties": {
@@ -159,7 +167,7 @@ _PUT_BODY = {
                  "description": f"5 fields: {CRON_FIELDS}"},
         "timezone": {"type": "string", "minLength": 1, "maxLength": MAX_ZONE_CHARS,
                      "description": "IANA time zone, such as UTC or Europe/Berlin"},
-        "job": _TEMPLATE,
+        "job": _template_schema(),
         "catch_up": {"type": "integer", "minimum": 1, "maximum": CATCH_UP_MAX, "default": 1,
                      "description": "after an outage, jobs for at most this many of the "
                                     "latest missed ticks; earlier ones are skipped"}}}

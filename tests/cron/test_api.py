@@ -170,4 +170,7 @@ async def test_openapi_describes_the_schedules(shared_api: Api) -> None:
     assert body["required"] == ["cron", "timezone", "job"]
     assert {"200", "201", "422"} <= set(put["responses"])
     assert set(doc["paths"]["/schedules/{name}"]) == {"put", "get", "delete"}
-    assert "JobCreate" in doc["components"]["schemas"]
+    template = body["properties"]["job"]
+    assert not {"name", "run_at", "dedupe_key"} & set(template["properties"])
+    assert {"kind", "queue", "payload", "priority", "delay", "max_attempts", "timeout",
+            "status"} == set(template["properties"])
