@@ -392,6 +392,8 @@ class Harness:
         if final:
             stats.jobs_checked += report.jobs_checked
             stats.checks += 1
+            stats.schedules_checked += len(history.schedules)
+            stats.ticks_checked += len(history.ticks)
             for r in history.reports:
                 stats.fenced[r.what] += 1
         if report.ok:
