@@ -336,25 +336,38 @@ class Harness:
     def drain(self, timeout_s: float, keep: int = 2) -> bool:
         """Keep `keep` healthy workers running (poison jobs kill theirs) until every job
         is terminal or the recovery bound passes. Schedules first catch up (their
-        schedulers run in those workers) and are then retired, so the jobs stop coming."""
+        schedulers run in those workers; within the same bound, counted apart) and are
+        then retired, so the jobs stop coming."""
+        if self.schedules and len(self.retired) < len(self.schedules):
+            self._settle_schedules(time.monotonic() + timeout_s, keep)
         deadline = time.monotonic() + timeout_s
-        if self.schedules and self.healed_at is None:
-            with contextlib.suppress(psycopg.OperationalError):
-                self.healed_at = self.sql("SELECT now()")[0][0]
         while True:
-            for _ in range(keep - sum(1 for w in self.workers if w.healthy)):
-                self.start_worker(concurrency=3)
+            self._keep_healthy(keep)
             with contextlib.suppress(psycopg.OperationalError):
-                if self.schedules and len(self.retired) < len(self.schedules):
-                    if self.schedules_caught_up() or time.monotonic() > deadline:
-                        self.retire_schedules()  # late: the check says who fell behind
-                    else:
-                        time.sleep(0.2)
-                        continue
                 if self.unsettled() == 0:
                     return True
             if time.monotonic() > deadline:
                 return False
+            time.sleep(0.2)
+
+    def _keep_healthy(self, keep: int) -> None:
+        for _ in range(keep - sum(1 for w in self.workers if w.healthy)):
+            self.start_worker(concurrency=3)
+
+    def _settle_schedules(self, deadline: float, keep: int) -> None:
+        """Note when faults healed, wait for every watermark to pass now() (schedulers
+        caught up), then retire the schedules; late, the check says who fell behind."""
+        while self.healed_at is None and time.monotonic() < deadline:
+            with contextlib.suppress(psycopg.OperationalError):
+                self.healed_at = self.sql("SELECT now()")[0][0]
+            if self.healed_at is None:
+                time.sleep(0.2)
+        while True:
+            self._keep_healthy(keep)
+            with contextlib.suppress(psycopg.OperationalError):
+                if self.schedules_caught_up() or time.monotonic() > deadline:
+                    self.retire_schedules()
+                    return
             time.sleep(0.2)
 
     def stop_workers(self, grace_s: float = 8.0) -> None:
