@@ -187,6 +187,52 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_schedules(args: argparse.Namespace) -> int:
+    """`boundq schedules put|get|list|delete`: the /schedules API, straight to the database
+    (validated as PUT /schedules does; a bad field exits 2 naming it)."""
+    import psycopg
+
+    from boundq.core import schedules
+    from boundq.core.cron import validate_schedule
+    from boundq.core.db import encode_json
+    from boundq.core.handlers import default_registry
+    from boundq.core.migrate import migrate
+    from boundq.core.validation import check_queue_name
+
+    settings = settings_from(args)
+    load_handlers(settings, args)
+    spec = None
+    if args.action != "list":
+        if not args.name:
+            raise BoundqError(f"schedules {args.action}: give the schedule's name")
+        check_queue_name(args.name, "name")
+    if args.action == "put":
+        body: dict[str, Any] = {"cron": args.cron, "timezone": args.timezone,
+                                "job": json.loads(args.job) if args.job else None,
+                                "catch_up": args.catch_up}
+        spec = validate_schedule(args.name, body, default_registry, settings)
+
+    async def go() -> tuple[int, Any]:
+        url = database_url(settings)
+        await migrate(url)
+        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+            if spec is not None:
+                row, created = await schedules.put(conn, spec)
+                return 0, {**row, "created": created}
+            if args.action == "get":
+                found = await schedules.get(conn, args.name)
+                return (0, found) if found else (3, {"error": f"no schedule named {args.name!r}"})
+            if args.action == "delete":
+                gone = await schedules.delete(conn, args.name)
+                return (0, {"deleted": args.name}) if gone else (
+                    3, {"error": f"no schedule named {args.name!r}"})
+            return 0, {"schedules": await schedules.list_all(conn)}
+
+    code, out = run(go())
+    print(encode_json(out), file=sys.stdout if code == 0 else sys.stderr)
+    return int(code)
+
+
 # --- parsers ----------------------------------------------------------------------------
 def worker_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", dest="num_workers", type=int, help="claim loops (NUM_WORKERS)")
@@ -227,3 +273,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     enq.add_argument("--file", help="JSON array of jobs ('-' = stdin)")
     enq.add_argument("--handlers")
     enq.set_defaults(func=cmd_enqueue)
+
+    sch = sub.add_parser("schedules", help="cron schedules: put, get, list, delete")
+    sch.add_argument("action", choices=["put", "get", "list", "delete"])
+    sch.add_argument("name", nargs="?", help="the schedule's name (not for list)")
+    sch.add_argument("--cron", help="5 fields: minute hour day-of-month month day-of-week")
+    sch.add_argument("--timezone", default="UTC", help="IANA time zone (default UTC)")
+    sch.add_argument("--job", help="the job template: JSON, the fields of POST /jobs "
+                                   "without name, run_at and dedupe_key")
+    sch.add_argument("--catch-up", dest="catch_up", type=int, default=None,
+                     help="after an outage, jobs for at most this many missed ticks (1)")
+    sch.add_argument("--handlers")
+    sch.set_defaults(func=cmd_schedules)

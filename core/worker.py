@@ -6,9 +6,9 @@ statement, so no claimed job waits for a permit while its lease runs and a permi
 from one job to the next without a round trip. Each job runs in its own task: one failing
 or hanging handler hurts no other, and nothing it raises stops a loop. Around them: the
 heartbeater (one statement for all held leases), the maintenance loops (reaper, stager,
-scout, tally folder, retention) and the LISTEN listener. Every loop has a connection of
-its own (core/lanes.py), so none waits for another's statement, and all of them reconnect
-by themselves after an outage.
+scout, tally folder, retention, cron scheduler) and the LISTEN listener. Every loop has a
+connection of its own (core/lanes.py), so none waits for another's statement, and all of
+them reconnect by themselves after an outage.
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ from boundq.core.metrics import Exporter, Metrics
 from boundq.core.permits import Permit, Permits
 from boundq.core.planner import QueuePlanner
 from boundq.core.queue import ClaimedRow, Outcome
+from boundq.core.scheduler import Scheduler
 from boundq.core.states import AttemptOutcome
 
 log = logging.getLogger("boundq.worker")
@@ -131,7 +132,8 @@ class Worker:
         self.listener = Listener(LoopSettings(1.0, **quick), self.url, self.on_notify)
         self.exporter = Exporter(self.metrics)
         housekeeping: list[BackgroundLoop] = [TallyFolder(LoopSettings(10.0, jitter=0.3), upkeep),
-                                              MetricsFlusher(LoopSettings(1.0), self.exporter)]
+                                              MetricsFlusher(LoopSettings(1.0), self.exporter),
+                                              Scheduler(upkeep)]
         retention = RetentionPolicy(s.retention_seconds, s.failed_retention_seconds)
         if retention.active:
             self.retention = RetentionSweeper(LoopSettings(5.0, jitter=0.3), upkeep, retention)

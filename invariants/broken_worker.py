@@ -15,7 +15,7 @@ import re
 import sys
 from typing import Any
 
-from boundq.core import queue
+from boundq.core import queue, schedules
 from boundq.core.queries import Q
 
 # The worker's clock: in this model, the database clock plus this worker's clock error
@@ -156,6 +156,53 @@ def limited_claim(room_sql: str, gap_s: float) -> Any:
         return [queue.ClaimedRow(*r) for r in await cur.fetchall()]
 
     return claim_limited
+# A scheduler that checks "is this tick still due?", creates the jobs in one statement
+# and records the ticks (moving the watermark) in another: two schedulers that both pass
+# the check make the tick's job twice, and one killed between the statements leaves a job
+# whose tick is still due, so the next scheduler makes it again.
+SPLIT_TICK_CHECK = """
+SELECT job_kind, job_queue, job_payload, job_priority, job_max_attempts, job_timeout_s,
+       job_delay_s
+FROM job_schedules
+WHERE name = %(name)s AND version = %(version)s AND next_tick_at = %(window_start)s
+"""
+SPLIT_TICK_JOBS = """
+INSERT INTO jobs (name, kind, queue, payload, priority, run_at, max_attempts, timeout_s)
+SELECT %(name)s || '@' || to_char(t AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'),
+       %(kind)s, %(queue)s, %(payload)s, %(priority)s, t, %(max_attempts)s, %(timeout_s)s
+FROM unnest(%(ticks)s::timestamptz[]) AS t
+RETURNING id
+"""
+SPLIT_TICK_RECORD = """
+WITH advanced AS (
+    UPDATE job_schedules SET next_tick_at = %(next_tick_at)s
+    WHERE name = %(name)s RETURNING name
+)
+INSERT INTO job_schedule_ticks (schedule, tick_at, job_id, window_start)
+SELECT a.name, t.tick_at, t.job_id, %(window_start)s
+FROM advanced AS a, unnest(%(ticks)s::timestamptz[], %(ids)s::bigint[]) AS t(tick_at, job_id)
+ON CONFLICT (schedule, tick_at) DO NOTHING
+"""
+SPLIT_TICK_GAP_S = 0.2
+
+
+async def fire_in_two_statements(conn: Any, f: schedules.Fire, keep: int) -> schedules.Fired:
+    cur = await conn.execute(SPLIT_TICK_CHECK, {"name": f.name, "version": f.version,
+                                                "window_start": f.window_start})
+    template = await cur.fetchone()
+    if template is None:
+        return schedules.Fired(False, (), (), 0)
+    kind, queue_, payload, priority, max_attempts, timeout_s, _ = template
+    cur = await conn.execute(SPLIT_TICK_JOBS, {
+        "name": f.name, "kind": kind, "queue": queue_, "payload": payload,
+        "priority": priority, "max_attempts": max_attempts, "timeout_s": timeout_s,
+        "ticks": list(f.ticks)})
+    ids = [row[0] for row in await cur.fetchall()]
+    await asyncio.sleep(SPLIT_TICK_GAP_S)  # what a scheduler does between two statements
+    await conn.execute(SPLIT_TICK_RECORD, {"name": f.name, "next_tick_at": f.next_tick_at,
+                                           "window_start": f.window_start,
+                                           "ticks": list(f.ticks), "ids": ids})
+    return schedules.Fired(True, f.ticks, tuple(ids), 0)
 
 
 def _sub(block: str, pattern: str, replacement: str, count: int = 0) -> None:
@@ -190,6 +237,8 @@ def patch(variant: str) -> None:
         queue.claim_limited = limited_claim(ROOM_LOCAL, 0.0)
     elif variant == "limit_outside_claim":
         queue.claim_limited = limited_claim(ROOM_GLOBAL, CHECK_GAP_S)
+    elif variant == "split_tick_scheduler":
+        schedules.fire = fire_in_two_statements
     elif variant == "worker_clock_leases":
         lease = r"now\(\) \+ make_interval\(secs => %\(lease_s\)s::float8\)"
         for block in ("job_complete_and_claim", "job_heartbeat"):

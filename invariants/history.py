@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
-from dataclasses import asdict
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from invariants.checker import (
     Transition,
     WorkerReport,
 )
+from invariants.cron_check import Schedule, Tick
 from invariants.flow_checks import LimitChange
 
 
@@ -69,8 +71,12 @@ def read_worker_reports(log: Path) -> list[WorkerReport]:
 
 
 def load(url: str, *, creates: list[Create] | None, processes: list[Process],
-         reports: list[WorkerReport], default_concurrency: int | None = None) -> History:
-    """All tables from one REPEATABLE READ snapshot, so they agree with each other."""
+         reports: list[WorkerReport], default_concurrency: int | None = None,
+         retired: Mapping[str, datetime] | None = None,
+         healed_at: datetime | None = None) -> History:
+    """All tables from one REPEATABLE READ snapshot, so they agree with each other.
+    `retired`: the watermark each schedule the harness retired had (its row now says
+    never)."""
     with psycopg.connect(url, autocommit=True, connect_timeout=5,
                          application_name="boundq-harness") as conn:
         conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
@@ -86,6 +92,11 @@ def load(url: str, *, creates: list[Create] | None, processes: list[Process],
             "SELECT id, attempts, lease_owner, started_at, NULL, NULL, NULL "
             "FROM jobs WHERE status = 'processing'")]
         effects = [Effect(*r) for r in conn.execute("SELECT job_id, attempt FROM job_effects")]
+        schedules = [Schedule(*r) for r in conn.execute(
+            "SELECT name, cron, timezone, catch_up, first_tick_at, next_tick_at "
+            "FROM job_schedules ORDER BY name")]
+        ticks = [Tick(*r) for r in conn.execute(
+            "SELECT schedule, tick_at, job_id, window_start FROM job_schedule_ticks")]
         row = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (audit.AUDIT_TABLE,)).fetchone()
         transitions = ([Transition(*r) for r in conn.execute(audit.SELECT)]
                        if row and row[0] else None)
@@ -93,9 +104,12 @@ def load(url: str, *, creates: list[Create] | None, processes: list[Process],
             "SELECT id, scope, name, concurrency, rate_per_s, burst, paused, changed_at, "
             "effective_at FROM job_limit_changes ORDER BY id")]
         conn.execute("COMMIT")
+    retired = retired or {}
+    schedules = [replace(s, next_tick_at=retired.get(s.name, s.next_tick_at)) for s in schedules]
     return History(jobs=jobs, attempts=attempts, effects=effects, transitions=transitions,
                    creates=creates, processes=processes, reports=reports,
-                   default_concurrency=default_concurrency, limit_changes=changes)
+                   default_concurrency=default_concurrency, limit_changes=changes,
+                   schedules=schedules, ticks=ticks, healed_at=healed_at)
 
 
 def dump(history: History) -> dict[str, Any]:
@@ -105,4 +119,6 @@ def dump(history: History) -> dict[str, Any]:
     return {"jobs": rows(history.jobs), "attempts": rows(history.attempts),
             "effects": rows(history.effects), "transitions": rows(history.transitions),
             "creates": rows(history.creates), "processes": rows(history.processes),
-            "reports": rows(history.reports), "limit_changes": rows(history.limit_changes)}
+            "reports": rows(history.reports), "limit_changes": rows(history.limit_changes),
+            "schedules": rows(history.schedules), "ticks": rows(history.ticks),
+            "healed_at": history.healed_at}

@@ -40,6 +40,7 @@ from invariants.profile import LEASE_S
 from invariants.variants import Variant
 
 MAX_LIVE_WORKERS = 3
+MAX_SCHEDULES = 3
 
 _PAYLOADS: dict[str, st.SearchStrategy[dict[str, Any]]] = {
     "noop": st.just({}),
@@ -85,6 +86,12 @@ FEW_JOBS = st.lists(JOBS, max_size=6)
 # libfaketime-skewed real clock would test that too; it is not used here).
 SKEW = st.sampled_from([0.0, 0.0, 600.0])
 SETTLE_MS = st.integers(0, 400)
+# A cron schedule: ticks every 1 or 2 s (a sixth, seconds field: see Harness.put_schedule),
+# catch_up, time zone, and the job each tick makes.
+SCHEDULES = st.tuples(st.sampled_from([1, 1, 2]), st.integers(1, 3),
+                      st.sampled_from(["UTC", "Europe/Berlin", "America/New_York"]),
+                      st.sampled_from([{"kind": "noop"}, {"kind": "effect",
+                                                           "payload": {"ms": 50}}]))
 
 
 class QueueMachine(RuleBasedStateMachine):
@@ -109,12 +116,15 @@ class QueueMachine(RuleBasedStateMachine):
     # --- work ------------------------------------------------------------------------------
     @initialize(target=workers, backlog=st.lists(JOBS, min_size=5, max_size=40),
                 first=st.tuples(st.integers(1, 4), SKEW),
-                second=st.none() | st.tuples(st.integers(1, 4), SKEW))
+                second=st.none() | st.tuples(st.integers(1, 4), SKEW), cron=SCHEDULES)
     def first_workers(self, backlog: list[dict[str, Any]], first: tuple[int, float],
-                      second: tuple[int, float] | None) -> MultipleResults[WorkerProc]:
-        # Always work in flight (swarm testing may switch the enqueue rules off), and one
-        # or two workers (concurrency, clock skew) from the first step on.
+                      second: tuple[int, float] | None,
+                      cron: tuple[int, int, str, dict[str, Any]]) -> MultipleResults[WorkerProc]:
+        # Always work in flight (swarm testing may switch the enqueue rules off), a cron
+        # schedule ticking, and one or two workers (concurrency, clock skew; each runs a
+        # scheduler) from the first step on.
         self.h.enqueue([self.h.job(**job) for job in backlog])
+        self.h.put_schedule(*cron)
         specs = [first] if second is None else [first, second]
         if self.variant.start_workers:
             specs = [(c, 0.0) for c in self.variant.start_workers]
@@ -155,6 +165,10 @@ class QueueMachine(RuleBasedStateMachine):
         scope, name = target_
         body = {**limits, "weight": weight} if scope == "queue" else limits
         self.h.set_limits(scope, name, body)
+    @precondition(lambda self: len(self.h.schedules) < MAX_SCHEDULES)
+    @rule(cron=SCHEDULES)
+    def put_schedule(self, cron: tuple[int, int, str, dict[str, Any]]) -> None:
+        self.h.put_schedule(*cron)
 
     @rule(ms=st.integers(50, 1500))
     def let_time_pass(self, ms: int) -> None:
@@ -178,6 +192,16 @@ class QueueMachine(RuleBasedStateMachine):
     @rule(target=workers, w=consumes(workers), jobs=FEW_JOBS, settle_ms=SETTLE_MS)
     def sigkill(self, w: WorkerProc, jobs: list[dict[str, Any]], settle_ms: int) -> WorkerProc:
         self._feed(jobs, settle_ms)
+        self.h.signal(w, signal.SIGKILL)
+        return self.h.start_worker(w.concurrency)
+
+    @rule(target=workers, w=consumes(workers), offset_ms=st.integers(0, 40))
+    def sigkill_at_tick(self, w: WorkerProc, offset_ms: int) -> WorkerProc:
+        """SIGKILL a scheduler just after a whole second, when every schedule is due and
+        every scheduler is reading or firing it."""
+        if not self._live():
+            self.h.start_worker(2)
+        time.sleep(1 - time.time() % 1 + offset_ms / 1000)
         self.h.signal(w, signal.SIGKILL)
         return self.h.start_worker(w.concurrency)
 

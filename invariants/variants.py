@@ -18,6 +18,7 @@ from invariants.checker import (
     BOUNDED_CONCURRENCY,
     EXACTLY_ONCE_EFFECT,
     NO_LOST_JOB,
+    ONE_JOB_PER_TICK,
     ONE_TERMINAL,
     SINGLE_OWNER,
 )
@@ -107,6 +108,10 @@ BROKEN: tuple[Variant, ...] = (
             "leases written and judged on the worker's clock instead of the database's",
             broken=True, expected=frozenset({SINGLE_OWNER, NO_LOST_JOB}),
             db_prepare=(DROP_TRANSITION_GUARD,)),
+    Variant("split_tick_scheduler",
+            "cron scheduler checks the tick is due, creates its job, then records the tick in "
+            "a second statement",
+            broken=True, expected=frozenset({ONE_JOB_PER_TICK})),
 )
 
 BY_NAME = {v.name: v for v in (BOUNDQ, *BROKEN)}

@@ -37,6 +37,7 @@ from boundq.server.metrics import MetricsMiddleware
 from boundq.server.modules import MODULE_ROUTES
 from boundq.server.openapi import build_openapi
 from boundq.server.options import ApiOptions
+from boundq.server.schedules import SCHEDULE_ROUTES
 from boundq.server.schemas import STATUSES
 from boundq.server.state import ApiState
 from boundq.server.stats import compute_stats
@@ -255,6 +256,7 @@ ROUTES = [
     Route("/openapi.json", openapi, methods=["GET"]),
     *MODULE_ROUTES,
     *FLOW_ROUTES,
+    *SCHEDULE_ROUTES,
 ]
 
 

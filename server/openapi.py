@@ -19,6 +19,7 @@ from boundq.server import schemas as s
 from boundq.server.auth import AuthPolicy
 from boundq.server.modules import module_paths
 from boundq.server.options import ApiOptions
+from boundq.server.schedules import schedule_paths
 
 MAX_ID = 2**63 - 1
 _TYPES = [s.JobCreate, s.Job, s.JobDetail, s.JobPage, s.ErrorBody, s.BulkResult,
@@ -218,6 +219,8 @@ def build_openapi(settings: Settings, options: ApiOptions) -> dict[str, Any]:
     paths.update(module_paths(auth_writes=auth_writes, auth_reads=auth_reads,
                               scoped=policy.scoped))
     paths.update(_flow_paths(w, r, write_401, read_401, scoped=policy.scoped))
+    paths.update(schedule_paths(auth_writes=auth_writes, auth_reads=auth_reads,
+                                scoped=policy.scoped))
     doc: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {"title": "boundq", "version": "0.1.0",
