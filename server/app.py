@@ -36,6 +36,7 @@ from boundq.server.metrics import MetricsMiddleware
 from boundq.server.modules import MODULE_ROUTES
 from boundq.server.openapi import build_openapi
 from boundq.server.options import ApiOptions
+from boundq.server.pool import Conn
 from boundq.server.schemas import STATUSES
 from boundq.server.state import ApiState
 from boundq.server.stats import compute_stats
@@ -114,10 +115,14 @@ async def get_job(request: Request) -> Response:
     state.auth.check(request, write=False)
     job_id = _job_id(request)
     state.monitor.check_available()
-    async with state.connection() as conn:
+
+    async def read(conn: Conn) -> dict[str, Any]:
         row = await queue.get_job(conn, job_id)
         row["attempt_history"] = await queue.job_attempts(conn, job_id)
-    return json_response(row)
+        return row
+
+    # the replica while it is close behind; the primary when it does not have the job
+    return json_response(await state.reads.read(read))
 
 
 async def list_jobs(request: Request) -> Response:
@@ -140,7 +145,8 @@ async def list_jobs(request: Request) -> Response:
     # rows below the cursor (job_list), so it may come back short; next_cursor then
     # continues below what was read.
     scan = state.options.list_scan_max if filtered else limit + 1
-    async with state.connection() as conn:
+
+    async def read(conn: Conn) -> dict[str, Any]:
         cur = conn.cursor(row_factory=dict_row)
         await cur.execute(Q.job_list, {"status": status, "kind": kind, "queue": queue_name,
                                        "before_id": cursor, "limit": limit + 1, "scan": scan})
@@ -151,7 +157,9 @@ async def list_jobs(request: Request) -> Response:
             next_cursor = rows[-1]["id"]
         elif filtered:
             next_cursor = await _scan_floor(conn, cursor, scan)
-    return json_response({"jobs": rows, "next_cursor": next_cursor})
+        return {"jobs": rows, "next_cursor": next_cursor}
+
+    return json_response(await state.reads.read(read))
 
 
 async def _scan_floor(conn: Any, before: int | None, scan: int) -> int | None:
@@ -192,8 +200,7 @@ async def stats(request: Request) -> Response:
     state.monitor.check_available()
     async with state.stats_lock:
         if not state.cached_stats_fresh():
-            async with state.connection() as conn:
-                state.stats_cache = (time.monotonic(), await compute_stats(conn))
+            state.stats_cache = (time.monotonic(), await state.reads.read(compute_stats))
         assert state.stats_cache is not None
     return json_response(state.stats_cache[1])
 
@@ -220,6 +227,7 @@ async def metrics(request: Request) -> Response:
     state.auth.check(request, write=False)
     state.exporter.flush(state.monitor.up, state.monitor.waiting, state.pool.stats(),
                          state.lag.lag_s)
+    state.reads.export()
     return Response(render_all(), media_type=CONTENT_TYPE)
 
 
