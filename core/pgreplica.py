@@ -144,10 +144,22 @@ class EmbeddedReplica(EmbeddedPostgres):
         """Make the replica if needed (or again, when the primary dropped the WAL it
         still needed) and start it; returns its URL. The primary must be running."""
         self._require_primary()
+        if self.running() and not self._follows_primary():
+            self.stop()  # the primary moved to another port: start again with the new one
         if self.initialised() and not self.running() and self.slot_state() in (None, "lost"):
             # Stopped too long: the primary no longer has the WAL to bring it up to date.
             shutil.rmtree(self.data_dir, ignore_errors=True)
         return super().start(timeout)
+
+    def _follows_primary(self) -> bool:
+        import psycopg
+
+        try:
+            with psycopg.connect(self.url("postgres"), connect_timeout=5) as conn:
+                row = conn.execute("SELECT current_setting('primary_conninfo')").fetchone()
+        except psycopg.Error:
+            return True  # cannot tell: leave it as it is
+        return row is not None and f"port={self.primary.port} " in f"{row[0]} "
 
     def _server_options(self, port: int) -> list[str]:
         primary = (f"host={self.primary.host} port={self.primary.port} user={SUPERUSER} "

@@ -5,6 +5,7 @@ both clusters start, the replica streams what the primary writes, `db url --repl
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -79,11 +80,18 @@ def test_db_start_replica_end_to_end(project: Path) -> None:
     assert boundq(project, "db", "status", "--replica").returncode == 3
     assert boundq(project, "db", "url", "--replica").returncode == 3
 
-    # Again: the existing replica starts (no new base backup) and catches up.
+    # Again, with the primary's old port taken meanwhile: the primary moves to another
+    # port, and the existing replica (no new base backup) follows it there.
     made = (EmbeddedReplica(embedded(project)).data_dir / "PG_VERSION").stat().st_ino
-    again = boundq(project, "db", "start", "--replica")
+    old_port = embedded(project).port
+    with socket.socket() as squatter:
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # past TIME_WAIT
+        squatter.bind(("127.0.0.1", old_port))
+        squatter.listen()
+        again = boundq(project, "db", "start", "--replica")
     assert again.returncode == 0, again.stderr
     primary_url, replica_url = again.stdout.split()
+    assert embedded(project).port != old_port
     sql(primary_url, "INSERT INTO seen VALUES (43)")
     wait_for(lambda: sql(replica_url, "SELECT count(*) FROM seen")[0][0] == 2,
              "the second row on the restarted replica")
