@@ -61,6 +61,8 @@ def cmd_db(args: argparse.Namespace) -> int:
     from boundq.core.pgembed import embedded
 
     settings = load_settings()
+    if args.replica:
+        return db_replica(args.action, settings)
     if settings.database_url and args.action == "url":
         print(settings.database_url)
         return 0
@@ -68,15 +70,59 @@ def cmd_db(args: argparse.Namespace) -> int:
     if args.action == "start":
         print(cluster.start())
     elif args.action == "stop":
+        from boundq.core.pgreplica import EmbeddedReplica
+
+        replica = EmbeddedReplica(cluster)  # stopped first: it follows the primary
+        if replica.stop():
+            print("replica stopped")
         print("stopped" if cluster.stop() else "not running")
     elif args.action == "status":
-        print(cluster.status())
+        from boundq.core.pgreplica import EmbeddedReplica
+
+        print(f"primary: {cluster.status()}")
+        print(f"replica: {EmbeddedReplica(cluster).status()}")
         return 0 if cluster.running() else 3
     elif args.action == "url":
         if not cluster.running():
             print("embedded PostgreSQL is not running: `boundq db start`", file=sys.stderr)
             return 3
         print(cluster.url())
+    return 0
+
+
+def db_replica(action: str, settings: Settings) -> int:
+    """`boundq db start|stop|status|url --replica`: the embedded cluster's streaming
+    replica. It exists only beside the embedded primary; a server named by DATABASE_URL
+    gets its replicas from its own tools (then REPLICA_DATABASE_URL names one)."""
+    from boundq.core.pgembed import embedded
+    from boundq.core.pgreplica import EmbeddedReplica
+
+    if action == "url" and settings.replica_database_url:
+        print(settings.replica_database_url)
+        return 0
+    if settings.database_url and action in ("start", "url"):
+        raise BoundqError(
+            "DATABASE_URL names a server boundq does not manage, and `--replica` makes a "
+            "replica of the embedded cluster only: make a streaming replica of that server "
+            "with its own tools and set REPLICA_DATABASE_URL to it (or unset DATABASE_URL)")
+    primary = embedded()
+    replica = EmbeddedReplica(primary)
+    if action == "start":
+        print(primary.start())
+        print(replica.start())
+    elif action == "stop":
+        print("replica stopped" if replica.stop() else "replica not running")
+        print("stopped" if primary.stop() else "not running")
+    elif action == "status":
+        print(f"primary: {primary.status()}")
+        print(f"replica: {replica.status()}")
+        return 0 if primary.running() and replica.running() else 3
+    elif action == "url":
+        if not replica.running():
+            print("the embedded replica is not running: `boundq db start --replica`",
+                  file=sys.stderr)
+            return 3
+        print(replica.url())
     return 0
 
 
@@ -246,6 +292,9 @@ def worker_flags(p: argparse.ArgumentParser) -> None:
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     db = sub.add_parser("db", help="manage the embedded PostgreSQL")
     db.add_argument("action", choices=["start", "stop", "status", "url"])
+    db.add_argument("--replica", action="store_true",
+                    help="start: also a streaming replica of the embedded cluster; "
+                         "url: the replica's URL; stop/status: both")
     db.set_defaults(func=cmd_db)
 
     mig = sub.add_parser("migrate", help="apply pending migrations")

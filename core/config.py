@@ -83,6 +83,18 @@ def _bool(text: str) -> bool:
     raise ValueError("must be true or false")
 
 
+def _postgres_url(text: str) -> str:
+    """A libpq URL or key=value string; checked for its form only (no connection)."""
+    from psycopg import ProgrammingError
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        conninfo_to_dict(text)
+    except ProgrammingError:
+        raise ValueError("must be a PostgreSQL connection URL (postgresql://...)") from None
+    return text
+
+
 def _queue_list(text: str) -> tuple[str, ...]:
     from boundq.core.errors import JobValidationError
     from boundq.core.validation import check_queue_name
@@ -131,6 +143,8 @@ class Settings:
     api_nice: int = 10  # `boundq serve`: the API process's lower CPU priority
     api_group_commit: bool = True  # concurrent single creates share one INSERT
     metrics_port: int = 0  # `boundq worker`: serve /metrics here (0 = off)
+    replica_database_url: str | None = None  # reads of the API go here when set
+    replica_max_lag_seconds: float = 5.0  # past this, reads go to the primary
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -191,6 +205,8 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "API_NICE": ("api_nice", _int(0, 19)),
     "API_GROUP_COMMIT": ("api_group_commit", _bool),
     "METRICS_PORT": ("metrics_port", _int(0, 65535)),
+    "REPLICA_DATABASE_URL": ("replica_database_url", _postgres_url),
+    "REPLICA_MAX_LAG_SECONDS": ("replica_max_lag_seconds", _float(1, 86_400)),
 }
 
 ENV_VARIABLES = tuple(_VARIABLES)

@@ -37,6 +37,7 @@ from boundq.server.metrics import MetricsMiddleware
 from boundq.server.modules import MODULE_ROUTES
 from boundq.server.openapi import build_openapi
 from boundq.server.options import ApiOptions
+from boundq.server.pool import Conn
 from boundq.server.schedules import SCHEDULE_ROUTES
 from boundq.server.schemas import STATUSES
 from boundq.server.state import ApiState
@@ -118,10 +119,14 @@ async def get_job(request: Request) -> Response:
     scope = state.auth.check(request, write=False)
     job_id = _job_id(request)
     state.monitor.check_available()
-    async with state.connection() as conn:
+
+    async def read(conn: Conn) -> dict[str, Any]:
         row = await tenancy.get_job(conn, job_id, scope)
         row["attempt_history"] = await queue.job_attempts(conn, job_id)
-    return json_response(row)
+        return row
+
+    # the replica while it is close behind; the primary when it does not have the job
+    return json_response(await state.reads.read(read))
 
 
 async def list_jobs(request: Request) -> Response:
@@ -151,7 +156,8 @@ async def list_jobs(request: Request) -> Response:
     # rows below the cursor (job_list), so it may come back short; next_cursor then
     # continues below what was read.
     scan = state.options.list_scan_max if filtered else limit + 1
-    async with state.connection() as conn:
+
+    async def read(conn: Conn) -> dict[str, Any]:
         cur = conn.cursor(row_factory=dict_row)
         await cur.execute(Q.job_list if queues is None else Q.job_list_in_queues,
                           {"status": status, "kind": kind, "queue": queue_name,
@@ -164,7 +170,9 @@ async def list_jobs(request: Request) -> Response:
             next_cursor = rows[-1]["id"]
         elif filtered:
             next_cursor = await _scan_floor(conn, cursor, scan)
-    return json_response({"jobs": rows, "next_cursor": next_cursor})
+        return {"jobs": rows, "next_cursor": next_cursor}
+
+    return json_response(await state.reads.read(read))
 
 
 async def _scan_floor(conn: Any, before: int | None, scan: int) -> int | None:
@@ -207,8 +215,12 @@ async def stats(request: Request) -> Response:
     async with state.stats_lock:
         stats = state.cached_stats(scope.queues)
         if stats is None:
-            async with state.connection() as conn:
-                stats = await compute_stats(conn, scope.queue_list())
+            queues = scope.queue_list()
+
+            async def read(conn: Conn) -> dict[str, Any]:
+                return await compute_stats(conn, queues)
+
+            stats = await state.reads.read(read)
             state.stats_cache[scope.queues] = (time.monotonic(), stats)
     return json_response(stats)
 
@@ -235,6 +247,7 @@ async def metrics(request: Request) -> Response:
     state.auth.check(request, write=False, admin=True)  # its counters sum every queue
     state.exporter.flush(state.monitor.up, state.monitor.waiting, state.pool.stats(),
                          state.lag.lag_s)
+    state.reads.export()
     return Response(render_all(), media_type=CONTENT_TYPE)
 
 

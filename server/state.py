@@ -1,7 +1,7 @@
-"""What the routes share, built once per app: the pool, the database monitor, the group
-commit batcher, the lag probe, the authorizer and the counters. Each part gets only the
-parts it needs (none of them knows this container), and the container starts and stops
-them in order."""
+"""What the routes share, built once per app: the pool, the read router (with a replica's
+pool when REPLICA_DATABASE_URL is set), the database monitor, the group commit batcher,
+the lag probe, the authorizer and the counters. Each part gets only the parts it needs
+(none of them knows this container), and the container starts and stops them in order."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from boundq.server.batcher import CreateBatcher
 from boundq.server.metrics import ApiExporter, ApiMetrics
 from boundq.server.options import ApiOptions
 from boundq.server.pool import ApiPool
+from boundq.server.replica import ReadRouter
 
 __all__ = ["ApiOptions", "ApiState"]
 
@@ -32,8 +33,11 @@ class ApiState:
         self.metrics = ApiMetrics()
         self.exporter = ApiExporter(self.metrics)
         o = self.options
-        self.pool = ApiPool(settings, url, o.pool_size or max(2, settings.api_pool_buffer),
-                            o.pool_wait_s, o.pool_max_waiting)
+        size = o.pool_size or max(2, settings.api_pool_buffer)
+        self.pool = ApiPool(settings, url, size, o.pool_wait_s, o.pool_max_waiting)
+        replica = (ApiPool(settings, settings.replica_database_url, size, o.pool_wait_s,
+                           o.pool_max_waiting) if settings.replica_database_url else None)
+        self.reads = ReadRouter(self.pool, replica, settings.replica_max_lag_seconds)
         self.monitor = DbMonitor(self.pool, settings.max_queue_depth, o, self.metrics)
         self.batcher = CreateBatcher(self.pool, o, self.metrics)
         self.lag = LagProbe()
@@ -50,8 +54,12 @@ class ApiState:
     async def start(self) -> None:
         await self.pool.open()
         await self.monitor.refresh_once()
+        await self.reads.open()
         self._tasks = [asyncio.create_task(self.monitor.run(self._stop), name="boundq-api-monitor"),
                        asyncio.create_task(self.lag.run(self._stop), name="boundq-api-lag")]
+        if self.reads.configured:
+            self._tasks.append(asyncio.create_task(self.reads.run(self._stop),
+                                                   name="boundq-api-replica"))
 
     async def stop(self) -> None:
         if self._stop.is_set():
@@ -61,6 +69,7 @@ class ApiState:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.reads.close()
         await self.pool.close()
 
     def cached_stats(self, queues: frozenset[str] | None) -> dict[str, Any] | None:
