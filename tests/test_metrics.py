@@ -16,7 +16,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -299,6 +299,8 @@ def _post(base: str, body: dict[str, Any]) -> int:
 class Served:
     scrape: Scrape
     refused: int  # 429s on the way (the door sheds while a busy machine runs the API late)
+    metrics_port_url: str  # METRICS_PORT's /metrics, served by serve's parent
+    tail: Callable[[], str]
 
 
 def _create(base: str, body: dict[str, Any], refused: list[int]) -> int:
@@ -312,12 +314,13 @@ def _create(base: str, body: dict[str, Any], refused: list[int]) -> int:
 
 @pytest.fixture(scope="module")
 def served(pg_cluster: PgCluster, template_url: str, tmp_path_factory) -> Iterator[Served]:
-    """`boundq serve` with two worker processes after CREATED creates and one refused
-    create have gone through: its /metrics once every job has succeeded."""
-    port = free_port()
+    """`boundq serve` with two worker processes and METRICS_PORT set, after CREATED creates
+    and one refused create have gone through: its /metrics once every job has succeeded."""
+    port, metrics_port = free_port(), free_port()
     base = f"http://127.0.0.1:{port}"
     with scratch_database(pg_cluster, "metrics") as url:
-        server = Child(["serve"], _env(url, http_port=port, worker_processes=2),
+        server = Child(["serve"], _env(url, http_port=port, worker_processes=2,
+                                       metrics_port=metrics_port),
                        tmp_path_factory.mktemp("serve") / "serve.log")
         try:
             deadline = time.monotonic() + 90
@@ -336,7 +339,8 @@ def served(pg_cluster: PgCluster, template_url: str, tmp_path_factory) -> Iterat
                     break
                 assert time.monotonic() < deadline, server.tail()
                 time.sleep(0.2)
-            yield Served(got, len(refused))
+            yield Served(got, len(refused), f"http://127.0.0.1:{metrics_port}/metrics",
+                         server.tail)
             assert server.stop() == 0, server.tail()
         finally:
             server.close()
@@ -357,6 +361,26 @@ def test_serve_metrics_hold_the_workers_and_the_api(served: Served) -> None:
     assert got.value("boundq_api_database_up") == 1
     assert got.value("boundq_in_flight") == 0
     assert not any("pid" in labels for series in got.samples.values() for labels, _ in series)
+
+
+@pytest.mark.slow
+async def test_serve_metrics_port_is_the_parents_and_holds_every_process(served: Served
+                                                                        ) -> None:
+    """METRICS_PORT under `boundq serve`: the parent serves it (its worker children used to
+    bind it too, and the second one's failure stopped serve), with the workers' counts and
+    the API's (flushed once a second), the same totals as the API's own /metrics."""
+    api = served.scrape
+    got = await scrape_until(served.metrics_port_url, f"METRICS_PORT\n{served.tail()}",
+                             boundq_jobs_succeeded_total=CREATED,
+                             boundq_api_jobs_created_total=CREATED)
+    for name, labels in (("boundq_jobs_claimed_total", {}), ("boundq_run_seconds_count", {}),
+                         ("boundq_http_requests_total", {"method": "POST", "status": "201"}),
+                         ("boundq_http_requests_total", {"method": "POST", "status": "422"})):
+        assert got.value(name, **labels) == api.value(name, **labels), (name, labels)
+    assert got.value("boundq_in_flight") == 0
+    assert not any("pid" in labels for series in got.samples.values() for labels, _ in series)
+    assert "boundq serve: API on" in served.tail(400)
+    assert "Address already in use" not in served.tail(400)
 
 
 def _documented() -> dict[str, tuple[str, set[str]]]:
