@@ -21,12 +21,10 @@ import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import boundq
-
 # The children run in the caller's working directory (its .env, its relative --out, as any
-# boundq command) and import the same boundq as this process: IMPORT_ROOT is the folder
-# it comes from, a checkout (whose boundq/ links to the source folders) or site-packages.
-IMPORT_ROOT = Path(boundq.__file__).resolve().parent.parent
+# boundq command) and import the same boundq as this process (core/children.py).
+from boundq.core.children import child_env as child_env
+
 LOCUST_FILES = Path(__file__).resolve().parent
 
 # scenario -> (locust file, user classes)
@@ -181,12 +179,3 @@ def can_unshare_net() -> bool:
     except (OSError, subprocess.TimeoutExpired):
         return False  # no unshare(1), or it hung
     return done.returncode == 0
-
-
-def child_env(extra: dict[str, str]) -> dict[str, str]:
-    env = {**os.environ, **extra}
-    if str(IMPORT_ROOT) not in sys.path:  # a checkout; an installed boundq is found anyway
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(IMPORT_ROOT),
-                                                          env.get("PYTHONPATH")]))
-    env.setdefault("PYTHONUNBUFFERED", "1")
-    return env

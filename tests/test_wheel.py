@@ -3,12 +3,16 @@
 the checkout on the path: `boundq --help`, the public API (typed), `boundq enqueue`, and a
 short `boundq flood` whose verdict passes.
 
-Installing the dependencies needs the package registry (pip's cache keeps a second run
-short); the test builds and installs once per module.
+The wheel is built once per module and installed once, with uv (`uv build`, `uv pip
+install` into a venv made by the standard library's venv): the same standard wheel and
+metadata pip installs, resolved against the package registry, but its dependencies come
+hard-linked from uv's cache after the first run (pip unpacked the ~290 MB of the `load`
+extra anew each time: 20-40 s of the test's minute on a busy 2-core machine).
 """
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import shutil
@@ -24,6 +28,7 @@ import psycopg
 import pytest
 
 from boundq.core.config import ENV_VARIABLES
+from tests.conftest import PgCluster
 from tests.helpers import REPO_ROOT
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
@@ -59,13 +64,19 @@ def _copy_sources(dest: Path) -> None:
             shutil.copy2(src, dst)
 
 
+def _uv() -> str:
+    from uv import find_uv_bin  # the `test` extra
+
+    return str(find_uv_bin())
+
+
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    src = tmp_path_factory.mktemp("src")
+    src = tmp_path_factory.mktemp("sources")
     out = tmp_path_factory.mktemp("dist")
     _copy_sources(src)
-    _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--wheel-dir", str(out),
-          str(src)], 600)
+    # An isolated build with pyproject's build-system requirements, as pip's.
+    _run([_uv(), "build", "--quiet", "--wheel", "--out-dir", str(out), str(src)], 600)
     (built,) = out.glob("boundq-*.whl")
     return built
 
@@ -91,10 +102,8 @@ class Installed:
 @pytest.fixture(scope="module")
 def installed(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Installed]:
     venv = tmp_path_factory.mktemp("venv")
-    # No pip of its own (faster): this interpreter's pip installs into it.
     _run([sys.executable, "-m", "venv", "--clear", "--without-pip", str(venv)], 120)
-    _run([sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"), "install",
-          "--prefer-binary", "--no-compile", "--disable-pip-version-check",
+    _run([_uv(), "pip", "install", "--quiet", "--python", str(venv / "bin" / "python"),
           f"{wheel}[{EXTRAS}]"], 840)
     cwd = tmp_path_factory.mktemp("outside")
     assert not cwd.resolve().is_relative_to(REPO_ROOT.resolve())
@@ -134,13 +143,11 @@ def test_wheel_holds_the_package_data_and_only_the_boundq_package(wheel: Path) -
 
 
 # --- installed, used from outside the checkout ----------------------------------------------
-def test_boundq_help_and_report_help_from_outside(installed: Installed) -> None:
+def test_boundq_help_from_outside(installed: Installed) -> None:
     top = installed.run("boundq", "--help").stdout
     for command in ("db", "migrate", "worker", "enqueue", "serve", "flood", "report"):
         assert command in top
     assert "--calibration-seconds" in installed.run("boundq", "flood", "--help").stdout
-    report = installed.run("boundq", "report", "--help").stdout
-    assert "usage: boundq report" in report and "--quick" in report
 
 
 PUBLIC_API_SCRIPT = """
@@ -220,7 +227,7 @@ def test_short_flood_from_outside_passes(installed: Installed, db_url: str) -> N
     (installed.cwd / ".env").write_text("MAX_CONCURRENT_JOBS=3\n")
     try:
         out = installed.run(
-            "boundq", "flood", "--scenario", "create", "--users", "2", "--time", "4",
+            "boundq", "flood", "--scenario", "create", "--users", "2", "--time", "2",
             "--job-ms", "0", "--calibration-seconds", "0", "--drain-timeout", "120",
             timeout=420, env={"DATABASE_URL": db_url})
     finally:
@@ -239,3 +246,49 @@ def test_short_flood_from_outside_passes(installed: Installed, db_url: str) -> N
                   if line.startswith("boundq_permits_high_water ")]
     assert high_water and high_water[0] <= 3  # the server read the caller's .env too
     assert not (installed.package / "reports" / "runs").exists()  # nothing in the package
+
+
+# Imported by each `boundq worker` the report starts, when the caller's .env names it.
+CALLER_HANDLERS = """
+import os, sys
+
+with open(os.environ["REPORT_CHILDREN"], "a") as out:
+    out.write(repr({"cwd": os.getcwd(), "sys_path": sys.path}) + "\\n")
+"""
+
+# One point of `boundq report`'s concurrency sweep, as reports/sweep.py measures it (the
+# whole command adds a minute of pandas and matplotlib on a busy machine, not children).
+REPORT_POINT_SCRIPT = """
+import json, os
+from boundq.reports.drain_run import prepare
+from boundq.reports.points import drain_boundq
+
+url = prepare(os.environ["BASE_URL"], "boundq", 50)
+print(json.dumps(drain_boundq(url, 50, {"MAX_CONCURRENT_JOBS": "5"})))
+"""
+
+
+def test_report_from_outside_runs_its_children_in_the_callers_directory(
+        installed: Installed, pg_cluster: PgCluster, tmp_path: Path) -> None:
+    """A drain of `boundq report` runs `boundq worker` as a child: in the caller's directory
+    (the caller's .env, whose BOUNDQ_HANDLERS names a module there), importing the
+    installed boundq. Before, the children ran in site-packages/boundq with it on
+    PYTHONPATH: no caller's .env, no caller's modules."""
+    children = tmp_path / "children.txt"
+    (installed.cwd / "caller_jobs.py").write_text(CALLER_HANDLERS)
+    (installed.cwd / ".env").write_text("BOUNDQ_HANDLERS=caller_jobs\n")
+    try:
+        out = installed.run("python", "-c", REPORT_POINT_SCRIPT, timeout=300,
+                            env={"BASE_URL": pg_cluster.url("postgres"),
+                                 "REPORT_CHILDREN": str(children)})
+    finally:
+        (installed.cwd / ".env").unlink()
+        (installed.cwd / "caller_jobs.py").unlink()
+    point = json.loads(out.stdout.strip().splitlines()[-1])
+    assert point["jobs_per_s"] > 0, point
+    assert children.is_file(), "the report's worker did not read the caller's .env"
+    seen = [ast.literal_eval(line) for line in children.read_text().splitlines()]
+    assert len(seen) == 1, seen  # one drain, one `boundq worker`
+    assert Path(seen[0]["cwd"]) == installed.cwd
+    assert str(installed.package) not in seen[0]["sys_path"]
+    assert not (installed.package / ".boundq").exists()
