@@ -61,6 +61,11 @@ WHERE dedupe_key = %(dedupe_key)s AND status IN ('scheduled', 'blocked', 'new', 
 -- name: job_get
 SELECT * FROM jobs WHERE id = %(id)s
 
+-- name: job_terminal_among
+-- Which of these waited jobs have finished (long polls, server/waits.py): primary key only.
+SELECT id FROM jobs
+WHERE id = ANY(%(ids)s::bigint[]) AND status IN ('success', 'failed', 'cancelled')
+
 -- name: job_attempts_list
 -- Ended attempts have a row; the running one (if any) is the jobs row itself.
 SELECT job_id, attempt, owner, claimed_at, finished_at, outcome, error
