@@ -20,11 +20,13 @@ built in core/tracing/spans.py, imported only once tracing is on.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
+import logging
 import os
 import sys
 import time
-from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +38,8 @@ if TYPE_CHECKING:
     from boundq.core.queue import ClaimedRow, Outcome
     from boundq.core.tracing.spans import JobSpans
     from boundq.core.validation import JobSpec
+
+log = logging.getLogger("boundq.tracing")
 
 EXTRA = "boundq[otel]"
 
@@ -94,7 +98,7 @@ def configure(service: str, *, instrument_psycopg: bool = False,
     return True
 
 
-def enable(tracer_provider: Any = None) -> None:
+def enable(tracer_provider: Any = None) -> JobSpans:
     """Trace with `tracer_provider` (default: the global one, which an application may
     have set up itself). A Worker decides at construction: enable first."""
     global ENABLED, _spans
@@ -102,6 +106,7 @@ def enable(tracer_provider: Any = None) -> None:
 
     _spans = JobSpans(tracer_provider)
     ENABLED = True
+    return _spans
 
 
 def disable() -> None:
@@ -125,15 +130,17 @@ def cycled(owner: str, started_ns: int, successes: Sequence[Pending], completed:
     per written success (fenced ones marked) and a claim span per claimed job."""
     if _spans is not None:
         end = now_ns()
-        _spans.written(owner, started_ns, end, successes, completed)
-        _spans.claimed(owner, started_ns, end, claimed)
+        with _never_raises():
+            _spans.written(owner, started_ns, end, successes, completed)
+            _spans.claimed(owner, started_ns, end, claimed)
 
 
 def failures_written(owner: str, started_ns: int, failures: Sequence[Pending],
                      statuses: Mapping[int, str]) -> None:
     """After job_fail_batch: a complete span per failed attempt written or fenced."""
     if _spans is not None:
-        _spans.written(owner, started_ns, now_ns(), failures, statuses.keys(), statuses)
+        with _never_raises():
+            _spans.written(owner, started_ns, now_ns(), failures, statuses.keys(), statuses)
 
 
 def reconciled(owner: str, unheld: Sequence[Pending], settled: Collection[int],
@@ -141,7 +148,18 @@ def reconciled(owner: str, unheld: Sequence[Pending], settled: Collection[int],
     """After a reconciliation: complete spans for outcomes a lost statement settled (or
     that were fenced), claim spans for the rows it claimed and this process adopts."""
     if _spans is not None:
-        _spans.reconciled(owner, now_ns(), unheld, settled, adopted)
+        with _never_raises():
+            _spans.reconciled(owner, now_ns(), unheld, settled, adopted)
+
+
+@contextlib.contextmanager
+def _never_raises() -> Iterator[None]:
+    """The claim loop calls these between a commit and its bookkeeping: a fault in
+    tracing is logged and costs spans, never the loop's accounting."""
+    try:
+        yield
+    except Exception:
+        log.exception("tracing: spans dropped")
 
 
 # --- producer hooks --------------------------------------------------------------------
