@@ -1,7 +1,7 @@
 """Tracing with OpenTelemetry: one job is one trace, off by default and free when off.
 
 Turned on by the standard variables: OTEL_TRACES_EXPORTER naming an exporter (`console`,
-`otlp`, ...; unset or `none` is off, unlike the SDK's own default) and OTEL_SDK_DISABLED
+`otlp`, ...; unset or `none` is off, unlike the specification's default, otlp) and OTEL_SDK_DISABLED
 not `true`. The SDK then configures itself from OTEL_* (service name, resource, sampler,
 exporter endpoints, batch processor): see core/tracing/sdk.py and docs/tracing.md.
 
