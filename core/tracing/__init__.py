@@ -135,6 +135,15 @@ def cycled(owner: str, started_ns: int, successes: Sequence[Pending], completed:
             _spans.claimed(owner, started_ns, end, claimed)
 
 
+def claimed(owner: str, started_ns: int, rows: Sequence[ClaimedRow]) -> None:
+    """After a job_claim_limited statement (a queue or kind with limits): a claim span per
+    claimed job."""
+    if _spans is not None:
+        end = now_ns()
+        with _never_raises():
+            _spans.claimed(owner, started_ns, end, rows)
+
+
 def failures_written(owner: str, started_ns: int, failures: Sequence[Pending],
                      statuses: Mapping[int, str]) -> None:
     """After job_fail_batch: a complete span per failed attempt written or fenced."""

@@ -1,6 +1,7 @@
 """The worker's spans, in-process with an in-memory exporter: a fenced completion is
-marked as such, a job created untraced gets a trace of its own rooted at its claim, and
-nothing is left behind once the outcomes are written."""
+marked as such, a job created untraced gets a trace of its own rooted at its claim, jobs
+of a limited queue (claimed by their own statement) stay in their create span's trace,
+and nothing is left behind once the outcomes are written."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from boundq.core import queue, tracing
+from boundq.core import flow, queue, tracing
 from boundq.core.client import Client
 from boundq.core.handlers import JobContext, Registry, register_builtins
 from boundq.core.worker import Worker
@@ -81,3 +82,36 @@ async def test_fenced_write_is_marked_and_untraced_jobs_get_a_trace(
 
 def _child_of(span: SpanRecord, parent: SpanRecord) -> bool:
     return (span.trace_id, span.parent_id) == (parent.trace_id, parent.span_id)
+
+
+async def test_limited_claims_continue_the_jobs_trace(
+        db_url: str, conn: psycopg.AsyncConnection, exporter: InMemorySpanExporter) -> None:
+    """Jobs of a queue with limits are claimed by boundq_claim_limited, not the cycle's
+    statement: their claim, run and complete spans are children of the create span all
+    the same (the function returns the stored context)."""
+    await flow.put_queue(conn, "mail", flow.parse_settings({"concurrency": 1}, weighted=True))
+    settings = fast_settings()
+    client = Client(settings)
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    spans = tracing.enable(provider)
+    jobs = [await client.enqueue(conn, f"limited-{i}", queue="mail") for i in range(3)]
+    assert all(job["trace_parent"] for job in jobs)
+
+    worker = Worker(settings, db_url)
+    await worker.start()
+    try:
+        await wait_until(lambda: scalar(conn, "SELECT count(*) = 3 FROM jobs WHERE status = "
+                                              "'success'"), 30, what="the limited jobs")
+    finally:
+        await worker.stop()
+    assert spans.held == 0
+
+    records = [from_sdk(s) for s in exporter.get_finished_spans()]
+    for job in jobs:
+        trace_id, create_id = split_traceparent(job["trace_parent"])
+        own = {s.name: s for s in records if s.job_id == job["id"]
+               and s.name != "boundq.create"}
+        assert sorted(own) == ["boundq.claim", "boundq.complete", "boundq.run"]
+        assert {(s.trace_id, s.parent_id) for s in own.values()} == {(trace_id, create_id)}
+        assert own["boundq.claim"].attributes["messaging.destination.name"] == "mail"
