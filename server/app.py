@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from boundq.core import queue
+from boundq.core import queue, tracing
 from boundq.core.config import Settings
 from boundq.core.handlers import Registry
 from boundq.core.metrics import CONTENT_TYPE, render_all
@@ -116,13 +116,17 @@ async def create_job(request: Request) -> Response:
     spec = validate_job(job.as_item(), state.registry, state.settings)
     scope.require_queue(spec.queue)
     await state.monitor.admit(1)
-    if key is None:
-        row, created = await state.batcher.create(spec)
-        tenancy.check_created(spec, row, created, scope)
-    else:
-        async with state.connection() as conn:
-            row, created = await idempotency.create_idempotent(
-                conn, spec, key, idempotency.request_hash(job), scope)
+    # tracing (core/tracing): the create span; the job stores its context (off: a no-op)
+    with tracing.creating(request.headers, via="api", queue=spec.queue) as trace:
+        spec.trace_parent = trace.trace_parent
+        if key is None:
+            row, created = await state.batcher.create(spec)
+            tenancy.check_created(spec, row, created, scope)
+        else:
+            async with state.connection() as conn:
+                row, created = await idempotency.create_idempotent(
+                    conn, spec, key, idempotency.request_hash(job), scope)
+        trace.created(row["id"], created)
     if created:
         state.monitor.note_created(1)
         state.metrics.jobs_created += 1
