@@ -29,11 +29,11 @@ run: venv pg-server ## Start the API and workers on the embedded PostgreSQL (or 
 worker: venv pg-server ## Start workers only
 	$(VENV)/bin/boundq worker
 
-test: venv pg-server ## Run the test suite against a throwaway PostgreSQL cluster
-	$(PY) -m pytest tests invariants -q --durations=30
+test: venv pg-server ## Run the test suite (tests/ and invariants/ side by side) against throwaway PostgreSQL clusters
+	bash scripts/run-suite.sh $(PY) --durations=25
 
 test-busy: venv pg-server ## The suite beside two CPU hogs (HOGS=N): what timing-dependent tests meet in CI
-	HOGS=$${HOGS:-2} bash scripts/with-cpu-hogs.sh $(PY) -m pytest tests invariants -q --durations=30
+	HOGS=$${HOGS:-2} bash scripts/with-cpu-hogs.sh bash scripts/run-suite.sh $(PY) --durations=25
 
 lint: venv ## ruff and mypy --strict
 	$(VENV)/bin/ruff check boundq core server tests invariants loadtests reports

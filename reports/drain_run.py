@@ -54,7 +54,20 @@ def fill_backlog(url: str, jobs: int) -> None:
             copy.write_row(("bench", "noop"))
 
 
-def prepare(base: str, system: str, backlog: int, name: str = BENCH_DB) -> str:
+def fill_delayed(url: str, jobs: int) -> None:
+    """COPY `jobs` no-op jobs due in a day at priority 9, status left to the schema's
+    default (the scout moves such rows to `scheduled`)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        due = conn.execute("SELECT now() + interval '1 day'").fetchone()
+        assert due is not None
+        with conn.cursor() as cur, cur.copy(
+                "COPY jobs (name, kind, priority, run_at) FROM STDIN") as copy:
+            for _ in range(jobs):
+                copy.write_row(("delayed", "noop", 9, due[0]))
+
+
+def prepare(base: str, system: str, backlog: int, name: str = BENCH_DB,
+            delayed: int = 0) -> str:
     """A fresh database with `backlog` no-op jobs of `system` waiting, VACUUM ANALYZEd
     (as autovacuum leaves a queue table in service) and checkpointed, so that no run
     inherits the fill's write-out. Returns its URL."""
@@ -68,6 +81,8 @@ def prepare(base: str, system: str, backlog: int, name: str = BENCH_DB) -> str:
     else:
         asyncio.run(migrate(url))
         fill_backlog(url, backlog)
+        if delayed:
+            fill_delayed(url, delayed)
     with dbwatch.connect(url) as conn:
         conn.execute("VACUUM ANALYZE")
         with contextlib.suppress(psycopg.errors.InsufficientPrivilege):
