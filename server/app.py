@@ -39,6 +39,7 @@ from boundq.server.options import ApiOptions
 from boundq.server.schemas import STATUSES
 from boundq.server.state import ApiState
 from boundq.server.stats import compute_stats
+from boundq.server.ui import UI_ROUTES
 
 MAX_ID = 2**63 - 1
 
@@ -240,6 +241,7 @@ ROUTES = [
     Route("/metrics", metrics, methods=["GET"]),
     Route("/openapi.json", openapi, methods=["GET"]),
     *MODULE_ROUTES,
+    *UI_ROUTES,
 ]
 
 

@@ -1,0 +1,228 @@
+"""The dashboard's rules over plain HTTP (no browser needed to see them): CSRF, login,
+the scope, flow control's optional table, a database that is down, escaping."""
+
+from __future__ import annotations
+
+import re
+
+import httpx
+import psycopg
+import pytest
+
+from boundq.server.ui import access
+from boundq.server.ui.data import FLOW_CONTROL
+from tests.api.conftest import Api, running_api
+from tests.conftest import fast_settings
+from tests.helpers import add_job, as_prepared
+from tests.ui.conftest import enqueue, worker
+
+TOKEN = "http-test-token-51d2"
+_CSRF = re.compile(r'name="csrf" value="([^"]+)"')
+JOB_QUEUES = """CREATE TABLE job_queues (
+    name text PRIMARY KEY, concurrency int, rate_per_s float8, burst int NOT NULL DEFAULT 1,
+    weight int NOT NULL DEFAULT 1, paused bool NOT NULL DEFAULT false)"""
+
+
+async def csrf_of(client: httpx.AsyncClient, path: str = "/ui") -> str:
+    """The token a page's forms carry: the same as its CSRF cookie (double submit)."""
+    page = await client.get(path)
+    assert page.status_code == 200, page.text
+    token = client.cookies.get(access.CSRF_COOKIE)
+    assert token
+    found = _CSRF.search(page.text)
+    assert found is None or found[1] == token
+    return str(token)
+
+
+async def failed_jobs(api: Api, n: int = 1, queues: str = "default", **fields: object
+                      ) -> list[int]:
+    ids = await enqueue(api.db_url, n, kind="fail", payload={"times": 9}, max_attempts=1,
+                        **fields)
+    async with worker(api.db_url, queues=queues):
+        for job_id in ids:
+            await _until_status(api, job_id, "failed")
+    return ids
+
+
+async def _until_status(api: Api, job_id: int, status: str) -> None:
+    from tests.helpers import wait_until
+
+    async def check() -> bool:
+        rows = await api.sql("SELECT status::text FROM jobs WHERE id = %s", job_id)
+        return rows[0][0] == status
+
+    await wait_until(check, 20, what=f"job {job_id} {status}")
+
+
+async def status_of(api: Api, job_id: int) -> str:
+    return str((await api.sql("SELECT status::text FROM jobs WHERE id = %s", job_id))[0][0])
+
+
+def form(csrf: str, **fields: str) -> dict[str, str]:
+    return {"csrf": csrf, **fields}
+
+
+async def test_actions_need_the_sessions_csrf_token_and_stay_on_the_dashboard(
+        db_url: str) -> None:
+    async with running_api(db_url) as api:
+        (job,) = await failed_jobs(api)
+        client = api.client
+        csrf = await csrf_of(client)
+        url = f"/ui/jobs/{job}/retry"
+        for data, headers in (({"back": "/ui"}, {}), (form("x" * 43), {}),
+                              (form(csrf), {"origin": "http://evil.example"})):
+            refused = await client.post(url, data=data, headers=headers)
+            assert refused.status_code == 403, refused.text
+            assert "Form expired" in refused.text
+        assert await status_of(api, job) == "failed"
+
+        done = await client.post(url, data=form(csrf, back="https://evil.example/x"))
+        assert done.status_code == 303
+        assert done.headers["location"] == f"/ui/jobs/{job}"  # never off the dashboard
+        assert await status_of(api, job) == "new"
+        shown = await client.get(done.headers["location"])
+        assert f"job {job} is waiting to run again" in shown.text
+        assert "waiting to run again" not in (await client.get("/ui")).text  # shown once
+
+        # Retrying a job that is not failed is a message on the page, not an error status.
+        again = await client.post(url, data=form(csrf, back="/ui/failed"))
+        assert again.status_code == 303 and again.headers["location"] == "/ui/failed"
+        page = await client.get("/ui/failed")
+        assert page.status_code == 200 and f"job {job} is new: cannot retry" in page.text
+        missing = await client.post("/ui/jobs/999999/cancel", data=form(csrf))
+        assert missing.status_code == 303
+        assert "job 999999 not found" in (await client.get(missing.headers["location"])).text
+
+
+async def test_login_is_required_for_pages_and_actions_when_a_token_is_set(db_url: str) -> None:
+    async with running_api(db_url, fast_settings(api_token=TOKEN)) as api:
+        (job,) = await failed_jobs(api)
+        client = api.client
+        page = await client.get("/ui/failed?queue=default")
+        assert page.status_code == 303
+        assert page.headers["location"] == "/ui/login?next=/ui/failed%3Fqueue%3Ddefault"
+        csrf = await csrf_of(client, "/ui/login")
+        act = await client.post(f"/ui/jobs/{job}/retry", data=form(csrf))
+        assert act.status_code == 303 and act.headers["location"].startswith("/ui/login")
+        assert await status_of(api, job) == "failed"
+
+        wrong = await client.post("/ui/login", data=form(csrf, token="nope", next="/ui"))
+        assert wrong.status_code == 401 and "not accepted" in wrong.text
+        assert access.SESSION_COOKIE not in wrong.headers.get("set-cookie", "")
+        right = await client.post("/ui/login", data=form(csrf, token=TOKEN, next="/ui/failed"))
+        assert right.status_code == 303 and right.headers["location"] == "/ui/failed"
+        cookie = right.headers["set-cookie"].lower()
+        assert "httponly" in cookie and "samesite=strict" in cookie and "path=/ui" in cookie
+        assert (await client.get("/ui/failed")).status_code == 200
+
+        # A script may send the API's header instead of a cookie.
+        async with httpx.AsyncClient(base_url=api.base) as script:
+            bearer = {"authorization": f"Bearer {TOKEN}"}
+            assert (await script.get("/ui", headers=bearer)).status_code == 200
+            assert (await script.get("/ui", headers={"authorization": "Bearer x"})
+                    ).status_code == 303
+
+
+async def test_without_a_token_the_dashboard_is_open(db_url: str) -> None:
+    async with running_api(db_url) as api:
+        assert (await api.client.get("/ui")).status_code == 200
+        login = await api.client.get("/ui/login?next=/ui/failed")
+        assert login.status_code == 303 and login.headers["location"] == "/ui/failed"
+
+
+async def test_the_scope_filters_every_list_and_every_action(
+        db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    async with running_api(db_url) as api:
+        (failed_a,) = await failed_jobs(api, queue="a", queues="a,b")
+        (failed_b,) = await failed_jobs(api, queue="b", queues="a,b")
+        (waiting_a,) = await enqueue(db_url, queue="a")
+        (waiting_b,) = await enqueue(db_url, queue="b")
+        monkeypatch.setattr(access, "visible_queues", lambda request: frozenset({"a"}))
+        client = api.client
+        overview = (await client.get("/ui")).text
+        assert 'data-queue="a"' in overview and 'data-queue="b"' not in overview
+        failed = (await client.get("/ui/failed")).text
+        assert f'data-job="{failed_a}"' in failed and f'data-job="{failed_b}"' not in failed
+        assert f'data-job="{failed_b}"' not in (await client.get("/ui/failed?queue=b")).text
+        assert (await client.get(f"/ui/jobs/{waiting_b}")).status_code == 404
+        assert (await client.get("/ui/queues/b")).status_code == 404
+        assert (await client.get(f"/ui/jobs/{waiting_a}")).status_code == 200
+
+        csrf = await csrf_of(client)
+        for job, verb in ((waiting_b, "cancel"), (failed_b, "retry")):
+            refused = await client.post(f"/ui/jobs/{job}/{verb}", data=form(csrf))
+            assert refused.status_code == 303
+            page = await client.get(refused.headers["location"])
+            assert f"job {job} not found" in page.text
+        assert (await status_of(api, waiting_b), await status_of(api, failed_b)) == ("new",
+                                                                                    "failed")
+        done = await client.post(f"/ui/jobs/{waiting_a}/cancel", data=form(csrf))
+        assert done.status_code == 303 and await status_of(api, waiting_a) == "cancelled"
+
+
+async def test_flow_control_limits_are_shown_when_their_table_exists(db_url: str) -> None:
+    async with running_api(db_url) as api:
+        await enqueue(db_url, queue="default")
+        page = (await api.client.get("/ui")).text
+        assert "no limits" in page and "concurrency" not in page
+        await api.sql(JOB_QUEUES)
+        await api.sql("INSERT INTO job_queues VALUES ('default', 5, 10, 20, 2, true), "
+                      "('idle', NULL, NULL, 1, 1, false)")
+        page = (await api.client.get("/ui")).text
+        row = _row(page, "default")
+        for text in ("paused", "concurrency 5", "10/s (burst 20)", "weight 2"):
+            assert text in row, row
+        assert "no limits" in _row(page, "idle")  # a queue with settings and no jobs yet
+
+
+async def test_the_flow_control_block_prepares_against_its_table(conn: psycopg.AsyncConnection
+                                                                  ) -> None:
+    await conn.execute(JOB_QUEUES)
+    for name, text in FLOW_CONTROL.items():
+        await conn.execute(f"PREPARE check_{name} AS {as_prepared(text)}")
+
+
+async def test_a_database_that_is_down_is_a_503_page(db_url: str) -> None:
+    """No database behind the pool: first the pool's bounded wait (503 busy, as the API
+    answers), then, once the monitor knows it is down, 503 at once without touching the
+    pool. The probe cannot reach a database that does not exist, so it stays down."""
+    missing = db_url.rsplit("/", 1)[0] + "/no_such_database"
+    async with running_api(missing) as api:
+        busy = await api.client.get("/ui")
+        assert busy.status_code == 503 and "Traceback" not in busy.text
+        api.state.monitor.mark_down(psycopg.OperationalError("connection refused (test)"))
+        for path in ("/ui", "/ui/failed", "/ui/jobs/1", "/ui/queues/default"):
+            r = await api.client.get(path)
+            assert r.status_code == 503, (path, r.text)
+            assert r.headers["content-type"].startswith("text/html")
+            assert r.headers["retry-after"] == "1"
+            assert "Database unavailable" in r.text and "Traceback" not in r.text
+            assert '<meta http-equiv="refresh"' in r.text  # the page tries again by itself
+
+
+async def test_pages_escape_what_jobs_carry_and_send_their_headers(db_url: str) -> None:
+    async with running_api(db_url) as api:
+        async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as conn:
+            job = await add_job(conn, name="<script>alert(1)</script>",
+                                payload={"x": "</pre><b>bold</b>"})
+        r = await api.client.get(f"/ui/jobs/{job}")
+        assert r.status_code == 200
+        assert "<script>alert" not in r.text and "&lt;script&gt;alert(1)" in r.text
+        assert "<b>bold</b>" not in r.text
+        assert "script-src 'self'" in r.headers["content-security-policy"]
+        assert r.headers["cache-control"] == "no-store"
+        assert r.headers["x-frame-options"] == "DENY"
+        css = await api.client.get("/ui/static/ui.css")
+        assert css.status_code == 200 and css.headers["content-type"].startswith("text/css")
+        for path, status in (("/ui/nope", 404), ("/ui/failed?cursor=abc", 400),
+                             ("/ui/jobs?id=x", 404), (f"/ui/jobs/{2**63}", 404)):
+            r = await api.client.get(path)
+            assert r.status_code == status, (path, r.text)
+            assert r.headers["content-type"].startswith("text/html")
+        found = await api.client.get(f"/ui/jobs?id={job}")
+        assert found.status_code == 303 and found.headers["location"] == f"/ui/jobs/{job}"
+
+
+def _row(page: str, queue: str) -> str:
+    start = page.index(f'<tr data-queue="{queue}">')
+    return page[start:page.index("</tr>", start)]
