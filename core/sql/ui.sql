@@ -61,9 +61,9 @@ GROUP BY queue
 
 -- name: job_count_by_kind_capped
 -- Per kind, bounded three ways: every running row (bounded by the permits); among the
--- next `cap` jobs of each queue in claim order (what runs next); and among the jobs that
--- finished in the last minute, no more than `cap` of them (a backward range of the
--- finished index). `*_capped` says a window was full, so its counts are lower bounds.
+-- next `next_cap` jobs of each queue in claim order (what runs next); and among the jobs
+-- that finished in the last minute, no more than `finished_cap` of them (a backward range
+-- of the finished index). `*_capped` says a window was full: its counts are lower bounds.
 WITH RECURSIVE q(name) AS (
     (SELECT queue FROM jobs WHERE status = 'new' ORDER BY queue LIMIT 1)
     UNION ALL
@@ -77,12 +77,12 @@ WITH RECURSIVE q(name) AS (
         SELECT kind, queue FROM jobs
         WHERE status = 'new' AND queue = q.name
         ORDER BY priority DESC, run_at, id
-        LIMIT %(cap)s
+        LIMIT %(next_cap)s
     ) AS w
     WHERE q.name IS NOT NULL
       AND (%(queues)s::text[] IS NULL OR q.name = ANY(%(queues)s::text[]))
 ), next_full AS (
-    SELECT coalesce(bool_or(n >= %(cap)s), false) AS full_
+    SELECT coalesce(bool_or(n >= %(next_cap)s), false) AS full_
     FROM (SELECT count(*) AS n FROM next_up GROUP BY queue) AS per_queue
 ), running AS MATERIALIZED (
     SELECT kind FROM jobs
@@ -92,9 +92,9 @@ WITH RECURSIVE q(name) AS (
     SELECT kind, queue, status FROM jobs
     WHERE finished_at IS NOT NULL AND finished_at >= now() - interval '1 minute'
     ORDER BY finished_at DESC
-    LIMIT %(cap)s
+    LIMIT %(finished_cap)s
 ), finished_full AS (
-    SELECT count(*) >= %(cap)s AS full_ FROM finished
+    SELECT count(*) >= %(finished_cap)s AS full_ FROM finished
 ), recent AS (
     SELECT kind, status FROM finished
     WHERE %(queues)s::text[] IS NULL OR queue = ANY(%(queues)s::text[])

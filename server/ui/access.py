@@ -17,7 +17,6 @@ import base64
 import binascii
 import hmac
 import secrets
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 from starlette.requests import Request
@@ -53,9 +52,6 @@ class Viewer:
     def sql_scope(self) -> list[str] | None:
         """The `queues` parameter of the read model's blocks."""
         return None if self.queues is None else sorted(self.queues)
-
-    def narrowed(self, names: Iterable[str]) -> list[str]:
-        return [name for name in names if self.sees(name)]
 
 
 def _state(request: Request) -> ApiState:

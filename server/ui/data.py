@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from importlib import resources
 from typing import Any
 
+from psycopg import IsolationLevel
 from psycopg.rows import dict_row
 
 from boundq.core import queue
@@ -26,7 +27,8 @@ from boundq.server.pool import Conn
 from boundq.server.stats import quantile
 
 COUNT_CAP = 10_000  # active rows per queue and state are counted no further (shown "10,000+")
-KIND_WINDOW = 1_000  # kinds: the next jobs of each queue, and the last minute's finished
+KIND_NEXT_WINDOW = 1_000  # kinds waiting: among the next jobs of each queue, in claim order
+KIND_FINISHED_WINDOW = 5_000  # kinds finished: among the last minute's newest
 CHART_MINUTES = 60
 RATE_WINDOW_S = 60  # per queue throughput and pickup: the last minute (second tallies)
 PAGE_SIZE = 50
@@ -117,11 +119,19 @@ class Overview:
 
 @contextlib.asynccontextmanager
 async def reading(conn: Conn) -> AsyncIterator[Conn]:
-    """One transaction for a page's reads, with the bounded plan shapes of
-    session_plans_bounded_set (they end with it)."""
-    async with conn.transaction():
-        await conn.execute(Q.session_plans_bounded_set)
-        yield conn
+    """One read-only REPEATABLE READ transaction for a page's reads, so that its figures
+    come from one snapshot (a job is never counted running in one table and waiting in
+    the next), with the bounded plan shapes of session_plans_bounded_set. The pooled
+    connection gets its own settings back afterwards."""
+    await conn.set_isolation_level(IsolationLevel.REPEATABLE_READ)
+    await conn.set_read_only(True)
+    try:
+        async with conn.transaction():
+            await conn.execute(Q.session_plans_bounded_set)
+            yield conn
+    finally:
+        await conn.set_isolation_level(None)
+        await conn.set_read_only(None)
 
 
 def _add(a: list[int], b: list[int] | None) -> list[int]:
@@ -212,7 +222,8 @@ async def kind_rows(conn: Conn, scope: Scope) -> list[KindRow]:
                     int(r["succeeded_last_minute"]), int(r["failed_last_minute"]),
                     bool(r["last_minute_capped"]))
             for r in await _all(conn, Q.job_count_by_kind_capped,
-                                {"cap": KIND_WINDOW, "queues": scope})]
+                                {"next_cap": KIND_NEXT_WINDOW,
+                                 "finished_cap": KIND_FINISHED_WINDOW, "queues": scope})]
 
 
 async def minutes(conn: Conn, scope: Scope, now: datetime) -> list[Minute]:

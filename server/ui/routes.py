@@ -82,7 +82,8 @@ async def overview(request: Request) -> Response:
     return render(request, "overview.html", {
         "view": view, "throughput": throughput_svg(view.minutes),
         "pickup": pickup_svg(view.minutes), "refresh_s": REFRESH_S,
-        "count_cap": data.COUNT_CAP, "kind_window": data.KIND_WINDOW})
+        "count_cap": data.COUNT_CAP, "next_window": data.KIND_NEXT_WINDOW,
+        "finished_window": data.KIND_FINISHED_WINDOW})
 
 
 @page
@@ -196,6 +197,8 @@ async def login(request: Request) -> Response:
     form = await read_form(request)
     access.check_csrf(request, form)
     target = access.safe_back(form.get("next"))
+    if not access.login_needed(request):  # open (no API_TOKEN), or logged in already
+        return redirect(target, request)
     token = form.get("token", "").strip()
     if not token or not access.token_accepted(request, token):
         return render(request, "login.html", {"next": target,

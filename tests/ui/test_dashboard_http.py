@@ -3,6 +3,7 @@ the scope, flow control's optional table, a database that is down, escaping."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 
 import httpx
@@ -128,6 +129,9 @@ async def test_without_a_token_the_dashboard_is_open(db_url: str) -> None:
         assert (await api.client.get("/ui")).status_code == 200
         login = await api.client.get("/ui/login?next=/ui/failed")
         assert login.status_code == 303 and login.headers["location"] == "/ui/failed"
+        csrf = await csrf_of(api.client)
+        posted = await api.client.post("/ui/login", data=form(csrf, token="any", next="/ui"))
+        assert posted.status_code == 303 and "set-cookie" not in posted.headers
 
 
 async def test_the_scope_filters_every_list_and_every_action(
@@ -226,3 +230,22 @@ async def test_pages_escape_what_jobs_carry_and_send_their_headers(db_url: str) 
 def _row(page: str, queue: str) -> str:
     start = page.index(f'<tr data-queue="{queue}">')
     return page[start:page.index("</tr>", start)]
+
+
+async def test_a_page_gives_its_pooled_connection_back_as_it_found_it(db_url: str) -> None:
+    """A page reads read-only, REPEATABLE READ and with bounded plans; none of that may
+    stay on the connection for the API's next statement (a create would fail on it)."""
+    async with running_api(db_url) as api:
+        for path in ("/ui", "/ui/failed", "/ui/queues/default", "/ui/jobs/1"):
+            assert (await api.client.get(path)).status_code in (200, 404)
+        async with contextlib.AsyncExitStack() as stack:
+            size = api.state.pool.size
+            conns = [await stack.enter_async_context(api.state.connection())
+                     for _ in range(size)]
+            for conn in conns:
+                assert (conn.read_only, conn.isolation_level) == (None, None)
+                cur = await conn.execute("SELECT current_setting('enable_sort'), "
+                                         "current_setting('transaction_read_only')")
+                assert await cur.fetchone() == ("on", "off")
+        created = await api.client.post("/jobs", json={"name": "after the pages"})
+        assert created.status_code == 201, created.text

@@ -22,12 +22,13 @@ from tests.helpers import add_jobs, plan_nodes, plan_rows_read
 HISTORY = 25_000
 ACTIVE_BOUND = 200  # rows of jobs a page may touch here: the active rows, a page, a probe
 
+KIND_CAPS = {"next_cap": data.KIND_NEXT_WINDOW, "finished_cap": data.KIND_FINISHED_WINDOW}
 # block, parameters, how many rows of jobs it may touch
 BLOCKS: list[tuple[str, dict[str, Any], int]] = [
     ("job_count_by_queue_capped", {"cap": data.COUNT_CAP, "queues": None}, ACTIVE_BOUND),
     ("job_count_by_queue_capped", {"cap": data.COUNT_CAP, "queues": ["a"]}, ACTIVE_BOUND),
-    ("job_count_by_kind_capped", {"cap": data.KIND_WINDOW, "queues": None}, ACTIVE_BOUND),
-    ("job_count_by_kind_capped", {"cap": data.KIND_WINDOW, "queues": ["b"]}, ACTIVE_BOUND),
+    ("job_count_by_kind_capped", KIND_CAPS | {"queues": None}, ACTIVE_BOUND),
+    ("job_count_by_kind_capped", KIND_CAPS | {"queues": ["b"]}, ACTIVE_BOUND),
     ("job_list_failed", {"queues": None, "before_id": None, "scan": data.PAGE_SIZE + 1,
                          "limit": data.PAGE_SIZE + 1}, data.PAGE_SIZE + 1),
     ("job_list_failed", {"queues": ["a"], "before_id": 10_000, "scan": data.FAILED_SCAN_MAX,
