@@ -45,7 +45,7 @@ SECURITY_HEADERS = {
 }
 
 
-def _count(value: Any) -> str:
+def _number(value: Any) -> str:
     n, capped = (value.n, value.capped) if hasattr(value, "capped") else (int(value), False)
     return f"{n:,}+" if capped else f"{n:,}"
 
@@ -74,7 +74,7 @@ def _environment() -> Environment:
     env = Environment(loader=PackageLoader("boundq.server.ui", "templates"),
                       autoescape=select_autoescape(default=True, default_for_string=True),
                       undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
-    env.filters.update(num=_count, when=_when, ago=_ago, seconds=format_seconds,
+    env.filters.update(num=_number, when=_when, ago=_ago, seconds=format_seconds,
                        pretty=_pretty)
     return env
 

@@ -102,12 +102,14 @@ async def test_queue_and_kind_counts(conn) -> None:
         "('y', 'cpu', 'b', 'success', 1, now(), now()), "
         "('z', 'cpu', 'a', 'success', 1, now() - interval '1 hour', "
         "now() - interval '1 hour')")
+    await conn.execute("INSERT INTO jobs (name, queue, status) VALUES ('w', 'b', 'blocked')")
     rows, limits_known = await data.queue_rows(conn, None)
     assert not limits_known
     by_name = {q.name: q for q in rows}
     assert set(by_name) == {"a", "b"}
     assert (by_name["a"].new, by_name["a"].running) == (data.Count(2), 1)
-    assert (by_name["b"].new, by_name["b"].scheduled) == (data.Count(2), data.Count(1))
+    assert (by_name["b"].new, by_name["b"].scheduled, by_name["b"].blocked) == (
+        data.Count(2), data.Count(1), data.Count(1))
     kinds = {k.kind: k for k in await data.kind_rows(conn, None)}
     assert (kinds["sleep"].running, kinds["sleep"].next_up) == (1, data.Count(2))
     assert kinds["noop"].next_up == data.Count(2)
