@@ -160,6 +160,11 @@ WHERE status = 'new' AND queue = %(queue)s
 ORDER BY priority DESC, run_at, id
 LIMIT %(limit)s
 
--- name: job_queues_table_exists
--- Flow control's queue settings are optional here: shown when the table exists.
-SELECT to_regclass('job_queues') IS NOT NULL AS present
+-- name: job_queues_list
+-- Flow control's settings of the queues the scope sees, by name (its primary key). The
+-- table holds one row per configured queue, so the read is bounded by the configuration,
+-- not by the jobs.
+SELECT name, concurrency, rate_per_s, burst, weight, paused
+FROM job_queues
+WHERE %(queues)s::text[] IS NULL OR name = ANY(%(queues)s::text[])
+ORDER BY name

@@ -3,12 +3,15 @@
 A browser cannot send the API's `Authorization: Bearer` header from a link, so the login
 form takes the token once and keeps it in an HttpOnly, SameSite=Strict cookie scoped to
 /ui. Every request then asks the API's own Authorizer, as if the cookie's token had come
-in that header: one rule decides for the API and for the dashboard, and with no
-API_TOKEN set both are open. The dashboard asks for the token on reads too (it shows
+in that header: one rule decides for the API and for the dashboard, and with no token
+configured (API_TOKEN, API_TOKENS) both are open. The dashboard asks for the token on reads too (it shows
 payloads and errors), whatever ApiOptions.protect_reads says.
 
 `visible_queues` is the one place that turns a request into the queues its caller may
-see and act on: every list and every action of the dashboard is filtered through it.
+see and act on, from the Scope the Authorizer gives its token: a token of API_TOKENS
+scoped to some queues sees only those queues' jobs and counts, and a job of another
+queue is "not found". Every list and every action of the dashboard is filtered through
+it.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from dataclasses import dataclass
 from starlette.requests import Request
 from starlette.responses import Response
 
+from boundq.server.auth import Scope
 from boundq.server.errors import ApiError
 from boundq.server.state import ApiState
 
@@ -53,6 +57,11 @@ class Viewer:
         """The `queues` parameter of the read model's blocks."""
         return None if self.queues is None else sorted(self.queues)
 
+    @property
+    def scope(self) -> Scope:
+        """The API's Scope of these queues, for the actions (server/tenancy.py)."""
+        return Scope(self.queues)
+
 
 def _state(request: Request) -> ApiState:
     state: ApiState = request.app.state.api
@@ -70,21 +79,26 @@ def _decode(value: str) -> str | None:
         return None
 
 
-def token_accepted(request: Request, token: str | None) -> bool:
-    """Would the API let this token write? The Authorizer decides, on a copy of the request
-    whose Authorization header carries the token (no header when token is None)."""
+def _scope_for(request: Request, token: str | None) -> Scope | None:
+    """The Scope the API's Authorizer gives this token as a writer, on a copy of the
+    request whose Authorization header carries it (no header when token is None); None
+    when it refuses."""
     headers = [(k, v) for k, v in request.scope["headers"] if k != b"authorization"]
     if token is not None:
         try:
             headers.append((b"authorization", b"Bearer " + token.encode("latin-1")))
         except UnicodeEncodeError:
-            return False  # no HTTP header could carry it: the API would refuse it too
+            return None  # no HTTP header could carry it: the API would refuse it too
     probe = Request({**request.scope, "headers": headers})
     try:
-        _state(request).auth.check(probe, write=True)
+        return _state(request).auth.check(probe, write=True)
     except ApiError:
-        return False
-    return True
+        return None
+
+
+def token_accepted(request: Request, token: str | None) -> bool:
+    """Would the API let this token write?"""
+    return _scope_for(request, token) is not None
 
 
 def session_token(request: Request) -> str | None:
@@ -92,28 +106,34 @@ def session_token(request: Request) -> str | None:
     return _decode(raw) if raw else None
 
 
-def login_needed(request: Request) -> bool:
-    """False when the dashboard is open (no API_TOKEN) or the request carries an accepted
-    token, in an Authorization header (scripts) or in the session cookie (browsers)."""
+def caller_scope(request: Request) -> Scope | None:
+    """The caller's Scope (server/auth.py), from a token the API accepts in an
+    Authorization header (scripts) or in the session cookie (browsers); ALL when the
+    dashboard is open (no token configured); None when it must log in."""
     if request.headers.get("authorization"):
         try:
-            _state(request).auth.check(request, write=True)
-            return False
+            return _state(request).auth.check(request, write=True)
         except ApiError:
             pass
-    return not token_accepted(request, session_token(request))
+    return _scope_for(request, session_token(request))
+
+
+def login_needed(request: Request) -> bool:
+    return caller_scope(request) is None
 
 
 def visible_queues(request: Request) -> frozenset[str] | None:
-    """The queues this caller may see and act on; None: every queue. Scoped tokens
-    (a token -> its queues) plug in here and nowhere else."""
-    return None
+    """The queues this caller may see and act on, from its token's Scope (API_TOKEN and
+    API_TOKENS entries with "*": None, every queue); LoginRequired without a token the
+    API accepts."""
+    scope = caller_scope(request)
+    if scope is None:
+        raise LoginRequired
+    return scope.queues
 
 
 def viewer(request: Request) -> Viewer:
     """The caller, or LoginRequired."""
-    if login_needed(request):
-        raise LoginRequired
     return Viewer(visible_queues(request))
 
 

@@ -14,7 +14,6 @@ import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from importlib import resources
 from typing import Any
 
 from psycopg import IsolationLevel
@@ -22,7 +21,7 @@ from psycopg.rows import dict_row
 
 from boundq.core import queue
 from boundq.core.errors import JobNotFound
-from boundq.core.queries import Q, parse_blocks
+from boundq.core.queries import Q
 from boundq.server.pool import Conn
 from boundq.server.stats import quantile
 
@@ -34,9 +33,6 @@ RATE_WINDOW_S = 60  # per queue throughput and pickup: the last minute (second t
 PAGE_SIZE = 50
 FAILED_SCAN_MAX = 5_000  # a scoped or filtered failed page reads at most this many entries
 RUNNING_SHOWN = 200
-
-FLOW_CONTROL = parse_blocks(
-    resources.files("boundq.server.ui").joinpath("flow_control.sql").read_text("utf-8"))
 
 Scope = list[str] | None
 
@@ -114,7 +110,6 @@ class Overview:
     total: QueueRow
     kinds: list[KindRow]
     minutes: list[Minute]
-    limits_known: bool  # flow control's table exists
 
 
 @contextlib.asynccontextmanager
@@ -157,19 +152,15 @@ async def db_now(conn: Conn) -> datetime:
     return _utc(rows[0]["now"])
 
 
-async def queue_limits(conn: Conn) -> dict[str, QueueLimits] | None:
-    """Flow control's settings per queue, or None when its table does not exist."""
-    present = await _all(conn, Q.job_queues_table_exists)
-    if not present[0]["present"]:
-        return None
+async def queue_limits(conn: Conn, scope: Scope) -> dict[str, QueueLimits]:
+    """Flow control's settings of the scope's queues that have any (job_queues)."""
     return {r["name"]: QueueLimits(r["concurrency"], r["rate_per_s"], r["burst"], r["weight"],
                                    bool(r["paused"]))
-            for r in await _all(conn, FLOW_CONTROL["job_queues_list"])}
+            for r in await _all(conn, Q.job_queues_list, {"queues": scope})}
 
 
-async def queue_rows(conn: Conn, scope: Scope) -> tuple[list[QueueRow], bool]:
-    """Every queue the scope sees that holds or held anything (or has settings), by name;
-    and whether flow control's settings exist."""
+async def queue_rows(conn: Conn, scope: Scope) -> list[QueueRow]:
+    """Every queue the scope sees that holds or held anything (or has settings), by name."""
     rows: dict[str, QueueRow] = {}
 
     def row(name: str) -> QueueRow:
@@ -195,11 +186,9 @@ async def queue_rows(conn: Conn, scope: Scope) -> tuple[list[QueueRow], bool]:
             found = row(r["queue"])
             found.finished_last_minute = int(r["succeeded"]) + int(r["dead"])
             found.pickup_hist = _add(found.pickup_hist, r["pickup_hist"])
-    limits = await queue_limits(conn)
-    for name, setting in (limits or {}).items():
-        if visible(name):
-            row(name).limits = setting
-    return sorted(rows.values(), key=lambda q: q.name), limits is not None
+    for name, setting in (await queue_limits(conn, scope)).items():
+        row(name).limits = setting
+    return sorted(rows.values(), key=lambda q: q.name)
 
 
 def total_of(queues: list[QueueRow]) -> QueueRow:
@@ -250,9 +239,9 @@ async def minutes(conn: Conn, scope: Scope, now: datetime) -> list[Minute]:
 
 async def overview(conn: Conn, scope: Scope) -> Overview:
     now = await db_now(conn)
-    queues, limits_known = await queue_rows(conn, scope)
+    queues = await queue_rows(conn, scope)
     return Overview(now, queues, total_of(queues), await kind_rows(conn, scope),
-                    await minutes(conn, scope, now), limits_known)
+                    await minutes(conn, scope, now))
 
 
 # --- lists ----------------------------------------------------------------------------

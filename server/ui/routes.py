@@ -1,9 +1,10 @@
 """The dashboard's routes under /ui: pages (GET) and the two actions (POST forms).
 
-Actions go through the queue functions the API's endpoints use (boundq.core.queue.retry
-and cancel) on the API's pool, and answer 303 back to the page they came from with a
-one-time message: an action that cannot be done (the job moved on, or does not exist)
-is a message on the page, never an error status.
+Actions go through the functions the API's endpoints use (boundq.server.tenancy.retry
+and cancel, which check the caller's scope under the row's lock) on the API's pool, and
+answer 303 back to the page they came from with a one-time message: an action that
+cannot be done (the job moved on, or does not exist) is a message on the page, never an
+error status.
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from boundq.core import queue
-from boundq.core.errors import InvalidTransition, JobNotFound
+from boundq.core.errors import DedupeKeyTaken, InvalidTransition, JobNotFound
 from boundq.core.validation import QUEUE_NAME
+from boundq.server import tenancy
 from boundq.server.body import media_type, read_body
 from boundq.server.errors import ApiError
 from boundq.server.ui import access, data
@@ -96,13 +97,13 @@ async def queue_page(request: Request) -> Response:
     state.monitor.check_available()
     async with state.connection() as conn, data.reading(conn):
         now = await data.db_now(conn)
-        rows, limits_known = await data.queue_rows(conn, [name])
+        rows = await data.queue_rows(conn, [name])
         running = await data.running_jobs(conn, [name])
         next_up = await data.next_in_queue(conn, name)
     row = rows[0] if rows else data.QueueRow(name)
     return render(request, "queue.html", {
-        "now": now, "q": row, "limits_known": limits_known, "running": running,
-        "next_up": next_up, "refresh_s": REFRESH_S, "page_size": data.PAGE_SIZE})
+        "now": now, "q": row, "running": running, "next_up": next_up, "refresh_s": REFRESH_S,
+        "page_size": data.PAGE_SIZE})
 
 
 @page
@@ -158,14 +159,11 @@ async def _act(request: Request, action: str) -> Response:
     state.monitor.check_available()
     async with state.connection() as conn:
         try:
-            job = await queue.get_job(conn, job_id)
-            if not viewer.sees(job["queue"]):
-                raise JobNotFound(job_id)
             if action == "retry":
-                await queue.retry(conn, job_id)
+                await tenancy.retry(conn, job_id, viewer.scope)
             else:
-                await queue.cancel(conn, job_id)
-        except (JobNotFound, InvalidTransition) as exc:
+                await tenancy.cancel(conn, job_id, viewer.scope)
+        except (JobNotFound, InvalidTransition, DedupeKeyTaken) as exc:
             return redirect(back, request, ("error", str(exc)))
     if action == "retry":
         state.monitor.note_created(1)

@@ -1,17 +1,17 @@
 """The dashboard under test: a real server (tests/api's `running_api`), real workers, real
 PostgreSQL, and a real headless Chromium driven by Playwright.
 
-The browser is the machine's Chromium (Debian's `chromium` package, or BOUNDQ_CHROMIUM),
-never one Playwright downloads. Without it the browser tests fail and say how to install
-it (scripts/ensure-chromium.sh): a dashboard that was never opened in a browser is not
-tested.
+The browser is the machine's Chromium, Debian's `chromium` package, obtained the way the
+suite's other browser test obtains it (tests/loadtests/browser.py: `ensure_chromium`,
+which `make test` runs first); never one Playwright downloads. Where it cannot be had
+the browser tests fail, saying why: a dashboard that was never opened in a browser is
+not tested.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +25,7 @@ from boundq.core.worker import Worker
 from tests.api.conftest import Api, running_api
 from tests.conftest import fast_settings
 from tests.helpers import wait_until
+from tests.loadtests.browser import ensure_chromium
 
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--no-first-run", "--disable-sync"]
@@ -33,11 +34,12 @@ PAGE_TIMEOUT_MS = 15_000
 
 
 def chromium_path() -> str:
-    path = os.environ.get("BOUNDQ_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-    if not (os.path.isfile(path) and os.access(path, os.X_OK)):
-        pytest.fail(f"no Chromium at {path}: the dashboard's browser tests need one. Install "
-                    "Debian's package (bash scripts/ensure-chromium.sh, or apt-get install "
-                    "chromium) or set BOUNDQ_CHROMIUM to a Chromium executable.", pytrace=False)
+    path = ensure_chromium()
+    if path is None:
+        reason = os.environ.get("CHROMIUM_SKIP_REASON", "it cannot be installed")
+        pytest.fail(f"no Chromium for the dashboard's browser tests ({reason}): install "
+                    "Debian's package (apt-get install chromium, or `make browser` as root)",
+                    pytrace=False)
     return path
 
 

@@ -1,27 +1,26 @@
 """The dashboard's rules over plain HTTP (no browser needed to see them): CSRF, login,
-the scope, flow control's optional table, a database that is down, escaping."""
+a scoped token's queues, flow control's limits, a database that is down, escaping."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 
 import httpx
 import psycopg
-import pytest
+from markupsafe import escape
 
 from boundq.server.ui import access
-from boundq.server.ui.data import FLOW_CONTROL
 from tests.api.conftest import Api, running_api
 from tests.conftest import fast_settings
-from tests.helpers import add_job, as_prepared
+from tests.helpers import add_job
 from tests.ui.conftest import enqueue, worker
 
 TOKEN = "http-test-token-51d2"
 _CSRF = re.compile(r'name="csrf" value="([^"]+)"')
-JOB_QUEUES = """CREATE TABLE job_queues (
-    name text PRIMARY KEY, concurrency int, rate_per_s float8, burst int NOT NULL DEFAULT 1,
-    weight int NOT NULL DEFAULT 1, paused bool NOT NULL DEFAULT false)"""
+SCOPED = "tok-a-7f3e"  # API_TOKENS: queue a only
+MISSING = 987_654_321
 
 
 async def csrf_of(client: httpx.AsyncClient, path: str = "/ui") -> str:
@@ -134,23 +133,63 @@ async def test_without_a_token_the_dashboard_is_open(db_url: str) -> None:
         assert posted.status_code == 303 and "set-cookie" not in posted.headers
 
 
-async def test_the_scope_filters_every_list_and_every_action(
-        db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    async with running_api(db_url) as api:
+def _total(page: str, column: str) -> str:
+    found = re.search(rf'data-total="{column}">([^<]*)<', page)
+    assert found is not None, column
+    return found[1]
+
+
+async def _log_in(client: httpx.AsyncClient, token: str) -> None:
+    csrf = await csrf_of(client, "/ui/login")
+    done = await client.post("/ui/login", data=form(csrf, token=token, next="/ui"))
+    assert done.status_code == 303 and done.headers["location"] == "/ui", done.text
+
+
+async def test_a_scoped_token_sees_and_acts_on_its_queues_only(db_url: str) -> None:
+    """API_TOKENS gives a token queue `a`: logged in with it (cookie) or sending it as the
+    bearer header, every page counts and lists queue a only, another queue's job and queue
+    pages answer exactly as missing ones (404), and its actions find no job of queue b."""
+    settings = fast_settings(API_TOKEN=TOKEN, API_TOKENS=json.dumps({SCOPED: ["a"]}))
+    async with running_api(db_url, settings) as api:
         (failed_a,) = await failed_jobs(api, queue="a", queues="a,b")
         (failed_b,) = await failed_jobs(api, queue="b", queues="a,b")
-        (waiting_a,) = await enqueue(db_url, queue="a")
-        (waiting_b,) = await enqueue(db_url, queue="b")
-        monkeypatch.setattr(access, "visible_queues", lambda request: frozenset({"a"}))
+        (waiting_a,) = await enqueue(db_url, queue="a", kind="noop")
+        (waiting_b,) = await enqueue(db_url, queue="b", kind="sleep", payload={"ms": 1})
+        admin = {"authorization": f"Bearer {TOKEN}"}
+        put = await api.client.put("/queues/b", json={"concurrency": 3}, headers=admin)
+        assert put.status_code == 201, put.text
+
+        everything = (await api.client.get("/ui", headers=admin)).text
+        assert 'data-queue="a"' in everything and 'data-queue="b"' in everything
+        assert (_total(everything, "failed"), _total(everything, "new")) == ("2", "2")
+        assert 'data-kind="sleep"' in everything
+
         client = api.client
-        overview = (await client.get("/ui")).text
-        assert 'data-queue="a"' in overview and 'data-queue="b"' not in overview
+        await _log_in(client, SCOPED)
+        async with httpx.AsyncClient(base_url=api.base, timeout=10) as script:
+            bearer = {"authorization": f"Bearer {SCOPED}"}
+            for overview in ((await client.get("/ui")).text,
+                             (await script.get("/ui", headers=bearer)).text):
+                assert 'data-queue="a"' in overview and 'data-queue="b"' not in overview
+                assert (_total(overview, "failed"), _total(overview, "new")) == ("1", "1")
+                assert 'data-kind="noop"' in overview and 'data-kind="sleep"' not in overview
+                assert "concurrency 3" not in overview  # b's limits
         failed = (await client.get("/ui/failed")).text
         assert f'data-job="{failed_a}"' in failed and f'data-job="{failed_b}"' not in failed
         assert f'data-job="{failed_b}"' not in (await client.get("/ui/failed?queue=b")).text
-        assert (await client.get(f"/ui/jobs/{waiting_b}")).status_code == 404
-        assert (await client.get("/ui/queues/b")).status_code == 404
         assert (await client.get(f"/ui/jobs/{waiting_a}")).status_code == 200
+        assert (await client.get("/ui/queues/a")).status_code == 200
+        for (hidden_path, hidden_says), (absent_path, absent_says) in (
+                ((f"/ui/jobs/{waiting_b}", f"job {waiting_b} not found"),
+                 (f"/ui/jobs/{MISSING}", f"job {MISSING} not found")),
+                (("/ui/queues/b", "no queue 'b' here"),
+                 ("/ui/queues/nosuchqueue", "no queue 'nosuchqueue' here"))):
+            hidden, absent = await client.get(hidden_path), await client.get(absent_path)
+            assert hidden.status_code == absent.status_code == 404, hidden.text
+            assert hidden.headers["content-type"] == absent.headers["content-type"]
+            assert escape(hidden_says) in hidden.text
+            assert (hidden.text.replace(escape(hidden_says), "?")
+                    == absent.text.replace(escape(absent_says), "?"))
 
         csrf = await csrf_of(client)
         for job, verb in ((waiting_b, "cancel"), (failed_b, "retry")):
@@ -162,28 +201,24 @@ async def test_the_scope_filters_every_list_and_every_action(
                                                                                     "failed")
         done = await client.post(f"/ui/jobs/{waiting_a}/cancel", data=form(csrf))
         assert done.status_code == 303 and await status_of(api, waiting_a) == "cancelled"
+        done = await client.post(f"/ui/jobs/{failed_a}/retry", data=form(csrf))
+        assert done.status_code == 303 and await status_of(api, failed_a) == "new"
 
 
-async def test_flow_control_limits_are_shown_when_their_table_exists(db_url: str) -> None:
+async def test_flow_control_limits_are_shown(db_url: str) -> None:
     async with running_api(db_url) as api:
         await enqueue(db_url, queue="default")
         page = (await api.client.get("/ui")).text
         assert "no limits" in page and "concurrency" not in page
-        await api.sql(JOB_QUEUES)
-        await api.sql("INSERT INTO job_queues VALUES ('default', 5, 10, 20, 2, true), "
-                      "('idle', NULL, NULL, 1, 1, false)")
+        for name, settings in (("default", {"concurrency": 5, "rate_per_s": 10, "burst": 20,
+                                            "weight": 2, "paused": True}), ("idle", {})):
+            put = await api.client.put(f"/queues/{name}", json=settings)
+            assert put.status_code == 201, put.text
         page = (await api.client.get("/ui")).text
         row = _row(page, "default")
         for text in ("paused", "concurrency 5", "10/s (burst 20)", "weight 2"):
             assert text in row, row
         assert "no limits" in _row(page, "idle")  # a queue with settings and no jobs yet
-
-
-async def test_the_flow_control_block_prepares_against_its_table(conn: psycopg.AsyncConnection
-                                                                  ) -> None:
-    await conn.execute(JOB_QUEUES)
-    for name, text in FLOW_CONTROL.items():
-        await conn.execute(f"PREPARE check_{name} AS {as_prepared(text)}")
 
 
 async def test_a_database_that_is_down_is_a_503_page(db_url: str) -> None:

@@ -37,6 +37,8 @@ BLOCKS: list[tuple[str, dict[str, Any], int]] = [
      data.FAILED_SCAN_MAX),
     ("job_list_running", {"queues": None, "limit": data.RUNNING_SHOWN}, ACTIVE_BOUND),
     ("job_list_next_in_queue", {"queue": "a", "limit": data.PAGE_SIZE}, data.PAGE_SIZE),
+    ("job_queues_list", {"queues": None}, 0),
+    ("job_queues_list", {"queues": ["a"]}, 0),
 ]
 
 
@@ -103,8 +105,7 @@ async def test_queue_and_kind_counts(conn) -> None:
         "('z', 'cpu', 'a', 'success', 1, now() - interval '1 hour', "
         "now() - interval '1 hour')")
     await conn.execute("INSERT INTO jobs (name, queue, status) VALUES ('w', 'b', 'blocked')")
-    rows, limits_known = await data.queue_rows(conn, None)
-    assert not limits_known
+    rows = await data.queue_rows(conn, None)
     by_name = {q.name: q for q in rows}
     assert set(by_name) == {"a", "b"}
     assert (by_name["a"].new, by_name["a"].running) == (data.Count(2), 1)
@@ -117,15 +118,28 @@ async def test_queue_and_kind_counts(conn) -> None:
     assert (kinds["cpu"].succeeded_last_minute, kinds["cpu"].failed_last_minute) == (1, 1)
     scoped = {k.kind: k for k in await data.kind_rows(conn, ["a"])}
     assert set(scoped) == {"sleep"}
-    rows, _ = await data.queue_rows(conn, ["b"])
+    rows = await data.queue_rows(conn, ["b"])
     assert [q.name for q in rows] == ["b"]
+
+
+async def test_flow_control_limits_are_read_within_the_scope(conn) -> None:
+    await conn.execute("INSERT INTO job_queues (name, concurrency, paused) "
+                       "VALUES ('a', 3, false), ('b', NULL, true)")
+    await add_jobs(conn, 1, queue="c")
+    rows = {q.name: q for q in await data.queue_rows(conn, None)}
+    assert set(rows) == {"a", "b", "c"}  # a queue with settings and no jobs has a row
+    assert rows["a"].limits == data.QueueLimits(3, None, 1, 1, False)
+    assert rows["b"].limits is not None and rows["b"].limits.paused
+    assert rows["c"].limits is None
+    assert [q.name for q in await data.queue_rows(conn, ["b", "c"])] == ["b", "c"]
+    assert await data.queue_limits(conn, ["c"]) == {}
 
 
 async def test_counts_stop_at_the_cap(conn, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(data, "COUNT_CAP", 4)
     await add_jobs(conn, 6, queue="a")
     await add_jobs(conn, 3, queue="b")
-    rows, _ = await data.queue_rows(conn, None)
+    rows = await data.queue_rows(conn, None)
     by_name = {q.name: q for q in rows}
     assert by_name["a"].new == data.Count(4, capped=True)
     assert by_name["b"].new == data.Count(3, capped=False)
