@@ -33,10 +33,10 @@ worker: venv pg-server ## Start workers only
 	$(VENV)/bin/boundq worker
 
 test: venv pg-server browser ## Run the test suite against a throwaway PostgreSQL cluster
-	$(PY) -m pytest tests invariants -q
+	$(PY) -m pytest tests invariants -q --durations=30
 
 test-busy: venv pg-server browser ## The suite beside two CPU hogs (HOGS=N): what timing-dependent tests meet in CI
-	HOGS=$${HOGS:-2} bash scripts/with-cpu-hogs.sh $(PY) -m pytest tests invariants -q
+	HOGS=$${HOGS:-2} bash scripts/with-cpu-hogs.sh $(PY) -m pytest tests invariants -q --durations=30
 
 lint: venv ## ruff and mypy --strict
 	$(VENV)/bin/ruff check boundq core server tests invariants loadtests reports
