@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 EXTRAS ?= dev
 
 .DEFAULT_GOAL := help
-.PHONY: help venv venv-extras pg-server run worker test test-busy lint typecheck bench flood flood-ui report soak clean
+.PHONY: help venv venv-extras pg-server browser run worker test test-busy lint typecheck bench flood flood-ui report soak clean
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -23,16 +23,19 @@ venv: $(STAMP) ## Create .venv and install boundq with the dev extras
 pg-server: ## Make sure PostgreSQL server binaries exist (installs them as root on Debian)
 	@bash scripts/ensure-postgres.sh
 
+browser: venv ## Make sure a Chromium exists for the browser tests (installs Debian's package as root)
+	@$(PY) -m tests.loadtests.browser
+
 run: venv pg-server ## Start the API and workers on the embedded PostgreSQL (or DATABASE_URL)
 	$(VENV)/bin/boundq serve
 
 worker: venv pg-server ## Start workers only
 	$(VENV)/bin/boundq worker
 
-test: venv pg-server ## Run the test suite (tests/ and invariants/ side by side) against throwaway PostgreSQL clusters
+test: venv pg-server browser ## Run the test suite (tests/ and invariants/ side by side) against throwaway PostgreSQL clusters
 	bash scripts/run-suite.sh $(PY) --durations=25
 
-test-busy: venv pg-server ## The suite beside two CPU hogs (HOGS=N): what timing-dependent tests meet in CI
+test-busy: venv pg-server browser ## The suite beside two CPU hogs (HOGS=N): what timing-dependent tests meet in CI
 	HOGS=$${HOGS:-2} bash scripts/with-cpu-hogs.sh bash scripts/run-suite.sh $(PY) --durations=25
 
 lint: venv ## ruff and mypy --strict

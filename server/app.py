@@ -44,6 +44,7 @@ from boundq.server.schedules import SCHEDULE_ROUTES
 from boundq.server.schemas import STATUSES
 from boundq.server.state import ApiState
 from boundq.server.stats import compute_stats
+from boundq.server.ui import UI_ROUTES
 
 MAX_ID = 2**63 - 1
 
@@ -302,6 +303,7 @@ ROUTES = [
     *MODULE_ROUTES,
     *FLOW_ROUTES,
     *SCHEDULE_ROUTES,
+    *UI_ROUTES,
 ]
 
 
