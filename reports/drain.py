@@ -15,9 +15,10 @@ the first claim to the last finish (reports/drain_run.py). Side by side in one r
   pgqueuer    PgQueuer's QueueManager (asyncpg), if the `peers` extra is installed
   memory      peak RSS draining the same number of jobs from a 10k and a 1M backlog
   delayed     (--delayed-ratio R) each boundq setting again beside R x --jobs jobs due in a
-              day at priority 9, inserted with plain SQL after the runnable ones (as an
-              application's INSERT would: status left to boundq), drained to the last
-              runnable job; the ratio to the drain alone is printed per round
+              day at priority 9, written after the runnable ones as boundq writes them
+              (`scheduled`; --delayed-plain: an INSERT that leaves status to its default,
+              which the scout moves), drained to the last runnable job; the ratio to the
+              drain alone is printed per round
 
     python -m boundq.reports.drain --jobs 100000 --concurrency 1,5,50,200,500 --naive --peers
 """
@@ -47,11 +48,11 @@ Config = tuple[str, str, dict[str, Any]]
 
 def measure(base: str, label: str, mode: str, jobs: int, backlog: int | None = None,
             concurrency: int = 0, workers: int = 3, batch: int = 50,
-            delayed: int = 0) -> dict[str, Any]:
+            delayed: int = 0, delayed_as: str = "boundq") -> dict[str, Any]:
     """One drain of `jobs` jobs (of a `backlog`, all by default) in a fresh database,
     beside `delayed` future jobs written after them (boundq only)."""
     backlog = backlog or jobs
-    url = prepare(base, SYSTEM_OF[mode], backlog, delayed=delayed)
+    url = prepare(base, SYSTEM_OF[mode], backlog, delayed=delayed, delayed_as=delayed_as)
     if delayed:
         backlog += delayed
     postmaster = postmaster_pid(url)
@@ -82,7 +83,8 @@ def plan(args: argparse.Namespace) -> list[Config]:
         configs.append((f"boundq MAX_CONCURRENT_JOBS={value}", "boundq", kw))
         if args.delayed_ratio:
             configs.append((f"boundq MAX_CONCURRENT_JOBS={value} + {args.delayed_ratio}x delayed",
-                            "boundq", {**kw, "delayed": args.delayed_ratio * args.jobs}))
+                            "boundq", {**kw, "delayed": args.delayed_ratio * args.jobs,
+                                       "delayed_as": "plain" if args.delayed_plain else "boundq"}))
         if args.in_process:
             configs.append((f"in-process MAX_CONCURRENT_JOBS={value}", "in-process", kw))
     if args.naive:
@@ -120,6 +122,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--memory", action="store_true", help="peak RSS: 10k vs 1M backlog")
     parser.add_argument("--delayed-ratio", type=int, default=0,
                         help="also drain beside this many times --jobs future jobs")
+    parser.add_argument("--delayed-plain", action="store_true",
+                        help="the delayed jobs as a plain INSERT leaves them (status new)")
     parser.add_argument("--repeat", type=int, default=1,
                         help="rounds; each measures every configuration once")
     parser.add_argument("--out", default="reports/runs/bench")
