@@ -1,0 +1,163 @@
+"""`boundq soak-life`: its plan and verdict on their own, and the --quick form end to end
+against the test cluster (real `boundq worker` processes, the producer, the pinning
+session), checked against what the database holds afterwards."""
+
+from __future__ import annotations
+
+import io
+import itertools
+import json
+import math
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from boundq.cli import main
+from boundq.core import dbadmin
+from boundq.core.pgembed import EmbeddedPostgres
+from boundq.loadtests.soaklife_output import read_rows
+from boundq.loadtests.soaklife_plan import (
+    SWEEP_PERIOD_MAX_S,
+    PlanError,
+    SoakOptions,
+    make_plan,
+    quick,
+)
+from boundq.loadtests.soaklife_verdict import judge
+
+
+# --- the plan and the verdict, no database --------------------------------------------
+def test_the_default_plan_is_an_hour_of_minutes() -> None:
+    plan = make_plan(SoakOptions())
+    assert [(p.name, p.intervals, p.retention) for p in plan.phases] == [
+        ("retention-on", 20, True), ("retention-off", 20, False), ("pressure", 10, False),
+        ("recovery", 10, False)]
+    assert plan.seconds == 3600 and plan.baseline_intervals == 5
+    assert plan.retention_s == 120
+    assert plan.flat_reference_index() == 2  # ends at 180 s, after 120 s + a sweep
+
+
+def test_a_retention_shorter_than_an_interval_is_refused() -> None:
+    with pytest.raises(PlanError, match="--retention 30s"):
+        make_plan(SoakOptions(retention_s=30))
+    with pytest.raises(PlanError, match="at least 12"):
+        make_plan(SoakOptions(minutes=5))
+    assert main(["soak-life", "--minutes", "5"]) == 2
+
+
+def _row(index: int, phase: str, tp: float, p99: float, size: float = 1e6) -> dict[str, Any]:
+    return {"interval": index, "phase": phase, "completions_per_s": tp,
+            "completions": int(tp * 60), "pickup_p99_ms": p99, "jobs_total_bytes": size,
+            "finished_rows": 1000, "xmin_age": 0, "oldest_xact_s": 0.0, "waiting": 0,
+            "jobs_dead_tup": 0, "jobs_claim_idx_bytes": 1, "jobs_autovacuum_count": 0}
+
+
+def _rows(plan: Any, tp: dict[int, float] | None = None, p99: dict[int, float] | None = None
+          ) -> list[dict[str, Any]]:
+    return [_row(i, plan.phase_of(i).name, (tp or {}).get(i, 1000.0),
+                 (p99 or {}).get(i, 20.0)) for i in range(plan.intervals)]
+
+
+def _judge(plan: Any, rows: list[dict[str, Any]], missing: int = 0) -> Any:
+    produced = sum(r["completions"] for r in rows) + missing
+    return judge(rows, plan, 0.1, 1.2, produced, drained=True, interrupted=False)
+
+
+def test_the_verdict_judges_each_interval_against_the_baseline() -> None:
+    plan = make_plan(SoakOptions())
+    assert _judge(plan, _rows(plan)).passed
+    # the warm-up interval is not judged, nor is the p99 under pressure
+    verdict = _judge(plan, _rows(plan, tp={0: 10.0}, p99={0: 900.0, 45: 500.0}))
+    assert verdict.passed, verdict.failures
+    assert verdict.facts["pressure"]["pickup_p99_ms_max"] == 500.0
+    # but the throughput under pressure is, and the p99 everywhere else
+    verdict = _judge(plan, _rows(plan, tp={45: 800.0}, p99={30: 23.0}))
+    assert not verdict.passed
+    assert verdict.facts["throughput"]["outside_intervals"] == [45]
+    assert verdict.facts["p99"]["over_intervals"] == [30]
+    # a table that keeps growing with retention on, and a job not counted
+    rows = _rows(plan)
+    for r in rows[:20]:
+        r["jobs_total_bytes"] = 1e6 * (1 + r["interval"])
+    verdict = _judge(plan, rows, missing=1)
+    assert verdict.facts["flat"]["ratio"] == pytest.approx(20 / 3)
+    assert any("grew" in f for f in verdict.failures)
+    assert any("differ" in f for f in verdict.failures)
+
+
+# --- the quick form, end to end -------------------------------------------------------
+def _count(url: str, query: str) -> int:
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute(query).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+@pytest.mark.slow
+def test_quick_soak_life(pg_cluster: EmbeddedPostgres, tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    from boundq.loadtests.soaklife import SOAK_DB, run_soak
+
+    options = quick(SoakOptions(out_root=tmp_path, database_url=pg_cluster.url("postgres")))
+    plan = make_plan(options)
+    out = io.StringIO()
+    result = run_soak(options, out=out)
+    printed = out.getvalue()
+    rows = read_rows(result.run_dir)
+    meta = json.loads((result.run_dir / "run.json").read_text())
+
+    # every phase has its intervals, in order, back to back; then one drain row
+    phases = Counter(r["phase"] for r in rows)
+    assert phases == {p.name: p.intervals for p in plan.phases} | {"drain": 1}, phases
+    assert [int(r["interval"]) for r in rows] == list(range(plan.intervals + 1))
+    for before, after in itertools.pairwise(rows):
+        assert float(after["t_start_s"]) == pytest.approx(float(before["t_end_s"]), abs=0.01)
+    assert printed.count(f"/{plan.intervals}] ") == plan.intervals
+
+    # the counts agree with the database: every job inserted was counted once, interval
+    # by interval; the tallies saw as many successes; what is not in the table was
+    # deleted by retention (with its attempt rows)
+    db_url = dbadmin.database_url(pg_cluster.url("postgres"), SOAK_DB)
+    counted = sum(int(r["completions"]) for r in rows)
+    success_rows = _count(db_url, "SELECT count(*) FROM jobs WHERE status = 'success'")
+    succeeded = _count(db_url, "SELECT sum(succeeded) FROM job_tallies")
+    assert counted == meta["produced"] == succeeded > 0
+    assert _count(db_url, "SELECT count(*) FROM jobs") == success_rows
+    assert _count(db_url, "SELECT count(*) FROM job_attempts") == success_rows
+    assert _count(db_url, "SELECT sum(success_n) FROM job_tallies") == success_rows
+    deleted = meta["totals"]["deleted_by_retention"]
+    assert deleted == succeeded - success_rows > 0
+    assert int(rows[-1]["finished_rows"]) == success_rows
+
+    # retention on: once its window has filled and been swept, the rows kept never pass
+    # what finished within that window (and an interval more); retention off keeps all
+    window = math.ceil((plan.retention_s + SWEEP_PERIOD_MAX_S) / plan.interval_s) + 1
+    judged = 0
+    for i, r in enumerate(rows):
+        if r["phase"] == "retention-on" and i >= window:
+            recent = sum(int(x["completions"]) for x in rows[i - window + 1:i + 1])
+            assert int(r["finished_rows"]) <= recent, (i, r["finished_rows"], recent)
+            judged += 1
+    assert judged >= 3
+    kept_after = sum(int(r["completions"]) for r in rows if r["phase"] != "retention-on")
+    assert success_rows >= kept_after
+
+    # the pressure phase pinned the horizon, and its end released it
+    held = [r for r in rows if r["phase"] == "pressure"]
+    assert "pinned" in held[0]["event"]
+    assert float(held[-1]["oldest_xact_s"]) >= (len(held) - 1) * plan.interval_s
+    assert int(held[-1]["xmin_age"]) > int(held[0]["xmin_age"])
+    after = [r for r in rows if r["phase"] == "recovery"]
+    assert "released" in after[0]["event"]
+    assert all(float(r["oldest_xact_s"]) < float(held[-1]["oldest_xact_s"]) for r in after)
+
+    # the verdict and the figures
+    verdict = meta["verdict"]
+    assert verdict["passed"] == result.verdict.passed
+    assert {"baseline", "throughput", "p99", "flat", "pressure", "accounting"} <= set(verdict)
+    assert ("PASSED" if result.verdict.passed else "FAILED: ") in printed
+    for name in ("soak_throughput.png", "soak_sizes.png", "soak_vacuum.png"):
+        assert (result.run_dir / name).stat().st_size > 10_000
