@@ -201,6 +201,8 @@ class SoakRun:
                 if not self.wait_until(index * self.plan.interval_s + self.plan.settle_s):
                     break
                 self.read(index - 1, state=state)
+                if self.workers[-1].exited():
+                    raise SoakError(f"boundq worker exited with {self.workers[-1].exited()}")
                 for done in [a for a in actions if a.done()]:
                     actions.remove(done)
                     done.result()  # raises what the action raised

@@ -52,11 +52,11 @@ def progress_line(row: dict[str, Any], total: int) -> str:
     of = f"/{total}" if row["phase"] != "drain" else ""
     line = (f"[{row['interval'] + 1:>3}{of}] {row['phase']:<13} t={row['t_end_s']:>6.0f}s  "
             f"done {row['completions_per_s'] or 0:>7,.0f}/s (offered "
-            f"{row['offered_per_s'] or 0:,.0f}/s)  {pickup}  waiting {row['waiting']:,}  "
+            f"{row['offered_per_s'] or 0:,.0f}/s)  {pickup}  waiting {row['waiting'] or 0:,}  "
             f"jobs {_mb(row['jobs_total_bytes'])} MB (heap {_mb(row['jobs_heap_bytes'])}, "
             f"idx {_mb(row['jobs_index_bytes'])}, claim idx "
             f"{(row['jobs_claim_idx_bytes'] or 0) / 2**20:,.1f})  rows "
-            f"{row['finished_rows']:,}  dead {row['jobs_dead_tup'] or 0:,}  autovac "
+            f"{row['finished_rows'] or 0:,}  dead {row['jobs_dead_tup'] or 0:,}  autovac "
             f"{row['jobs_autovacuum_count'] or 0}  xmin age {row['xmin_age']:,}")
     return line + (f"  <- {row['event']}" if row.get("event") else "")
 
