@@ -76,7 +76,8 @@ def _soak_life(args: argparse.Namespace, interrupts: Any) -> int:
         return 2
     options = SoakOptions(
         minutes=args.minutes, interval_s=args.interval, rate=args.rate,
-        load_share=args.load_share, job_ms=args.job_ms, calibration_jobs=args.calibration_jobs,
+        load_share=args.load_share, job_ms=args.job_ms, fail_share=args.fail_share,
+        calibration_jobs=args.calibration_jobs,
         retention_s=args.retention, num_workers=args.num_workers,
         max_concurrent_jobs=args.max_concurrent_jobs, processes=args.processes,
         tolerance=args.tolerance, flat_ratio=args.flat_ratio,
@@ -111,6 +112,9 @@ def _register_soak_life(sub: argparse._SubParsersAction[argparse.ArgumentParser]
                    help="share of the calibrated capacity offered (default 0.5)")
     p.add_argument("--job-ms", type=int, default=int(e("SOAK_LIFE_JOB_MS", "0")),
                    help="`sleep` jobs of this many ms; 0 = noop (default)")
+    p.add_argument("--fail-share", type=float, default=float(e("SOAK_LIFE_FAIL_SHARE", "0.01")),
+                   help="share of `fail` jobs (max_attempts 1: dead letters at once), so "
+                   "that FAILED_RETENTION_SECONDS has rows to delete (default 0.01)")
     p.add_argument("--calibration-jobs", type=int,
                    default=int(e("SOAK_LIFE_CALIBRATION_JOBS", "30000")),
                    help="backlog drained to measure capacity (default 30000)")

@@ -39,9 +39,9 @@ from boundq.core.config import load_settings
 from boundq.core.migrate import migrate
 from boundq.core.pgembed import resolve_database_url
 from boundq.core.runinfo import run_metadata, timestamp
-from boundq.loadtests import processes as procs
 from boundq.loadtests import soaklife_output as output
 from boundq.loadtests.signals import Interrupts
+from boundq.loadtests.soaklife_calibration import calibrate, worker_env
 from boundq.loadtests.soaklife_load import Producer, WorkerSet, XminPin, job_of, wait_listening
 from boundq.loadtests.soaklife_plan import (
     DRAIN,
@@ -63,7 +63,6 @@ from boundq.loadtests.soaklife_verdict import Verdict, judge
 from boundq.reports.dbwatch import REPORT_APP
 
 SOAK_DB = "boundq_soaklife"
-CALIBRATION_DB = "boundq_soaklife_calibration"
 
 
 class SoakError(RuntimeError):
@@ -75,44 +74,6 @@ class SoakResult:
     run_dir: Path
     verdict: Verdict
     rows: list[dict[str, Any]]
-
-
-def worker_env(o: SoakOptions, db_url: str, retention_s: float | None) -> dict[str, str]:
-    """The environment of every `boundq worker` of the run. Retention off is an empty
-    value, which wins over a .env that sets it."""
-    keep = "" if retention_s is None else f"{retention_s:g}"
-    return procs.child_env({
-        "DATABASE_URL": db_url, "NUM_WORKERS": str(o.num_workers),
-        "MAX_CONCURRENT_JOBS": str(o.max_concurrent_jobs), "WORKER_PROCESSES": "1",
-        "LOG_LEVEL": "warning", "RETENTION_SECONDS": keep, "FAILED_RETENTION_SECONDS": keep,
-        **o.worker_env})
-
-
-def fill(url: str, jobs: int, job_ms: int) -> None:
-    kind, payload = job_of(job_ms)
-    with psycopg.connect(url, autocommit=True) as conn, conn.cursor() as cur, cur.copy(
-            "COPY jobs (name, kind, payload) FROM STDIN") as copy:
-        for _ in range(jobs):
-            copy.write_row(("soak-life-calibration", kind, payload))
-
-
-def calibrate(base: str, o: SoakOptions, job_ms: int) -> dict[str, Any]:
-    """Drain a backlog with the run's workers in a database of its own: jobs per second
-    from its first claim to its last finish, on the database's clock."""
-    from boundq.reports.drain_run import drain_cli
-
-    url = dbadmin.fresh_database(base, CALIBRATION_DB)
-    try:
-        asyncio.run(migrate(url))
-        fill(url, o.calibration_jobs, job_ms)
-        with connect(url, REPORT_APP) as conn:
-            conn.execute("VACUUM ANALYZE jobs")
-        env = worker_env(o, url, None) | {"WORKER_PROCESSES": str(o.processes)}
-        result = drain_cli(url, env, show_progress=False, timeout_s=600)
-    finally:
-        dbadmin.drop_database(base, CALIBRATION_DB)
-    return {"jobs": result["finished"], "seconds": result["elapsed_s"],
-            "jobs_per_s": result["jobs_per_s"]}
 
 
 class SoakRun:
@@ -182,7 +143,7 @@ class SoakRun:
         before = time.monotonic()
         self.start = server_now(self.conn)
         self.mono0 = (before + time.monotonic()) / 2
-        self.producer = Producer(self.db_url, self.rate, self.job_ms)
+        self.producer = Producer(self.db_url, self.rate, self.job_ms, self.o.fail_share)
         self.producer.start()
         self.sent_at[0] = 0
         self.note(0, "warm-up (not judged)")
@@ -279,7 +240,7 @@ def _run_soak(o: SoakOptions, out: TextIO, interrupts: Interrupts) -> SoakResult
         output.say(out, f"calibration: draining {o.calibration_jobs:,} jobs with "
                         f"MAX_CONCURRENT_JOBS={o.max_concurrent_jobs} NUM_WORKERS="
                         f"{o.num_workers} x {o.processes} processes ...")
-        calibration = calibrate(base, o, job_ms)
+        calibration = calibrate(base, o)
         rate = calibration["jobs_per_s"] * o.load_share
         output.say(out, f"calibration: {calibration['jobs_per_s']:,.0f} jobs/s; offering "
                         f"{rate:,.0f} jobs/s ({o.load_share:.0%})")
@@ -293,7 +254,8 @@ def _run_soak(o: SoakOptions, out: TextIO, interrupts: Interrupts) -> SoakResult
     pg = meta["postgres"]
     output.say(out, f"boundq soak-life: {plan.intervals} intervals of {plan.interval_s:g} s "
                f"({', '.join(f'{p.name} {p.intervals}' for p in plan.phases)}); "
-               f"{rate:,.0f} {meta['job']} jobs/s; RETENTION_SECONDS={plan.retention_s:g}; "
+               f"{rate:,.0f} {meta['job']} jobs/s ({o.fail_share:.0%} `fail`); "
+               f"RETENTION_SECONDS={plan.retention_s:g}; "
                f"PostgreSQL {pg.get('server_version')} fsync={pg.get('fsync')} "
                f"synchronous_commit={pg.get('synchronous_commit')}; {run_dir}")
     run = SoakRun(o, plan, db_url, run_dir, rate, job_ms, out, interrupts)
@@ -316,7 +278,8 @@ def _run_soak(o: SoakOptions, out: TextIO, interrupts: Interrupts) -> SoakResult
     interrupted = bool(interrupts.names) or not completed
     verdict = judge(run.csv.rows, plan, o.tolerance, o.flat_ratio, produced, run.drained,
                     interrupted)
-    meta.update(produced=produced, producer_errors=run.producer.errors if run.producer else [],
+    meta.update(produced=produced, produced_failing=run.producer.failing if run.producer
+                else 0, producer_errors=run.producer.errors if run.producer else [],
                 totals=totals, verdict=verdict.as_dict(), interrupted_by=interrupts.names)
     output.write_json(run_dir / "run.json", meta)
     if o.figures:

@@ -3,7 +3,9 @@ xmin horizon, and the `boundq worker` processes.
 
   Producer    a thread with its own connection: every TICK_S it inserts, in one plain
               INSERT INTO jobs (name, kind, payload), the jobs it owes so that the total
-              is rate x elapsed whatever the workers do (a late tick sends what it owes)
+              is rate x elapsed whatever the workers do (a late tick sends what it owes);
+              a share of them (fail_share) of kind `fail` with max_attempts 1, dead
+              letters at once, so that FAILED_RETENTION_SECONDS has rows to delete
   XminPin     BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT 1; then idle in transaction:
               its snapshot holds the xmin horizon, so VACUUM can remove no row version
               that died after it, until released (ROLLBACK)
@@ -29,6 +31,10 @@ PRODUCER_APP = "boundq-soaklife-producer"
 PRESSURE_APP = "boundq-soaklife-pressure"
 TICK_S = 0.1
 PRODUCE = """
+WITH failing AS (
+    INSERT INTO jobs (name, kind, payload, max_attempts)
+    SELECT 'soak-life', 'fail', '{"times": 1}'::jsonb, 1 FROM generate_series(1, %(failing)s)
+)
 INSERT INTO jobs (name, kind, payload)
 SELECT 'soak-life', %(kind)s, %(payload)s::jsonb FROM generate_series(1, %(n)s)
 """
@@ -40,11 +46,13 @@ def job_of(job_ms: int) -> tuple[str, str]:
 
 
 class Producer(threading.Thread):
-    def __init__(self, url: str, rate: float, job_ms: int = 0) -> None:
+    def __init__(self, url: str, rate: float, job_ms: int = 0, fail_share: float = 0.0
+                 ) -> None:
         super().__init__(name="soak-life-producer", daemon=True)
-        self.url, self.rate = url, rate
+        self.url, self.rate, self.fail_share = url, rate, fail_share
         self.kind, self.payload = job_of(job_ms)
         self.sent = 0
+        self.failing = 0  # of them, `fail` jobs
         self.errors: list[str] = []
         self._halt = threading.Event()
 
@@ -54,11 +62,13 @@ class Producer(threading.Thread):
         while not self._halt.is_set():
             due = int(self.rate * (time.monotonic() - started)) - self.sent
             if due > 0:
+                failing = int((self.sent + due) * self.fail_share) - self.failing
                 try:
                     conn = conn or connect(self.url, PRODUCER_APP)
                     conn.execute(PRODUCE, {"kind": self.kind, "payload": self.payload,
-                                           "n": due})
+                                           "n": due - failing, "failing": failing})
                     self.sent += due
+                    self.failing += failing
                 except psycopg.Error as exc:  # counted as not sent; the next tick retries
                     self.errors.append(f"{type(exc).__name__}: {exc}".strip()[:300])
                     if conn is not None:

@@ -68,22 +68,25 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
 ACCOUNTING = """
 SELECT (SELECT count(*) FROM jobs),
        (SELECT count(*) FROM jobs WHERE status = 'success'),
+       (SELECT count(*) FROM jobs WHERE status = 'failed'),
        (SELECT count(*) FROM jobs WHERE finished_at IS NULL),
        (SELECT coalesce(sum(succeeded), 0) FROM job_tallies),
-       (SELECT coalesce(sum(success_n), 0) FROM job_tallies),
+       (SELECT coalesce(sum(dead), 0) FROM job_tallies),
        (SELECT count(*) FROM job_attempts)
 """
 
 
 def accounting(conn: psycopg.Connection[Any]) -> dict[str, int]:
     """The database's own totals at the end (the workers stopped): the rows left, the
-    tallies' successes, and what retention deleted (successes no longer in the table)."""
+    tallies' successes and dead letters, and what retention deleted (finished jobs no
+    longer in the table)."""
     row = conn.execute(ACCOUNTING).fetchone()
     assert row is not None
-    rows, success_rows, unfinished, succeeded, success_n, attempts = (int(x) for x in row)
-    return {"job_rows": rows, "success_rows": success_rows, "unfinished_rows": unfinished,
-            "tally_succeeded": succeeded, "tally_success_rows": success_n,
-            "deleted_by_retention": succeeded - success_rows, "attempt_rows": attempts}
+    rows, success_rows, failed_rows, unfinished, succeeded, dead, attempts = (int(x) for x in row)
+    return {"job_rows": rows, "success_rows": success_rows, "failed_rows": failed_rows,
+            "unfinished_rows": unfinished, "tally_succeeded": succeeded, "tally_dead": dead,
+            "deleted_by_retention": succeeded + dead - success_rows - failed_rows,
+            "failed_deleted_by_retention": dead - failed_rows, "attempt_rows": attempts}
 
 
 def say(out: TextIO, text: str) -> None:

@@ -47,6 +47,7 @@ class SoakOptions:
     rate: float | None = None  # jobs/s offered; None = load_share x the calibrated capacity
     load_share: float = 0.5
     job_ms: int = 0  # 0: noop jobs; else `sleep` jobs of this many ms
+    fail_share: float = 0.01  # of the jobs, `fail` ones (dead letters at once)
     calibration_jobs: int = 30_000
     retention_s: float | None = None  # None: two intervals
     num_workers: int = 3
@@ -142,6 +143,8 @@ def make_plan(o: SoakOptions) -> Plan:
         raise PlanError("--load-share must be in (0, 1]")
     if o.rate is not None and o.rate <= 0:
         raise PlanError("--rate must be positive")
+    if not 0 <= o.fail_share < 1:
+        raise PlanError("--fail-share must be in [0, 1)")
     settle = min(5.0, o.interval_s / 4)
     if o.quick:
         counts = [13, 4, 4, 3]

@@ -79,6 +79,15 @@ def judge(rows: list[dict[str, Any]], plan: Plan, tolerance: float, flat_ratio: 
     v.lines.append(f"baseline (intervals {first}-{after - 1}, after {first} of warm-up): "
                    f"{base_tp:,.0f} jobs/s, pickup p99 {base_p99:.1f} ms")
     later = load[after:]
+    last_rows = load[-plan.baseline_intervals:]
+    last_tp = _mean([_num(r["completions_per_s"]) for r in last_rows])
+    last_p99 = _mean([_num(r["pickup_p99_ms"]) for r in last_rows])
+    v.facts["last"] = {"intervals": len(last_rows), "completions_per_s": last_tp,
+                       "pickup_p99_ms": last_p99}
+    if last_tp is not None and last_p99 is not None:
+        v.lines.append(f"last {len(last_rows)} intervals: {last_tp:,.0f} jobs/s "
+                       f"({_pct(last_tp, base_tp)}), pickup p99 {last_p99:.1f} ms "
+                       f"({_pct(last_p99, base_p99)})")
     _judge_throughput(v, later, base_tp, tolerance)
     _judge_p99(v, later, base_p99, tolerance)
     _judge_flat(v, load, plan, flat_ratio)

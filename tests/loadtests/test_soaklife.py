@@ -8,8 +8,9 @@ import io
 import itertools
 import json
 import math
+import os
 from collections import Counter
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -21,6 +22,7 @@ from boundq.core.pgembed import EmbeddedPostgres
 from boundq.loadtests.soaklife_output import read_rows
 from boundq.loadtests.soaklife_plan import (
     SWEEP_PERIOD_MAX_S,
+    Plan,
     PlanError,
     SoakOptions,
     make_plan,
@@ -96,16 +98,34 @@ def _count(url: str, query: str) -> int:
     return int(row[0])
 
 
-@pytest.mark.slow
-def test_quick_soak_life(pg_cluster: EmbeddedPostgres, tmp_path: Path) -> None:
+@dataclass
+class QuickRun:
+    options: SoakOptions
+    plan: Plan
+    result: Any
+    printed: str
+    db_url: str
+
+
+@pytest.fixture(scope="module")
+def quick_run(pg_cluster: EmbeddedPostgres, tmp_path_factory: pytest.TempPathFactory
+              ) -> QuickRun:
+    """One --quick run for the module (about a minute)."""
     pytest.importorskip("matplotlib")
     from boundq.loadtests.soaklife import SOAK_DB, run_soak
 
-    options = quick(SoakOptions(out_root=tmp_path, database_url=pg_cluster.url("postgres")))
-    plan = make_plan(options)
+    base = pg_cluster.url("postgres")
+    options = quick(SoakOptions(out_root=tmp_path_factory.mktemp("runs"), database_url=base))
     out = io.StringIO()
     result = run_soak(options, out=out)
-    printed = out.getvalue()
+    return QuickRun(options, make_plan(options), result, out.getvalue(),
+                    dbadmin.database_url(base, SOAK_DB))
+
+
+@pytest.mark.slow
+def test_quick_soak_life(quick_run: QuickRun) -> None:
+    plan, result, printed, db_url = (quick_run.plan, quick_run.result, quick_run.printed,
+                                     quick_run.db_url)
     rows = read_rows(result.run_dir)
     meta = json.loads((result.run_dir / "run.json").read_text())
 
@@ -118,19 +138,25 @@ def test_quick_soak_life(pg_cluster: EmbeddedPostgres, tmp_path: Path) -> None:
     assert printed.count(f"/{plan.intervals}] ") == plan.intervals
 
     # the counts agree with the database: every job inserted was counted once, interval
-    # by interval; the tallies saw as many successes; what is not in the table was
-    # deleted by retention (with its attempt rows)
-    db_url = dbadmin.database_url(pg_cluster.url("postgres"), SOAK_DB)
+    # by interval; the tallies saw as many successes and dead letters (the `fail` jobs);
+    # what is not in the table was deleted by retention, dead letters too (through
+    # FAILED_RETENTION_SECONDS), with their attempt rows
     counted = sum(int(r["completions"]) for r in rows)
     success_rows = _count(db_url, "SELECT count(*) FROM jobs WHERE status = 'success'")
+    failed_rows = _count(db_url, "SELECT count(*) FROM jobs WHERE status = 'failed'")
     succeeded = _count(db_url, "SELECT sum(succeeded) FROM job_tallies")
-    assert counted == meta["produced"] == succeeded > 0
-    assert _count(db_url, "SELECT count(*) FROM jobs") == success_rows
-    assert _count(db_url, "SELECT count(*) FROM job_attempts") == success_rows
+    dead = _count(db_url, "SELECT sum(dead) FROM job_tallies")
+    assert counted == meta["produced"] == succeeded + dead > 0
+    assert dead == meta["produced_failing"] > 0
+    kept = success_rows + failed_rows
+    assert _count(db_url, "SELECT count(*) FROM jobs") == kept
+    assert _count(db_url, "SELECT count(*) FROM job_attempts") == kept
     assert _count(db_url, "SELECT sum(success_n) FROM job_tallies") == success_rows
-    deleted = meta["totals"]["deleted_by_retention"]
-    assert deleted == succeeded - success_rows > 0
-    assert int(rows[-1]["finished_rows"]) == success_rows
+    assert _count(db_url, "SELECT sum(failed_n) FROM job_tallies") == failed_rows
+    totals = meta["totals"]
+    assert totals["deleted_by_retention"] == counted - kept
+    assert succeeded > success_rows > 0 and dead > failed_rows > 0
+    assert int(rows[-1]["finished_rows"]) == kept
 
     # retention on: once its window has filled and been swept, the rows kept never pass
     # what finished within that window (and an interval more); retention off keeps all
@@ -143,7 +169,7 @@ def test_quick_soak_life(pg_cluster: EmbeddedPostgres, tmp_path: Path) -> None:
             judged += 1
     assert judged >= 3
     kept_after = sum(int(r["completions"]) for r in rows if r["phase"] != "retention-on")
-    assert success_rows >= kept_after
+    assert kept >= kept_after
 
     # the pressure phase pinned the horizon, and its end released it
     held = [r for r in rows if r["phase"] == "pressure"]
@@ -161,3 +187,26 @@ def test_quick_soak_life(pg_cluster: EmbeddedPostgres, tmp_path: Path) -> None:
     assert ("PASSED" if result.verdict.passed else "FAILED: ") in printed
     for name in ("soak_throughput.png", "soak_sizes.png", "soak_vacuum.png"):
         assert (result.run_dir / name).stat().st_size > 10_000
+
+
+@pytest.mark.slow
+def test_the_notebook_draws_the_soak_run(quick_run: QuickRun,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    pytest.importorskip("ipykernel")
+    from tests.helpers import REPO_ROOT
+
+    monkeypatch.setenv("BOUNDQ_RUNS", str(quick_run.options.out_root))
+    path = REPO_ROOT / "notebooks" / "runs.ipynb"
+    notebook = nbformat.read(path, as_version=4)
+    client = nbclient.NotebookClient(notebook, timeout=120, kernel_name="python3",
+                                     resources={"metadata": {"path": str(path.parent)}})
+    client.execute(env={**os.environ})
+    outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
+    assert not [o for o in outputs if o.get("output_type") == "error"]
+    # the run folder holds only the soak-life run: its three figures are all there are
+    images = [o for o in outputs if "image/png" in o.get("data", {})]
+    assert len(images) == 3, f"{len(images)} figures rendered"
+    text = "".join(o.get("data", {}).get("text/plain", "") for o in outputs)
+    assert f"'passed': {quick_run.result.verdict.passed}" in text
