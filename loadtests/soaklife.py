@@ -24,6 +24,7 @@ verdict fails as interrupted); a second one skips the drain.
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -63,6 +64,12 @@ from boundq.loadtests.soaklife_verdict import Verdict, judge
 from boundq.reports.dbwatch import REPORT_APP
 
 SOAK_DB = "boundq_soaklife"
+
+
+def machine_load() -> float:
+    """This machine's 1-minute load average: beside the database's readings, it tells
+    what a shared machine did to them (it is not judged)."""
+    return round(os.getloadavg()[0], 2)
 
 
 class SoakError(RuntimeError):
@@ -156,7 +163,7 @@ class SoakRun:
                 if not self.wait_until(index * self.plan.interval_s):
                     break
                 self.sent_at[index] = self.producer.sent
-                state = read_state(self.conn)
+                state = read_state(self.conn) | {"machine_load_1m": machine_load()}
                 if index < self.plan.intervals:
                     actions.append(pool.submit(self.phase_action, index))
                 if not self.wait_until(index * self.plan.interval_s + self.plan.settle_s):
@@ -185,7 +192,8 @@ class SoakRun:
             "offered": offered,
             "offered_per_s": round(offered / seconds, 2) if seconds > 0 else None,
             "event": "; ".join(self.events.get(index, [])),
-            **sample(self.conn, start_t, end_t, state)}
+            **sample(self.conn, start_t, end_t, state),
+            "machine_load_1m": (state or {}).get("machine_load_1m", machine_load())}
         self.csv.add(row)
         self.read_until = index + 1
         output.say(self.out, output.progress_line(row, self.plan.intervals))
@@ -203,7 +211,8 @@ class SoakRun:
                 break
         else:
             self.drained = True
-        end, state = server_now(self.conn), read_state(self.conn)
+        end = server_now(self.conn)
+        state = read_state(self.conn) | {"machine_load_1m": machine_load()}
         time.sleep(self.plan.settle_s)
         self.read(self.read_until, end=end, phase=DRAIN, state=state)
 

@@ -15,7 +15,7 @@ from boundq.loadtests.soaklife_sample import SAMPLE_COLUMNS
 
 FRONT_COLUMNS = ("interval", "phase", "retention", "t_start_s", "t_end_s", "offered",
                  "offered_per_s", "event")
-COLUMNS = (*FRONT_COLUMNS, *SAMPLE_COLUMNS)
+COLUMNS = (*FRONT_COLUMNS, *SAMPLE_COLUMNS, "machine_load_1m")
 CSV_NAME = "intervals.csv"
 
 
@@ -57,7 +57,8 @@ def progress_line(row: dict[str, Any], total: int) -> str:
             f"idx {_mb(row['jobs_index_bytes'])}, claim idx "
             f"{(row['jobs_claim_idx_bytes'] or 0) / 2**20:,.1f})  rows "
             f"{row['finished_rows'] or 0:,}  dead {row['jobs_dead_tup'] or 0:,}  autovac "
-            f"{row['jobs_autovacuum_count'] or 0}  xmin age {row['xmin_age']:,}")
+            f"{row['jobs_autovacuum_count'] or 0}  xmin age {row['xmin_age']:,}  load "
+            f"{row.get('machine_load_1m') or 0:.1f}")
     return line + (f"  <- {row['event']}" if row.get("event") else "")
 
 

@@ -5,8 +5,8 @@ intervals.csv, with the phases drawn as bands:
                     pickup p50 and p99 (log axis)
   soak_sizes        total, heap and index size of jobs, the claim index, job_attempts and
                     job_tallies; rows kept (finished rows from the tallies, live tuples)
-  soak_vacuum       dead tuples of jobs and job_attempts with each autovacuum of jobs
-                    marked; the xmin horizon's age
+  soak_vacuum       dead tuples of jobs and job_attempts, a marker on each interval in
+                    which jobs was autovacuumed; the xmin horizon's age
 
 Each figure function takes a DataFrame and returns a matplotlib Figure (no I/O);
 write_soak_figures(run_dir) reads the run folder and saves them as PNG.
@@ -22,8 +22,16 @@ from typing import Any
 import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter
 
-from boundq.reports.figstyle import COLORS, NEUTRAL, PCT_STYLES, log_axis, new_figure
+from boundq.reports.figstyle import (
+    COLORS,
+    NEUTRAL,
+    PCT_STYLES,
+    log_axis,
+    new_figure,
+    plain_number,
+)
 
 CSV_NAME = "intervals.csv"
 PHASE_COLORS = {"retention-on": "#2da44e", "retention-off": "#1f6feb",
@@ -50,7 +58,7 @@ def phase_bands(ax: Axes, df: pd.DataFrame, labels: bool = True) -> None:
         start, end = float(part["t0"].min()), float(part["t"].max())
         color = PHASE_COLORS.get(str(phase), NEUTRAL)
         ax.axvspan(start, end, color=color, alpha=0.08, lw=0)
-        if labels:
+        if labels and phase != "drain":  # a few seconds wide: its name would overlap
             ax.text((start + end) / 2, 1.0, str(phase), transform=ax.get_xaxis_transform(),
                     ha="center", va="bottom", fontsize=7, color=color)
 
@@ -111,6 +119,7 @@ def soak_sizes(df: pd.DataFrame) -> Figure:
     ax.plot(df["t"], df["jobs_live_tup"], ls="--", color=NEUTRAL, label="jobs live tuples (stats)")
     ax.set_ylim(bottom=0)
     ax.set_ylabel("rows")
+    ax.yaxis.set_major_formatter(FuncFormatter(plain_number))
     ax.set_title("History kept", pad=14)
     for ax in axes:
         phase_bands(ax, df)
@@ -120,7 +129,8 @@ def soak_sizes(df: pd.DataFrame) -> Figure:
 
 
 def autovacuum_times(df: pd.DataFrame, table: str = "jobs") -> list[float]:
-    """The end of each interval during which `table` was autovacuumed (its count rose)."""
+    """The end of each interval during which `table` was autovacuumed (its count rose
+    since the interval before)."""
     counts = df[f"{table}_autovacuum_count"].fillna(0)
     rose = counts.diff().fillna(counts) > 0
     return [float(t) for t in df.loc[rose, "t"]]
@@ -132,11 +142,13 @@ def soak_vacuum(df: pd.DataFrame) -> Figure:
     ax.plot(df["t"], df["jobs_dead_tup"], color=COLORS["boundq"], label="jobs dead tuples")
     ax.plot(df["t"], df["job_attempts_dead_tup"], color=COLORS["pgqueuer"],
             label="job_attempts dead tuples")
+    # One marker per interval in which jobs was autovacuumed, on the dead tuples it left.
     marks: Sequence[float] = autovacuum_times(df)
-    for i, t in enumerate(marks):
-        ax.axvline(t, color=COLORS["503"], lw=0.8, alpha=0.6,
-                   label="autovacuum of jobs" if i == 0 else None)
+    at = df.set_index("t")["jobs_dead_tup"]
+    ax.plot(marks, [at[t] for t in marks], "v", color=COLORS["503"], markersize=4,
+            label="autovacuum of jobs ran in the interval")
     ax.set_ylim(bottom=0)
+    ax.yaxis.set_major_formatter(FuncFormatter(plain_number))
     ax.set_ylabel("dead tuples (pg_stat_user_tables)")
     ax.set_title("Dead tuples and autovacuum runs", pad=14)
     ax = axes[1]
