@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 EXTRAS ?= dev
 
 .DEFAULT_GOAL := help
-.PHONY: help venv venv-extras pg-server run worker test lint typecheck bench flood flood-ui report soak soak-life clean
+.PHONY: help venv venv-extras pg-server run worker test test-busy lint typecheck bench flood flood-ui report soak soak-life clean
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -31,6 +31,9 @@ worker: venv pg-server ## Start workers only
 
 test: venv pg-server ## Run the test suite against a throwaway PostgreSQL cluster
 	$(PY) -m pytest tests invariants -q
+
+test-busy: venv pg-server ## The suite beside two CPU hogs (HOGS=N): what timing-dependent tests meet in CI
+	HOGS=$${HOGS:-2} bash scripts/with-cpu-hogs.sh $(PY) -m pytest tests invariants -q
 
 lint: venv ## ruff and mypy --strict
 	$(VENV)/bin/ruff check boundq core server tests invariants loadtests reports

@@ -1,9 +1,10 @@
 """`boundq`: the command line, and the Makefile's engine.
 
 Each command lives with what it runs: db, migrate, rollback, refresh, worker and enqueue
-in boundq.core.cli; serve in boundq.server.cli; flood in boundq.loadtests.cli; report in
-boundq.reports.cli. Errors a user can fix (a bad setting, no server binaries, an
-unreachable database) print one line and exit 2; no traceback.
+in boundq.core.cli; queues and kinds in boundq.core.flow_cli; serve in boundq.server.cli;
+flood in boundq.loadtests.cli; report in boundq.reports.cli. Errors a user can fix (a bad
+setting, no server binaries, an unreachable database) print one line and exit 2; no
+traceback.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import sys
 from collections.abc import Sequence
 
 from boundq.core import cli as core_cli
+from boundq.core import flow_cli
 from boundq.core.errors import BoundqError
 from boundq.loadtests import cli as loadtests_cli
 from boundq.reports import cli as reports_cli
@@ -25,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="boundq", description="A bounded, fenced job queue on PostgreSQL.")
     sub = parser.add_subparsers(dest="command", required=True)
     core_cli.register(sub)
+    flow_cli.register(sub)
     server_cli.register(sub)
     loadtests_cli.register(sub)
     reports_cli.register(sub)

@@ -61,6 +61,8 @@ def cmd_db(args: argparse.Namespace) -> int:
     from boundq.core.pgembed import embedded
 
     settings = load_settings()
+    if args.replica:
+        return db_replica(args.action, settings)
     if settings.database_url and args.action == "url":
         print(settings.database_url)
         return 0
@@ -68,15 +70,59 @@ def cmd_db(args: argparse.Namespace) -> int:
     if args.action == "start":
         print(cluster.start())
     elif args.action == "stop":
+        from boundq.core.pgreplica import EmbeddedReplica
+
+        replica = EmbeddedReplica(cluster)  # stopped first: it follows the primary
+        if replica.stop():
+            print("replica stopped")
         print("stopped" if cluster.stop() else "not running")
     elif args.action == "status":
-        print(cluster.status())
+        from boundq.core.pgreplica import EmbeddedReplica
+
+        print(f"primary: {cluster.status()}")
+        print(f"replica: {EmbeddedReplica(cluster).status()}")
         return 0 if cluster.running() else 3
     elif args.action == "url":
         if not cluster.running():
             print("embedded PostgreSQL is not running: `boundq db start`", file=sys.stderr)
             return 3
         print(cluster.url())
+    return 0
+
+
+def db_replica(action: str, settings: Settings) -> int:
+    """`boundq db start|stop|status|url --replica`: the embedded cluster's streaming
+    replica. It exists only beside the embedded primary; a server named by DATABASE_URL
+    gets its replicas from its own tools (then REPLICA_DATABASE_URL names one)."""
+    from boundq.core.pgembed import embedded
+    from boundq.core.pgreplica import EmbeddedReplica
+
+    if action == "url" and settings.replica_database_url:
+        print(settings.replica_database_url)
+        return 0
+    if settings.database_url and action in ("start", "url"):
+        raise BoundqError(
+            "DATABASE_URL names a server boundq does not manage, and `--replica` makes a "
+            "replica of the embedded cluster only: make a streaming replica of that server "
+            "with its own tools and set REPLICA_DATABASE_URL to it (or unset DATABASE_URL)")
+    primary = embedded()
+    replica = EmbeddedReplica(primary)
+    if action == "start":
+        print(primary.start())
+        print(replica.start())
+    elif action == "stop":
+        print("replica stopped" if replica.stop() else "replica not running")
+        print("stopped" if primary.stop() else "not running")
+    elif action == "status":
+        print(f"primary: {primary.status()}")
+        print(f"replica: {replica.status()}")
+        return 0 if primary.running() and replica.running() else 3
+    elif action == "url":
+        if not replica.running():
+            print("the embedded replica is not running: `boundq db start --replica`",
+                  file=sys.stderr)
+            return 3
+        print(replica.url())
     return 0
 
 
@@ -187,6 +233,52 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_schedules(args: argparse.Namespace) -> int:
+    """`boundq schedules put|get|list|delete`: the /schedules API, straight to the database
+    (validated as PUT /schedules does; a bad field exits 2 naming it)."""
+    import psycopg
+
+    from boundq.core import schedules
+    from boundq.core.cron import validate_schedule
+    from boundq.core.db import encode_json
+    from boundq.core.handlers import default_registry
+    from boundq.core.migrate import migrate
+    from boundq.core.validation import check_queue_name
+
+    settings = settings_from(args)
+    load_handlers(settings, args)
+    spec = None
+    if args.action != "list":
+        if not args.name:
+            raise BoundqError(f"schedules {args.action}: give the schedule's name")
+        check_queue_name(args.name, "name")
+    if args.action == "put":
+        body: dict[str, Any] = {"cron": args.cron, "timezone": args.timezone,
+                                "job": json.loads(args.job) if args.job else None,
+                                "catch_up": args.catch_up}
+        spec = validate_schedule(args.name, body, default_registry, settings)
+
+    async def go() -> tuple[int, Any]:
+        url = database_url(settings)
+        await migrate(url)
+        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+            if spec is not None:
+                row, created = await schedules.put(conn, spec)
+                return 0, {**row, "created": created}
+            if args.action == "get":
+                found = await schedules.get(conn, args.name)
+                return (0, found) if found else (3, {"error": f"no schedule named {args.name!r}"})
+            if args.action == "delete":
+                gone = await schedules.delete(conn, args.name)
+                return (0, {"deleted": args.name}) if gone else (
+                    3, {"error": f"no schedule named {args.name!r}"})
+            return 0, {"schedules": await schedules.list_all(conn)}
+
+    code, out = run(go())
+    print(encode_json(out), file=sys.stdout if code == 0 else sys.stderr)
+    return int(code)
+
+
 # --- parsers ----------------------------------------------------------------------------
 def worker_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", dest="num_workers", type=int, help="claim loops (NUM_WORKERS)")
@@ -200,6 +292,9 @@ def worker_flags(p: argparse.ArgumentParser) -> None:
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     db = sub.add_parser("db", help="manage the embedded PostgreSQL")
     db.add_argument("action", choices=["start", "stop", "status", "url"])
+    db.add_argument("--replica", action="store_true",
+                    help="start: also a streaming replica of the embedded cluster; "
+                         "url: the replica's URL; stop/status: both")
     db.set_defaults(func=cmd_db)
 
     mig = sub.add_parser("migrate", help="apply pending migrations")
@@ -227,3 +322,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     enq.add_argument("--file", help="JSON array of jobs ('-' = stdin)")
     enq.add_argument("--handlers")
     enq.set_defaults(func=cmd_enqueue)
+
+    sch = sub.add_parser("schedules", help="cron schedules: put, get, list, delete")
+    sch.add_argument("action", choices=["put", "get", "list", "delete"])
+    sch.add_argument("name", nargs="?", help="the schedule's name (not for list)")
+    sch.add_argument("--cron", help="5 fields: minute hour day-of-month month day-of-week")
+    sch.add_argument("--timezone", default="UTC", help="IANA time zone (default UTC)")
+    sch.add_argument("--job", help="the job template: JSON, the fields of POST /jobs "
+                                   "without name, run_at and dedupe_key")
+    sch.add_argument("--catch-up", dest="catch_up", type=int, default=None,
+                     help="after an outage, jobs for at most this many missed ticks (1)")
+    sch.add_argument("--handlers")
+    sch.set_defaults(func=cmd_schedules)

@@ -13,6 +13,13 @@ from pathlib import Path
 from typing import Any
 
 from boundq.core.errors import ConfigError
+from boundq.core.tokens import (
+    TokenScopes,
+    TokensInvalid,
+    check_against_admin,
+    describe_scopes,
+    parse_api_tokens,
+)
 
 
 def read_dotenv(path: Path) -> dict[str, str]:
@@ -76,6 +83,18 @@ def _bool(text: str) -> bool:
     raise ValueError("must be true or false")
 
 
+def _postgres_url(text: str) -> str:
+    """A libpq URL or key=value string; checked for its form only (no connection)."""
+    from psycopg import ProgrammingError
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        conninfo_to_dict(text)
+    except ProgrammingError:
+        raise ValueError("must be a PostgreSQL connection URL (postgresql://...)") from None
+    return text
+
+
 def _queue_list(text: str) -> tuple[str, ...]:
     from boundq.core.errors import JobValidationError
     from boundq.core.validation import check_queue_name
@@ -110,6 +129,7 @@ class Settings:
     max_bulk_bytes: int = 10 * 1024 * 1024
     max_queue_depth: int = 1_000_000
     api_token: str | None = None
+    api_tokens: TokenScopes = ()  # API_TOKENS: (token, queues) pairs; ("*",) = all queues
     log_format: str = "text"
     log_level: str = "info"
     reap_interval_seconds: float = 1.0
@@ -123,6 +143,8 @@ class Settings:
     api_nice: int = 10  # `boundq serve`: the API process's lower CPU priority
     api_group_commit: bool = True  # concurrent single creates share one INSERT
     metrics_port: int = 0  # `boundq worker`: serve /metrics here (0 = off)
+    replica_database_url: str | None = None  # reads of the API go here when set
+    replica_max_lag_seconds: float = 5.0  # past this, reads go to the primary
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -169,6 +191,7 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "MAX_BULK_BYTES": ("max_bulk_bytes", _int(1024, 1024**3)),
     "MAX_QUEUE_DEPTH": ("max_queue_depth", _int(1, 10**12)),
     "API_TOKEN": ("api_token", _text),
+    "API_TOKENS": ("api_tokens", parse_api_tokens),
     "LOG_FORMAT": ("log_format", _choice("json", "text")),
     "LOG_LEVEL": ("log_level", _choice("debug", "info", "warning", "error")),
     "REAP_INTERVAL_SECONDS": ("reap_interval_seconds", _float(0.05, 3_600)),
@@ -182,9 +205,13 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "API_NICE": ("api_nice", _int(0, 19)),
     "API_GROUP_COMMIT": ("api_group_commit", _bool),
     "METRICS_PORT": ("metrics_port", _int(0, 65535)),
+    "REPLICA_DATABASE_URL": ("replica_database_url", _postgres_url),
+    "REPLICA_MAX_LAG_SECONDS": ("replica_max_lag_seconds", _float(1, 86_400)),
 }
 
 ENV_VARIABLES = tuple(_VARIABLES)
+# Never repeated in an error message: the value is a secret.
+_SECRETS = frozenset({"API_TOKEN", "API_TOKENS"})
 
 
 def load_settings(
@@ -202,7 +229,8 @@ def load_settings(
             values[attr] = parse(raw.strip())
         except ValueError as exc:
             reason = str(exc) if "must" in str(exc) else "is not a valid number"
-            raise ConfigError(f"{name}={raw!r}: {reason}") from None
+            shown = name if name in _SECRETS else f"{name}={raw!r}"
+            raise ConfigError(f"{shown}: {reason}") from None
     settings = Settings(**values)
     return validate(settings)
 
@@ -222,6 +250,10 @@ def validate(settings: Settings) -> Settings:
         )
     if settings.max_db_connections and settings.max_db_connections < 3:
         raise ConfigError("MAX_DB_CONNECTIONS: must be at least 3")
+    try:
+        check_against_admin(settings.api_tokens, settings.api_token)
+    except TokensInvalid as exc:
+        raise ConfigError(f"API_TOKENS: {exc}") from None
     return settings
 
 
@@ -230,5 +262,6 @@ def describe(settings: Settings) -> dict[str, Any]:
     out = {f.name: getattr(settings, f.name) for f in fields(settings) if f.name != "extra"}
     if out.get("api_token"):
         out["api_token"] = "***"
+    out["api_tokens"] = describe_scopes(settings.api_tokens)
     out["db_connections"] = settings.db_connections
     return out

@@ -28,13 +28,13 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from boundq.core import queue
-from boundq.core.faults import crash_point
+from boundq.core.faults import crash_point, lose_answer
 from boundq.core.lanes import Lane
 from boundq.core.ledger import Ledger, Pending
 from boundq.core.loops import TRANSIENT_ERRORS, BackgroundLoop, LoopSettings
 from boundq.core.metrics import Metrics
 from boundq.core.permits import Grant, Permit, Permits
-from boundq.core.planner import QueuePlanner
+from boundq.core.planner import QueuePlanner, Split
 from boundq.core.queue import ClaimedRow
 
 log = logging.getLogger("boundq.worker")
@@ -168,12 +168,14 @@ class Cycler(BackgroundLoop):
 
     async def _cycle(self, successes: list[Pending], grant: Grant) -> int:
         c = self.config
-        plan = self.planner.plan(grant.count) if self.claiming else []
+        split = self.planner.split(grant.count) if self.claiming else Split([], [], {})
         results = {p[0].id: p[1].result_json for p in successes if p[1].result_json is not None}
         try:
             async with self.gate.claiming(), self.lane.connection(c.deadline_s) as conn:
                 completed, claimed = await queue.complete_and_claim(
-                    conn, c.owner, [p[0].key for p in successes], plan, c.lease_s, results)
+                    conn, c.owner, [p[0].key for p in successes], split.fast, c.lease_s,
+                    results, free=grant.count - len(successes), oldest=split.oldest)
+                await lose_answer("claim", bool(claimed))
         except AMBIGUOUS:
             # Committed or not, nobody can say: keep every permit until a reconciliation
             # reads what this owner holds.
@@ -190,13 +192,46 @@ class Cycler(BackgroundLoop):
         crash_point("after_claim", bool(claimed))
         self._settle(successes, completed)
         self.metrics.succeeded += len(completed)
-        for row in claimed:
+        self._spawn_all(claimed, grant)
+        # A finished job of a limited queue may have made room there.
+        self.planner.wake({p[0].queue for p in successes if self.planner.limited(p[0].queue)})
+        if split.limited:
+            # Permits of fenced completions stay back, as in the statement above.
+            room = grant.left - (len(successes) - len(completed))
+            claimed += await self._claim_limited(split, grant, room)
+        if split.total:
+            self._more = self.planner.claimed(split.queues(),
+                                              Counter(row.queue for row in claimed))
+        return len(successes) + len(claimed)
+
+    async def _claim_limited(self, split: Split, grant: Grant, room: int) -> list[ClaimedRow]:
+        """The queues with limits (or all, while a kind has one): one call each, in their
+        own transactions, under the gate like every claim."""
+        c = self.config
+        got: list[ClaimedRow] = []
+        try:
+            async with self.gate.claiming(), self.lane.connection(c.deadline_s) as conn:
+                for name, n in split.limited:
+                    take = min(n, room - len(got))
+                    if take <= 0:
+                        break
+                    rows = await queue.claim_limited(conn, c.owner, name, take, c.lease_s,
+                                                     oldest=split.oldest.get(name, 0))
+                    await lose_answer("claim", bool(rows))
+                    crash_point("after_claim", bool(rows))
+                    self._spawn_all(rows, grant)
+                    got += rows
+        except AMBIGUOUS:
+            # The rows of a lost answer are found and adopted by the reconciliation.
+            self.ledger.hold_ambiguous([], grant.detach())
+            raise
+        return got
+
+    def _spawn_all(self, rows: list[ClaimedRow], grant: Grant) -> None:
+        for row in rows:
             self.spawn(row, grant.take())
             self.metrics.queue_wait.observe(row.waited_s)
-        self.metrics.claimed += len(claimed)
-        if plan:
-            self._more = self.planner.claimed(plan, Counter(row.queue for row in claimed))
-        return len(successes) + len(claimed)
+        self.metrics.claimed += len(rows)
 
     def _settle(self, items: list[Pending], committed: set[int], taken: bool = True) -> None:
         if taken:

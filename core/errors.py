@@ -45,5 +45,17 @@ class InvalidTransition(BoundqError):
         self.action = action
 
 
+class DedupeKeyTaken(BoundqError):
+    """A job cannot become active again: a live job holds its dedupe_key."""
+
+    def __init__(self, job_id: int, dedupe_key: str, holder: int | None) -> None:
+        held = f" (job {holder})" if holder is not None else ""
+        super().__init__(f"job {job_id} cannot run again: its dedupe_key {dedupe_key!r} is "
+                         f"held by a live job{held}")
+        self.job_id = job_id
+        self.dedupe_key = dedupe_key
+        self.holder = holder
+
+
 class ClaimAlreadyFinished(BoundqError):
     """A Claim was finished twice: ownership of a job is consumed by its first finish."""

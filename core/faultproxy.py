@@ -1,6 +1,6 @@
 """A small asyncio TCP fault proxy between one worker process and PostgreSQL (loopback).
 
-Modes (queue-failures.md §3.1):
+Modes (docs/failures.md §3):
   pass       forward both ways.
   blackhole  keep both sockets open and forward nothing: bytes are held, as a network
              holds them while TCP retransmits. `heal("resume")` delivers them late (a

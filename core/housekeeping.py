@@ -2,8 +2,8 @@
 process (each statement is safe to run concurrently):
 
 - the scout finds the queues that have runnable jobs (a skip scan of the claim index)
-  for the claim planner, and moves `new` rows with a future run_at (plain SQL inserts)
-  to `scheduled`;
+  and reads the flow settings (weights, pauses, limits) for the claim planner, and
+  moves `new` rows with a future run_at (plain SQL inserts) to `scheduled`;
 - the tally folder folds per-second tallies into minutes and old minutes into totals;
 - the retention sweeper deletes finished jobs older than RETENTION_SECONDS (success,
   cancelled) and FAILED_RETENTION_SECONDS (failed), in small batches.
@@ -15,7 +15,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from boundq.core import queue
+from boundq.core import flow, queue
 from boundq.core.lanes import Lane
 from boundq.core.loops import BackgroundLoop, LoopSettings
 from boundq.core.planner import QueuePlanner
@@ -37,8 +37,9 @@ class Scout(BackgroundLoop):
         async with self.lane.connection() as conn:
             waiting = [q for q in await queue.queues_waiting(conn) if self.planner.serves(q)]
             early = await queue.schedule_early(conn, waiting)
+            news = await flow.planner_news(conn)
         before = set(self.planner.weights)
-        self.planner.refresh(waiting)
+        self.planner.refresh(waiting, news)
         if set(waiting) - before:
             self.on_found()
         return early

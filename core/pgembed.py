@@ -18,6 +18,7 @@ import shlex
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
@@ -30,6 +31,8 @@ SUPERUSER = "postgres"
 DATABASE = "boundq"
 _SERVICE_USER = "postgres"
 _PORT_FILE = "boundq.port"
+MAX_WAL_SENDERS = 10  # PostgreSQL's default, stated: a replica's must be at least this
+MAX_SLOT_WAL_KEEP = "1GB"
 
 INSTALL_HINT = (
     "no PostgreSQL server binaries found (initdb, pg_ctl): install them "
@@ -129,9 +132,17 @@ class EmbeddedPostgres:
         return self.data_dir.parent / "postgres.log"
 
     @property
+    def port_file(self) -> Path:
+        return self.data_dir.parent / _PORT_FILE
+
+    @property
+    def lock_file(self) -> Path:
+        return self.data_dir.parent / "cluster.lock"
+
+    @property
     def port(self) -> int:
         try:
-            return int((self.data_dir.parent / _PORT_FILE).read_text().strip())
+            return int(self.port_file.read_text().strip())
         except (OSError, ValueError):
             return 0
 
@@ -174,7 +185,7 @@ class EmbeddedPostgres:
     def _lock(self) -> Iterator[None]:
         """Serialises init/start/stop of one cluster between processes."""
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.data_dir.parent / "cluster.lock", "w") as handle:
+        with open(self.lock_file, "w") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:
                 yield
@@ -230,22 +241,8 @@ class EmbeddedPostgres:
             port = self.port
             if not port or _port_in_use(port, self.host):
                 port = free_port(self.host)
-                (self.data_dir.parent / _PORT_FILE).write_text(f"{port}\n")
-            options = [
-                f"-p {port}",
-                f"-c listen_addresses={self.host}",
-                f"-c unix_socket_directories={self.data_dir}",
-                f"-c max_connections={self.max_connections}",
-                f"-c fsync={'on' if self.fsync else 'off'}",
-                f"-c synchronous_commit={'on' if self.fsync else 'off'}",
-                f"-c full_page_writes={'on' if self.fsync else 'off'}",
-                "-c shared_buffers=256MB",
-                "-c idle_in_transaction_session_timeout=60s",
-                "-c tcp_keepalives_idle=10",
-                "-c tcp_keepalives_interval=5",
-                "-c tcp_keepalives_count=3",
-                "-c client_connection_check_interval=5s",
-            ]
+                self.port_file.write_text(f"{port}\n")
+            options = self._server_options(port)
             self.log_file.touch(exist_ok=True)
             self._chown_to_service_user(self.log_file)
             result = self._run(
@@ -263,8 +260,36 @@ class EmbeddedPostgres:
             if result.returncode != 0:
                 tail = self.log_tail()
                 raise EmbeddedPostgresError(f"pg_ctl start failed: {result.stderr.strip()}\n{tail}")
-        self._ensure_database()
+        self._after_start()
         return self.url()
+
+    def _server_options(self, port: int) -> list[str]:
+        """The postgres command line (pg_ctl -o). Streaming replication is on (a replica
+        made by `boundq db start --replica` follows this cluster, core/pgreplica.py): WAL
+        at the replica level, walsenders and slots, and a cap on the WAL a slot may keep
+        so a replica left stopped cannot fill the disk (it is rebuilt instead)."""
+        return [
+            f"-p {port}",
+            f"-c listen_addresses={self.host}",
+            f"-c unix_socket_directories={self.data_dir}",
+            f"-c max_connections={self.max_connections}",
+            f"-c fsync={'on' if self.fsync else 'off'}",
+            f"-c synchronous_commit={'on' if self.fsync else 'off'}",
+            f"-c full_page_writes={'on' if self.fsync else 'off'}",
+            "-c shared_buffers=256MB",
+            "-c idle_in_transaction_session_timeout=60s",
+            "-c tcp_keepalives_idle=10",
+            "-c tcp_keepalives_interval=5",
+            "-c tcp_keepalives_count=3",
+            "-c client_connection_check_interval=5s",
+            "-c wal_level=replica",
+            f"-c max_wal_senders={MAX_WAL_SENDERS}",
+            f"-c max_replication_slots={MAX_WAL_SENDERS}",
+            f"-c max_slot_wal_keep_size={MAX_SLOT_WAL_KEEP}",
+        ]
+
+    def _after_start(self) -> None:
+        self._ensure_database()
 
     def _ensure_database(self) -> None:
         import psycopg  # local: only the embedded path needs a sync connection
@@ -323,7 +348,15 @@ def embedded(project_root: Path | None = None) -> EmbeddedPostgres:
 
 
 def resolve_database_url(database_url: str | None, project_root: Path | None = None) -> str:
-    """DATABASE_URL when set; otherwise start the embedded cluster and return its URL."""
+    """DATABASE_URL when set; otherwise start the embedded cluster and return its URL. A
+    cluster this call started keeps running after the command: it says so, once."""
     if database_url:
         return database_url
-    return embedded(project_root).start()
+    cluster = embedded(project_root)
+    was_running = cluster.running()
+    url = cluster.start()
+    if not was_running:
+        print(f"boundq: started the embedded PostgreSQL ({cluster.data_dir}, port "
+              f"{cluster.port}); it keeps running after this command: `boundq db stop` "
+              "(or `make clean`) stops it", file=sys.stderr)
+    return url

@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 import psycopg
 from psycopg.rows import dict_row
 
-from boundq.core.errors import InvalidTransition, JobNotFound
+from boundq.core.errors import DedupeKeyTaken, InvalidTransition, JobNotFound
 from boundq.core.queries import Q
 from boundq.core.states import AttemptOutcome, JobStatus
 from boundq.core.validation import JobSpec
@@ -179,20 +179,25 @@ async def _insert_deduped(conn: Conn, specs: Sequence[JobSpec], keyed: list[int]
 
 async def complete_and_claim(
     conn: Conn, owner: str, done: Sequence[tuple[int, int]], plan: ClaimPlan, lease_s: float,
-    results: Mapping[int, str] | None = None,
+    results: Mapping[int, str] | None = None, *, free: int | None = None,
+    oldest: Mapping[str, int] | None = None,
 ) -> tuple[set[int], list[ClaimedRow]]:
     """Finish successful attempts (id, attempt) and claim per the plan, in one statement.
-    The plan's total is the permits of `done` plus free ones; the claim takes no more than
-    the completions that commit plus the free permits. Returns the ids whose success
-    committed now and the rows claimed. `results` maps a job id to its result, already
-    encoded as JSON."""
+    The claim takes no more than the completions that commit plus `free` (the permits that
+    were free before; default: the plan's total less len(done)). Returns the ids whose
+    success committed now and the rows claimed. `results` maps a job id to its result,
+    already encoded as JSON; `oldest` says how many of a queue's claims take its
+    longest-waiting jobs whatever their priority (the aging lane)."""
     total = sum(p[1] for p in plan)
+    ages = oldest or {}
     cur = await conn.execute(
         Q.job_complete_and_claim,
         {"owner": owner, "ids": int_array(d[0] for d in done),
          "attempts": int_array(d[1] for d in done), "results": _results_object(results),
          "queues": [p[0] for p in plan], "limits": int_array(p[1] for p in plan),
-         "total": total, "free": max(0, total - len(done)), "lease_s": lease_s},
+         "oldest": int_array(min(ages.get(p[0], 0), p[1]) for p in plan),
+         "total": total, "free": max(0, total - len(done)) if free is None else free,
+         "lease_s": lease_s},
     )
     completed: set[int] = set()
     claimed: list[ClaimedRow] = []
@@ -217,6 +222,20 @@ async def claim(conn: Conn, owner: str, limit: int, lease_s: float,
     """Claim up to `limit` runnable jobs of one queue (nothing to finish)."""
     _, claimed = await complete_and_claim(conn, owner, (), [(queue, limit)], lease_s)
     return claimed
+
+
+async def claim_limited(conn: Conn, owner: str, queue: str, n: int, lease_s: float, *,
+                        oldest: int = 0) -> list[ClaimedRow]:
+    """Claim up to n jobs of one queue under the limits of the queue and of the kinds
+    (boundq_claim_limited: the database counts, refills and takes turns), `oldest` of
+    them through the aging lane."""
+    if n <= 0:
+        return []
+    cur = await conn.execute(
+        Q.job_claim_limited,
+        {"owner": owner, "queue": queue, "n": n, "oldest": min(oldest, n), "lease_s": lease_s},
+    )
+    return [ClaimedRow(*row) for row in await cur.fetchall()]
 
 
 async def held_by_owner(conn: Conn, owner: str) -> list[ClaimedRow]:
@@ -390,9 +409,17 @@ async def cancel(conn: Conn, job_id: int) -> Row:
 
 
 async def retry(conn: Conn, job_id: int) -> Row:
-    """failed -> new; raises JobNotFound / InvalidTransition otherwise."""
+    """failed -> new; raises JobNotFound / InvalidTransition otherwise, and DedupeKeyTaken
+    when a live job holds the failed job's dedupe_key (it cannot be active twice)."""
     cur = conn.cursor(row_factory=dict_row)
-    await cur.execute(Q.job_retry, {"id": job_id})
+    try:
+        await cur.execute(Q.job_retry, {"id": job_id})
+    except psycopg.errors.UniqueViolation:
+        current = await get_job(conn, job_id)
+        key = str(current["dedupe_key"])
+        holder = await cur.execute(Q.job_get_active_by_dedupe_key, {"dedupe_key": key})
+        found = await holder.fetchone()
+        raise DedupeKeyTaken(job_id, key, found["id"] if found else None) from None
     row = await cur.fetchone()
     if row is None:
         current = await get_job(conn, job_id)

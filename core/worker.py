@@ -6,9 +6,9 @@ statement, so no claimed job waits for a permit while its lease runs and a permi
 from one job to the next without a round trip. Each job runs in its own task: one failing
 or hanging handler hurts no other, and nothing it raises stops a loop. Around them: the
 heartbeater (one statement for all held leases), the maintenance loops (reaper, stager,
-scout, tally folder, retention) and the LISTEN listener. Every loop has a connection of
-its own (core/lanes.py), so none waits for another's statement, and all of them reconnect
-by themselves after an outage.
+scout, tally folder, retention, cron scheduler) and the LISTEN listener. Every loop has a
+connection of its own (core/lanes.py), so none waits for another's statement, and all of
+them reconnect by themselves after an outage.
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ from boundq.core.metrics import Exporter, Metrics
 from boundq.core.permits import Permit, Permits
 from boundq.core.planner import QueuePlanner
 from boundq.core.queue import ClaimedRow, Outcome
+from boundq.core.scheduler import Scheduler
 from boundq.core.states import AttemptOutcome
 
 log = logging.getLogger("boundq.worker")
@@ -131,11 +132,18 @@ class Worker:
         self.listener = Listener(LoopSettings(1.0, **quick), self.url, self.on_notify)
         self.exporter = Exporter(self.metrics)
         housekeeping: list[BackgroundLoop] = [TallyFolder(LoopSettings(10.0, jitter=0.3), upkeep),
-                                              MetricsFlusher(LoopSettings(1.0), self.exporter)]
+                                              MetricsFlusher(LoopSettings(1.0), self.exporter),
+                                              Scheduler(upkeep)]
         retention = RetentionPolicy(s.retention_seconds, s.failed_retention_seconds)
         if retention.active:
             self.retention = RetentionSweeper(LoopSettings(5.0, jitter=0.3), upkeep, retention)
             housekeeping.append(self.retention)
+        # The first claims split across every queue with work, not only the default one:
+        # a worker that a crashing job kills within a second of starting would otherwise
+        # never claim from any other queue. An unreachable database only skips this.
+        with contextlib.suppress(*DB_ERRORS, TimeoutError):
+            async with asyncio.timeout(max(1.0, s.poll_interval_seconds)):
+                await self.scout.run_once()
         self._loops = [*self.cyclers, self.heartbeater, self.reaper, self.stager, self.scout,
                        self.listener, *housekeeping]
         self._loop_tasks = [asyncio.create_task(lp.run(self._stop), name=f"boundq-{lp.name}")

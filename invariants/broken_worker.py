@@ -2,9 +2,10 @@
 never changed. `python -m invariants.broken_worker VARIANT` patches the named SQL blocks
 (or one queue function) in its own process and then runs the ordinary `boundq worker`.
 
-Each variant breaks one ownership rule of DESIGN.md; the variant's database has the
-jobs_legal_transition trigger dropped (see variants.py) so that a bug shows up as a
-history violation the checker must find, instead of being refused by that last guard.
+Each variant breaks one rule of docs/design.md (ownership, or a flow limit); the variant's
+database has the jobs_legal_transition trigger dropped (see variants.py) so that a bug
+shows up as a history violation the checker must find, instead of being refused by that
+last guard.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import re
 import sys
 from typing import Any
 
-from boundq.core import queue
+from boundq.core import queue, schedules
 from boundq.core.queries import Q
 
 # The worker's clock: in this model, the database clock plus this worker's clock error
@@ -99,6 +100,111 @@ async def reap_fetch_then_update(conn: Any, limit: int = 1000) -> dict[int, str]
     return {row[0]: row[1] for row in await cur.fetchall()}
 
 
+# A claim that leases what it is told to, limits or not (the broken limited claims' second
+# half): the first `n` runnable jobs of one queue.
+PLAIN_CLAIM = """
+WITH picked AS MATERIALIZED (
+    SELECT id FROM jobs
+    WHERE status = 'new' AND queue = %(queue)s AND run_at <= now()
+    ORDER BY priority DESC, run_at, id
+    LIMIT greatest(%(n)s, 0)
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE jobs AS j
+SET status = 'processing', attempts = j.attempts + 1, lease_owner = %(owner)s,
+    lease_expires_at = now() + make_interval(secs => %(lease_s)s::float8),
+    started_at = now(), updated_at = now()
+FROM picked WHERE j.id = picked.id
+RETURNING j.id, j.attempts, j.kind, j.queue, j.payload, j.timeout_s, j.run_at, j.created_at,
+          greatest(extract(epoch FROM now() - j.run_at), 0)::float8, now()
+"""
+
+# Room under the queue's concurrency as one process sees it: its own running jobs.
+ROOM_LOCAL = """
+SELECT coalesce((SELECT concurrency FROM job_queues WHERE name = %(queue)s), %(n)s)
+       - (SELECT count(*) FROM jobs WHERE lease_owner = %(owner)s AND queue = %(queue)s
+                                      AND status = 'processing')
+"""
+
+# Room under the queue's concurrency counted globally, but in its own statement: nothing
+# holds the count true until the claim that relies on it.
+ROOM_GLOBAL = """
+SELECT coalesce((SELECT concurrency FROM job_queues WHERE name = %(queue)s), %(n)s)
+       - (SELECT count(*) FROM jobs WHERE started_at IS NOT NULL AND finished_at IS NULL
+                                      AND queue = %(queue)s)
+"""
+
+# What an application-side check does between its read and its claim (a round trip, a
+# decision, a log line).
+CHECK_GAP_S = 0.2
+
+
+def limited_claim(room_sql: str, gap_s: float) -> Any:
+    """queue.claim_limited with the limit checked by `room_sql`, outside the claim."""
+
+    async def claim_limited(conn: Any, owner: str, queue_name: str, n: int, lease_s: float,
+                            *, oldest: int = 0) -> list[queue.ClaimedRow]:
+        params = {"owner": owner, "queue": queue_name, "n": n, "lease_s": lease_s}
+        cur = await conn.execute(room_sql, params)
+        row = await cur.fetchone()
+        room = min(n, int(row[0])) if row and row[0] is not None else n
+        if room <= 0:
+            return []
+        if gap_s:
+            await asyncio.sleep(gap_s)
+        cur = await conn.execute(PLAIN_CLAIM, {**params, "n": room})
+        return [queue.ClaimedRow(*r) for r in await cur.fetchall()]
+
+    return claim_limited
+# A scheduler that checks "is this tick still due?", creates the jobs in one statement
+# and records the ticks (moving the watermark) in another: two schedulers that both pass
+# the check make the tick's job twice, and one killed between the statements leaves a job
+# whose tick is still due, so the next scheduler makes it again.
+SPLIT_TICK_CHECK = """
+SELECT job_kind, job_queue, job_payload, job_priority, job_max_attempts, job_timeout_s,
+       job_delay_s
+FROM job_schedules
+WHERE name = %(name)s AND version = %(version)s AND next_tick_at = %(window_start)s
+"""
+SPLIT_TICK_JOBS = """
+INSERT INTO jobs (name, kind, queue, payload, priority, run_at, max_attempts, timeout_s)
+SELECT %(name)s || '@' || to_char(t AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'),
+       %(kind)s, %(queue)s, %(payload)s, %(priority)s, t, %(max_attempts)s, %(timeout_s)s
+FROM unnest(%(ticks)s::timestamptz[]) AS t
+RETURNING id
+"""
+SPLIT_TICK_RECORD = """
+WITH advanced AS (
+    UPDATE job_schedules SET next_tick_at = %(next_tick_at)s
+    WHERE name = %(name)s RETURNING name
+)
+INSERT INTO job_schedule_ticks (schedule, tick_at, job_id, window_start)
+SELECT a.name, t.tick_at, t.job_id, %(window_start)s
+FROM advanced AS a, unnest(%(ticks)s::timestamptz[], %(ids)s::bigint[]) AS t(tick_at, job_id)
+ON CONFLICT (schedule, tick_at) DO NOTHING
+"""
+SPLIT_TICK_GAP_S = 0.2
+
+
+async def fire_in_two_statements(conn: Any, f: schedules.Fire, keep: int) -> schedules.Fired:
+    cur = await conn.execute(SPLIT_TICK_CHECK, {"name": f.name, "version": f.version,
+                                                "window_start": f.window_start})
+    template = await cur.fetchone()
+    if template is None:
+        return schedules.Fired(False, (), (), 0)
+    kind, queue_, payload, priority, max_attempts, timeout_s, _ = template
+    cur = await conn.execute(SPLIT_TICK_JOBS, {
+        "name": f.name, "kind": kind, "queue": queue_, "payload": payload,
+        "priority": priority, "max_attempts": max_attempts, "timeout_s": timeout_s,
+        "ticks": list(f.ticks)})
+    ids = [row[0] for row in await cur.fetchall()]
+    await asyncio.sleep(SPLIT_TICK_GAP_S)  # what a scheduler does between two statements
+    await conn.execute(SPLIT_TICK_RECORD, {"name": f.name, "next_tick_at": f.next_tick_at,
+                                           "window_start": f.window_start,
+                                           "ticks": list(f.ticks), "ids": ids})
+    return schedules.Fired(True, f.ticks, tuple(ids), 0)
+
+
 def _sub(block: str, pattern: str, replacement: str, count: int = 0) -> None:
     text, n = re.subn(pattern, replacement, Q.text(block), count=count)
     if n == 0:
@@ -127,6 +233,12 @@ def patch(variant: str) -> None:
         Q._blocks["job_complete_and_claim"] = text
     elif variant == "fetch_then_update_reaper":
         queue.reap_expired = reap_fetch_then_update
+    elif variant == "process_local_limit":
+        queue.claim_limited = limited_claim(ROOM_LOCAL, 0.0)
+    elif variant == "limit_outside_claim":
+        queue.claim_limited = limited_claim(ROOM_GLOBAL, CHECK_GAP_S)
+    elif variant == "split_tick_scheduler":
+        schedules.fire = fire_in_two_statements
     elif variant == "worker_clock_leases":
         lease = r"now\(\) \+ make_interval\(secs => %\(lease_s\)s::float8\)"
         for block in ("job_complete_and_claim", "job_heartbeat"):

@@ -7,8 +7,9 @@ test-only audit of every UPDATE of a jobs row (invariants/audit.py), the client-
 of create requests (acknowledged `ok`, definitely failed `fail`, or indeterminate `info`),
 the worker processes the harness started (their limits and the connection high-water the
 fault proxy measured), and what workers logged about leases they lost or writes that were
-fenced. Output: a `Report` listing each violation under the name of the DESIGN.md
-invariant it breaks, with the offending job ids.
+fenced, every change of flow limits (job_limit_changes), and the cron schedules with
+their tick rows (invariants/cron_check.py). Output: a `Report` listing each violation
+under the name of the invariant it breaks (docs/design.md), with the offending job ids.
 
 `final=False` checks a running system (every check that holds at any instant); `final=True`
 also asks for liveness: after faults healed and workers drained, every job is terminal.
@@ -26,6 +27,14 @@ from typing import TypeVar
 
 from boundq.core.states import TERMINAL as _TERMINAL
 from boundq.core.states import TRANSITIONS as _TRANSITIONS
+from invariants.cron_check import Schedule, Tick, check_ticks, scheduled_job
+from invariants.flow_checks import (
+    QUEUE_CONCURRENCY_BOUND,
+    RATE_LIMIT_RESPECTED,
+    LimitChange,
+    Start,
+    check_flow,
+)
 
 NO_LOST_JOB = "no_lost_job"
 SINGLE_OWNER = "single_owner"
@@ -33,8 +42,10 @@ ONE_TERMINAL = "one_terminal"
 ATTEMPTS_BOUNDED = "attempts_bounded"
 BOUNDED_CONCURRENCY = "bounded_concurrency"
 EXACTLY_ONCE_EFFECT = "exactly_once_effect"
+ONE_JOB_PER_TICK = "one_job_per_tick"
 INVARIANTS = (NO_LOST_JOB, SINGLE_OWNER, ONE_TERMINAL, ATTEMPTS_BOUNDED, BOUNDED_CONCURRENCY,
-              EXACTLY_ONCE_EFFECT)
+              EXACTLY_ONCE_EFFECT, QUEUE_CONCURRENCY_BOUND, RATE_LIMIT_RESPECTED,
+              ONE_JOB_PER_TICK)
 # Auxiliary: a job in the database that no create asked for (Jepsen's "unexpected").
 NO_PHANTOM_JOB = "no_phantom_job"
 
@@ -58,6 +69,7 @@ class Job:
     name: str = ""
     lease_owner: str | None = None
     finished_at: datetime | None = None
+    queue: str = "default"
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +143,10 @@ class History:
     processes: list[Process] = field(default_factory=list)
     reports: list[WorkerReport] = field(default_factory=list)
     default_concurrency: int | None = None  # limit for owners of unknown processes
+    limit_changes: list[LimitChange] = field(default_factory=list)
+    schedules: list[Schedule] = field(default_factory=list)  # cron (invariants/cron_check.py)
+    ticks: list[Tick] = field(default_factory=list)
+    healed_at: datetime | None = None  # final: when faults healed (schedulers must catch up)
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,7 +246,9 @@ class _Checker:
                                                "the database")
             asked = {n for c in creates if c.result in ("ok", "info") for n in c.names}
             refused = {n for c in creates if c.result == "fail" for n in c.names}
-            phantom = sorted(j.id for j in self.jobs.values() if j.name not in asked)
+            # A schedule's jobs come from no create: one_job_per_tick accounts for them.
+            phantom = sorted(j.id for j in self.jobs.values() if j.name not in asked
+                             and not scheduled_job(j.name, self.h.schedules))
             if phantom:
                 made = [i for i in phantom if self.jobs[i].name in refused]
                 self.bad(NO_PHANTOM_JOB, phantom, f"jobs no acknowledged or pending create made "
@@ -407,6 +425,21 @@ class _Checker:
                                                         f"has {len(effs)} effect rows")
 
 
+    # --- queue_concurrency_bound, rate_limit_respected (invariants/flow_checks.py) ------------
+    def flow_limits(self) -> None:
+        if not self.h.limit_changes:
+            return
+        starts = [Start(a.job_id, a.attempt, job.queue, job.kind, a.claimed_at, a.finished_at)
+                  for a in self.h.attempts if (job := self.jobs.get(a.job_id)) is not None]
+        check_flow(self.h.limit_changes, starts, self.bad)
+    # --- one_job_per_tick -----------------------------------------------------------------
+    def one_job_per_tick(self) -> None:
+        names = {j.id: j.name for j in self.jobs.values()}
+        healed = self.h.healed_at if self.final else None
+        for ids, detail in check_ticks(self.h.schedules, self.h.ticks, names, healed):
+            self.bad(ONE_JOB_PER_TICK, ids, detail)
+
+
 def _peak(atts: Sequence[Attempt]) -> tuple[int, datetime | None, set[int]]:
     """Most attempts open at one DB instant (an end at t comes before a start at t)."""
     events = sorted([(a.claimed_at, 1, (a.job_id, a.attempt)) for a in atts]
@@ -432,4 +465,6 @@ def check(history: History, *, final: bool) -> Report:
     c.attempts_bounded()
     c.bounded_concurrency()
     c.exactly_once_effect()
+    c.flow_limits()
+    c.one_job_per_tick()
     return Report(c.out, len(history.jobs), final)

@@ -26,8 +26,9 @@ from typing import Any, TypeVar
 import psycopg
 
 import invariants.handlers  # noqa: F401 - registers the test kinds for validation
-from boundq.core import queue
+from boundq.core import flow, queue, schedules
 from boundq.core.config import load_settings
+from boundq.core.cron import NEVER, validate_schedule
 from boundq.core.errors import BoundqError
 from boundq.core.faultproxy import FaultProxy, Mode, ProxyHost
 from boundq.core.handlers import default_registry
@@ -40,7 +41,8 @@ from invariants.variants import Variant
 
 REPO = Path(__file__).resolve().parent.parent
 _T = TypeVar("_T")
-_ENV_DROP = ("DATABASE_URL", "BOUNDQ_HANDLERS", "BOUNDQ_CRASH_AT", "WORKER_PROCESSES",
+_ENV_DROP = ("DATABASE_URL", "BOUNDQ_HANDLERS", "BOUNDQ_CRASH_AT", "BOUNDQ_LOSE_ANSWER",
+             "BOUNDQ_LOSE_ANSWER_HOLD_S", "WORKER_PROCESSES",
              "MAX_DB_CONNECTIONS")
 
 
@@ -106,6 +108,9 @@ class Harness:
         self.client_log = hist.ClientLog(self.workdir / "creates.jsonl")
         self.faults: list[dict[str, Any]] = []
         self.workers: list[WorkerProc] = []
+        self.schedules: list[str] = []  # names put, in order
+        self.retired: dict[str, datetime] = {}  # name -> its watermark when retired
+        self.healed_at: datetime | None = None
         self._names = 0
         self._loop = asyncio.new_event_loop()
         for statement in variant.db_prepare:
@@ -258,6 +263,42 @@ class Harness:
         self.client_log.append("ok", names, ids)
         return ids
 
+    def put_schedule(self, every_s: int, catch_up: int = 1, timezone: str = "UTC",
+                     job: dict[str, Any] | None = None) -> str:
+        """A schedule ticking every `every_s` seconds. The public API takes five fields
+        (minutes); the harness asks core for croniter's sixth, seconds, field so a run of a
+        few seconds sees many ticks. Everything past validation is the production path."""
+        name = f"{self.label}-cron{len(self.schedules)}"
+        body = {"cron": f"* * * * * */{every_s}", "timezone": timezone, "catch_up": catch_up,
+                "job": job or {"kind": "noop"}}
+        spec = validate_schedule(name, body, default_registry,
+                                 load_settings(WORKER_ENV, dotenv=None), seconds=True)
+
+        async def go() -> None:
+            async with await self._connect() as conn:
+                await schedules.put(conn, spec)
+
+        self.run(go())
+        self.schedules.append(name)
+        self.faults.append({"kind": "put_schedule", "name": name, "every_s": every_s,
+                            "catch_up": catch_up, "wall": time.time()})
+        return name
+
+    def retire_schedules(self) -> None:
+        """Stop the schedules from ticking (so the drain can end), as a PUT would: bump the
+        version under the row lock and move the watermark to never, keeping the one each
+        had for the check. Any fire that read them before changes nothing after this."""
+        rows = self.sql(
+            "UPDATE job_schedules AS s SET next_tick_at = %s, version = s.version + 1 "
+            "FROM (SELECT name, next_tick_at FROM job_schedules WHERE next_tick_at < %s "
+            "      FOR UPDATE) AS old WHERE s.name = old.name "
+            "RETURNING s.name, old.next_tick_at", (NEVER, NEVER))
+        self.retired.update({name: at for name, at in rows})
+
+    def schedules_caught_up(self) -> bool:
+        rows = self.sql("SELECT count(*) FROM job_schedules WHERE next_tick_at <= now()")
+        return int(rows[0][0]) == 0
+
     def cancel(self, job_id: int) -> bool:
         async def go() -> bool:
             async with await self._connect() as conn:
@@ -269,6 +310,39 @@ class Harness:
 
         self.fault("cancel", job_id=job_id)
         return self.run(go())
+
+    def set_limits(self, scope: str, name: str, body: dict[str, Any]) -> bool:
+        """PUT a queue's or a kind's flow settings (core/flow.py, as the API does)."""
+        settings = flow.parse_settings(body, weighted=scope == "queue")
+        put = flow.put_queue if scope == "queue" else flow.put_kind
+
+        async def go() -> None:
+            async with await self._connect() as conn:
+                await put(conn, name, settings)
+
+        self.fault("set_limits", scope=scope, name=name, **body)
+        try:
+            self.run(go())
+        except (psycopg.Error, OSError) as exc:  # saved or not, stamped or not: the checker
+            self.faults.append({"kind": "limits_indeterminate", "error": repr(exc)})
+            return False                          # reads what the table holds
+        return True
+
+    def clear_limits(self, attempts: int = 5) -> None:
+        """Before the drain: no limit or pause may hold jobs back from settling."""
+        for _ in range(attempts):
+            try:
+                held = self.sql(
+                    "SELECT 'queue', name FROM job_queues WHERE concurrency IS NOT NULL "
+                    "OR rate_per_s IS NOT NULL OR paused UNION ALL "
+                    "SELECT 'kind', name FROM job_kinds WHERE concurrency IS NOT NULL "
+                    "OR rate_per_s IS NOT NULL OR paused")
+            except psycopg.Error:
+                time.sleep(0.5)
+                continue
+            if all([self.set_limits(str(scope), str(name), {}) for scope, name in held]):
+                return
+        raise AssertionError("could not clear the flow limits before the drain")
 
     def processing_ids(self) -> list[int]:
         return [r[0] for r in self.sql("SELECT id FROM jobs WHERE status = 'processing' "
@@ -294,16 +368,39 @@ class Harness:
 
     def drain(self, timeout_s: float, keep: int = 2) -> bool:
         """Keep `keep` healthy workers running (poison jobs kill theirs) until every job
-        is terminal or the recovery bound passes."""
+        is terminal or the recovery bound passes. Schedules first catch up (their
+        schedulers run in those workers; within the same bound, counted apart) and are
+        then retired, so the jobs stop coming."""
+        if self.schedules and len(self.retired) < len(self.schedules):
+            self._settle_schedules(time.monotonic() + timeout_s, keep)
         deadline = time.monotonic() + timeout_s
         while True:
-            for _ in range(keep - sum(1 for w in self.workers if w.healthy)):
-                self.start_worker(concurrency=3)
+            self._keep_healthy(keep)
             with contextlib.suppress(psycopg.OperationalError):
                 if self.unsettled() == 0:
                     return True
             if time.monotonic() > deadline:
                 return False
+            time.sleep(0.2)
+
+    def _keep_healthy(self, keep: int) -> None:
+        for _ in range(keep - sum(1 for w in self.workers if w.healthy)):
+            self.start_worker(concurrency=3)
+
+    def _settle_schedules(self, deadline: float, keep: int) -> None:
+        """Note when faults healed, wait for every watermark to pass now() (schedulers
+        caught up), then retire the schedules; late, the check says who fell behind."""
+        while self.healed_at is None and time.monotonic() < deadline:
+            with contextlib.suppress(psycopg.OperationalError):
+                self.healed_at = self.sql("SELECT now()")[0][0]
+            if self.healed_at is None:
+                time.sleep(0.2)
+        while True:
+            self._keep_healthy(keep)
+            with contextlib.suppress(psycopg.OperationalError):
+                if self.schedules_caught_up() or time.monotonic() > deadline:
+                    self.retire_schedules()
+                    return
             time.sleep(0.2)
 
     def stop_workers(self, grace_s: float = 8.0) -> None:
@@ -331,7 +428,7 @@ class Harness:
     def history(self) -> History:
         reports = [r for w in self.workers for r in hist.read_worker_reports(w.log_path)]
         return hist.load(self.url, creates=self.client_log.read(), processes=self.processes(),
-                         reports=reports)
+                         reports=reports, retired=self.retired, healed_at=self.healed_at)
 
     def check(self, final: bool) -> Report:
         """Check the history; on a violation keep it as an artifact and raise."""
@@ -341,6 +438,8 @@ class Harness:
         if final:
             stats.jobs_checked += report.jobs_checked
             stats.checks += 1
+            stats.schedules_checked += len(history.schedules)
+            stats.ticks_checked += len(history.ticks)
             for r in history.reports:
                 stats.fenced[r.what] += 1
         if report.ok:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
-from dataclasses import asdict
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,8 @@ from invariants.checker import (
     Transition,
     WorkerReport,
 )
+from invariants.cron_check import Schedule, Tick
+from invariants.flow_checks import LimitChange
 
 
 class ClientLog:
@@ -68,14 +71,18 @@ def read_worker_reports(log: Path) -> list[WorkerReport]:
 
 
 def load(url: str, *, creates: list[Create] | None, processes: list[Process],
-         reports: list[WorkerReport], default_concurrency: int | None = None) -> History:
-    """All tables from one REPEATABLE READ snapshot, so they agree with each other."""
+         reports: list[WorkerReport], default_concurrency: int | None = None,
+         retired: Mapping[str, datetime] | None = None,
+         healed_at: datetime | None = None) -> History:
+    """All tables from one REPEATABLE READ snapshot, so they agree with each other.
+    `retired`: the watermark each schedule the harness retired had (its row now says
+    never)."""
     with psycopg.connect(url, autocommit=True, connect_timeout=5,
                          application_name="boundq-harness") as conn:
         conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         jobs = [Job(*r) for r in conn.execute(
             "SELECT id, kind, status::text, attempts, max_attempts, name, lease_owner, "
-            "finished_at FROM jobs ORDER BY id")]
+            "finished_at, queue FROM jobs ORDER BY id")]
         # job_attempts holds ended attempts only; a processing job's running attempt is its
         # jobs row, so the checker sees it as an open attempt read from that row.
         attempts = [Attempt(*r) for r in conn.execute(
@@ -85,13 +92,24 @@ def load(url: str, *, creates: list[Create] | None, processes: list[Process],
             "SELECT id, attempts, lease_owner, started_at, NULL, NULL, NULL "
             "FROM jobs WHERE status = 'processing'")]
         effects = [Effect(*r) for r in conn.execute("SELECT job_id, attempt FROM job_effects")]
+        schedules = [Schedule(*r) for r in conn.execute(
+            "SELECT name, cron, timezone, catch_up, first_tick_at, next_tick_at "
+            "FROM job_schedules ORDER BY name")]
+        ticks = [Tick(*r) for r in conn.execute(
+            "SELECT schedule, tick_at, job_id, window_start FROM job_schedule_ticks")]
         row = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (audit.AUDIT_TABLE,)).fetchone()
         transitions = ([Transition(*r) for r in conn.execute(audit.SELECT)]
                        if row and row[0] else None)
+        changes = [LimitChange(*r) for r in conn.execute(
+            "SELECT id, scope, name, concurrency, rate_per_s, burst, paused, changed_at, "
+            "effective_at FROM job_limit_changes ORDER BY id")]
         conn.execute("COMMIT")
+    retired = retired or {}
+    schedules = [replace(s, next_tick_at=retired.get(s.name, s.next_tick_at)) for s in schedules]
     return History(jobs=jobs, attempts=attempts, effects=effects, transitions=transitions,
                    creates=creates, processes=processes, reports=reports,
-                   default_concurrency=default_concurrency)
+                   default_concurrency=default_concurrency, limit_changes=changes,
+                   schedules=schedules, ticks=ticks, healed_at=healed_at)
 
 
 def dump(history: History) -> dict[str, Any]:
@@ -101,4 +119,6 @@ def dump(history: History) -> dict[str, Any]:
     return {"jobs": rows(history.jobs), "attempts": rows(history.attempts),
             "effects": rows(history.effects), "transitions": rows(history.transitions),
             "creates": rows(history.creates), "processes": rows(history.processes),
-            "reports": rows(history.reports)}
+            "reports": rows(history.reports), "limit_changes": rows(history.limit_changes),
+            "schedules": rows(history.schedules), "ticks": rows(history.ticks),
+            "healed_at": history.healed_at}

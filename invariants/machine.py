@@ -40,6 +40,7 @@ from invariants.profile import LEASE_S
 from invariants.variants import Variant
 
 MAX_LIVE_WORKERS = 3
+MAX_SCHEDULES = 3
 
 _PAYLOADS: dict[str, st.SearchStrategy[dict[str, Any]]] = {
     "noop": st.just({}),
@@ -55,12 +56,26 @@ _KINDS = ["noop", "sleep", "sleep", "effect", "effect", "effect", "effect", "fai
           "poison"]
 
 
+# Flow control: jobs spread over two queues; limits put on either queue or on two kinds
+# while jobs run.
+QUEUES = ["default", "mail"]
+LIMITED_KINDS = ["sleep", "effect"]
+
+
 def _job(kind: str) -> st.SearchStrategy[dict[str, Any]]:
     return st.fixed_dictionaries(
         {"kind": st.just(kind), "payload": _PAYLOADS[kind]},
         optional={"priority": st.integers(0, 9), "delay": st.sampled_from([0, 0.3, 1.0, 2.0]),
                   "dedupe_key": st.sampled_from(["k0", "k1", "k2"]),
-                  "max_attempts": st.integers(1, 4)})
+                  "max_attempts": st.integers(1, 4), "queue": st.sampled_from(QUEUES)})
+
+
+LIMITS = st.fixed_dictionaries({}, optional={
+    "concurrency": st.none() | st.integers(0, 3),
+    "rate_per_s": st.none() | st.sampled_from([1.0, 4.0, 20.0]),
+    "burst": st.integers(1, 3),
+    "paused": st.sampled_from([False, False, False, True]),
+})
 
 
 JOBS = st.sampled_from(_KINDS).flatmap(_job)
@@ -71,6 +86,12 @@ FEW_JOBS = st.lists(JOBS, max_size=6)
 # libfaketime-skewed real clock would test that too; it is not used here).
 SKEW = st.sampled_from([0.0, 0.0, 600.0])
 SETTLE_MS = st.integers(0, 400)
+# A cron schedule: ticks every 1 or 2 s (a sixth, seconds field: see Harness.put_schedule),
+# catch_up, time zone, and the job each tick makes.
+SCHEDULES = st.tuples(st.sampled_from([1, 1, 2]), st.integers(1, 3),
+                      st.sampled_from(["UTC", "Europe/Berlin", "America/New_York"]),
+                      st.sampled_from([{"kind": "noop"}, {"kind": "effect",
+                                                           "payload": {"ms": 50}}]))
 
 
 class QueueMachine(RuleBasedStateMachine):
@@ -95,13 +116,18 @@ class QueueMachine(RuleBasedStateMachine):
     # --- work ------------------------------------------------------------------------------
     @initialize(target=workers, backlog=st.lists(JOBS, min_size=5, max_size=40),
                 first=st.tuples(st.integers(1, 4), SKEW),
-                second=st.none() | st.tuples(st.integers(1, 4), SKEW))
+                second=st.none() | st.tuples(st.integers(1, 4), SKEW), cron=SCHEDULES)
     def first_workers(self, backlog: list[dict[str, Any]], first: tuple[int, float],
-                      second: tuple[int, float] | None) -> MultipleResults[WorkerProc]:
-        # Always work in flight (swarm testing may switch the enqueue rules off), and one
-        # or two workers (concurrency, clock skew) from the first step on.
+                      second: tuple[int, float] | None,
+                      cron: tuple[int, int, str, dict[str, Any]]) -> MultipleResults[WorkerProc]:
+        # Always work in flight (swarm testing may switch the enqueue rules off), a cron
+        # schedule ticking, and one or two workers (concurrency, clock skew; each runs a
+        # scheduler) from the first step on.
         self.h.enqueue([self.h.job(**job) for job in backlog])
+        self.h.put_schedule(*cron)
         specs = [first] if second is None else [first, second]
+        if self.variant.start_workers:
+            specs = [(c, 0.0) for c in self.variant.start_workers]
         started = [self.h.start_worker(c, clock_skew_s=skew) for c, skew in specs]
         self.running += len(started)
         return multiple(*started)
@@ -122,12 +148,27 @@ class QueueMachine(RuleBasedStateMachine):
         self.running += 1
         return self.h.start_worker(concurrency, crash_at, clock_skew_s)
 
-    @precondition(lambda self: bool(self.h.acked_ids()))
+    # Preconditions read only what rules did, never the database or the processes: a
+    # replay (shrinking, @reproduce_failure) must draw exactly as the first run did.
     @rule(pick=st.integers(0, 10**6), in_flight=st.booleans())
     def cancel(self, pick: int, in_flight: bool) -> None:
         # In flight: a job some worker is running now, whose late writes must be fenced.
         ids = (in_flight and self.h.processing_ids()) or self.h.acked_ids()
-        self.h.cancel(ids[pick % len(ids)])
+        if ids:  # every create so far may have met an outage: then nothing to cancel
+            self.h.cancel(ids[pick % len(ids)])
+
+    # Limits change while jobs run: a lower limit stops new claims, never running jobs.
+    @rule(target_=st.sampled_from([("queue", q) for q in QUEUES]
+                                  + [("kind", k) for k in LIMITED_KINDS]),
+          limits=LIMITS, weight=st.integers(1, 5))
+    def set_limits(self, target_: tuple[str, str], limits: dict[str, Any], weight: int) -> None:
+        scope, name = target_
+        body = {**limits, "weight": weight} if scope == "queue" else limits
+        self.h.set_limits(scope, name, body)
+    @precondition(lambda self: len(self.h.schedules) < MAX_SCHEDULES)
+    @rule(cron=SCHEDULES)
+    def put_schedule(self, cron: tuple[int, int, str, dict[str, Any]]) -> None:
+        self.h.put_schedule(*cron)
 
     @rule(ms=st.integers(50, 1500))
     def let_time_pass(self, ms: int) -> None:
@@ -151,6 +192,16 @@ class QueueMachine(RuleBasedStateMachine):
     @rule(target=workers, w=consumes(workers), jobs=FEW_JOBS, settle_ms=SETTLE_MS)
     def sigkill(self, w: WorkerProc, jobs: list[dict[str, Any]], settle_ms: int) -> WorkerProc:
         self._feed(jobs, settle_ms)
+        self.h.signal(w, signal.SIGKILL)
+        return self.h.start_worker(w.concurrency)
+
+    @rule(target=workers, w=consumes(workers), offset_ms=st.integers(0, 40))
+    def sigkill_at_tick(self, w: WorkerProc, offset_ms: int) -> WorkerProc:
+        """SIGKILL a scheduler just after a whole second, when every schedule is due and
+        every scheduler is reading or firing it."""
+        if not self._live():
+            self.h.start_worker(2)
+        time.sleep(1 - time.time() % 1 + offset_ms / 1000)
         self.h.signal(w, signal.SIGKILL)
         return self.h.start_worker(w.concurrency)
 
@@ -206,6 +257,7 @@ class QueueMachine(RuleBasedStateMachine):
             if self.failed:  # already judged and kept; no need to drain
                 return
             self.h.heal_all()
+            self.h.clear_limits()
             # A broken variant that wedges is caught by the bound: no need to wait long.
             bound = self.ctx.profile.drain_s
             self.h.drain(min(bound, 12) if self.variant.broken else bound)

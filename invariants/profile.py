@@ -66,6 +66,8 @@ class Stats:
     faults: Counter[str] = field(default_factory=Counter)
     jobs_checked: int = 0
     checks: int = 0
+    schedules_checked: int = 0  # cron schedules judged by one_job_per_tick (final checks)
+    ticks_checked: int = 0  # their tick rows
     violations: Counter[str] = field(default_factory=Counter)  # boundq itself: must stay 0
     fenced: Counter[str] = field(default_factory=Counter)  # lease_lost / write_fenced reports
     detected: dict[str, set[str]] = field(default_factory=dict)  # broken variant -> invariants
@@ -81,6 +83,8 @@ class Stats:
             f"jobs checked: {self.jobs_checked} in {self.checks} final checks; stale owners "
             f"told their lease was lost / write fenced: {self.fenced['lease_lost']} / "
             f"{self.fenced['write_fenced']}",
+            f"cron: {self.ticks_checked} ticks of {self.schedules_checked} schedules checked "
+            f"(one_job_per_tick)",
             f"violations: {sum(self.violations.values())}"
             + (f" ({', '.join(f'{k}={v}' for k, v in sorted(self.violations.items()))})"
                if self.violations else ""),

@@ -271,3 +271,71 @@ def test_effect_of_unsuccessful_job() -> None:
     h = good()
     h.effects.append(Effect(2, 1))
     assert ids(h, EXACTLY_ONCE_EFFECT) == {2}
+
+
+# --- one_job_per_tick ------------------------------------------------------------------
+def cron_history() -> History:
+    """A schedule ticking every 2 s from T0 (catch_up 2), watermark at T0+14: ticks 0, 2
+    made one by one; an outage, then a fire from 4 that made 8 and 10 (4, 6 skipped); 12
+    made. Its jobs all succeeded; no client created them."""
+    from invariants.cron_check import Schedule, Tick, job_name
+
+    s = Schedule("tick", "* * * * * */2", "UTC", 2, T0, t(14))
+    fires = [(0, 0), (2, 2), (8, 4), (10, 4), (12, 12)]  # (tick, window_start)
+    ticks = [Tick("tick", t(at), 100 + i, t(start)) for i, (at, start) in enumerate(fires)]
+    jobs = [Job(100 + i, "noop", "new", 0, 3, job_name("tick", t(at)))
+            for i, (at, _) in enumerate(fires)]
+    return History(jobs=jobs, attempts=[], creates=[], schedules=[s], ticks=ticks,
+                   healed_at=t(11))
+
+
+def cron_names(h: History, final: bool = False) -> set[str]:
+    return check(h, final=final).names() - {NO_LOST_JOB}  # the jobs are not terminal
+
+
+def test_cron_history_with_catch_up_passes() -> None:
+    report = check(cron_history(), final=False)
+    assert report.ok, report.explain()
+    assert cron_names(cron_history(), final=True) == set()
+
+
+def test_cron_violations_are_caught() -> None:
+    from invariants.checker import ONE_JOB_PER_TICK
+    from invariants.cron_check import Tick, job_name
+
+    def caught(h: History, *, final: bool = False) -> str:
+        report = check(h, final=final)
+        assert ONE_JOB_PER_TICK in report.names(), report.explain()
+        return "\n".join(v.detail for v in report.violations if v.invariant == ONE_JOB_PER_TICK)
+
+    h = cron_history()  # a second job for a tick (created outside the tick's statement)
+    h.jobs.append(Job(200, "noop", "new", 0, 3, job_name("tick", t(2))))
+    assert "2 jobs for the tick" in caught(h)
+    h = cron_history()  # a tick neither made nor skipped
+    h.ticks = [x for x in h.ticks if x.tick_at != t(12)]
+    h.jobs = [j for j in h.jobs if j.id != 104]
+    assert "neither a job nor a skip" in caught(h)
+    h = cron_history()  # a job whose tick has no row
+    h.ticks = [x for x in h.ticks if x.tick_at != t(12)]
+    assert "without a tick row" in caught(h)
+    h = cron_history()  # a tick row whose job is missing
+    h.jobs = [j for j in h.jobs if j.id != 101]
+    assert "which is not its job" in caught(h)
+    h = cron_history()  # a job for a tick past the watermark (after a change or retirement)
+    h.jobs.append(Job(201, "noop", "new", 0, 3, job_name("tick", t(14))))
+    h.ticks.append(Tick("tick", t(14), 201, t(14)))
+    assert "past the watermark" in caught(h)
+    h = cron_history()  # skipped more than the rule allows: a fire made 1 of 4 due ticks
+    h.ticks = [x for x in h.ticks if x.tick_at != t(8)]
+    h.jobs = [j for j in h.jobs if j.id != 102]
+    assert "fewer than catch_up=2" in caught(h)
+    h = cron_history()  # a fire that made an early tick and skipped a later one
+    h.ticks = [replace(x, tick_at=t(6)) if x.job_id == 102 else x for x in h.ticks]
+    h.jobs = [replace(j, name=job_name("tick", t(6))) if j.id == 102 else j for j in h.jobs]
+    assert "not the latest ticks" in caught(h)
+    h = cron_history()  # a job named for an instant that is not a tick
+    h.jobs.append(Job(202, "noop", "new", 0, 3, job_name("tick", t(3))))
+    assert "not a tick before the watermark" in caught(h)
+    h = replace(cron_history(), healed_at=t(20))  # no scheduler caught up after healing
+    assert "no scheduler caught up" in caught(h, final=True)
+    assert check(h, final=False).ok

@@ -1,4 +1,4 @@
-"""`pytest invariants/`'s headline: boundq keeps every invariant of DESIGN.md while the
+"""`pytest invariants/`'s headline: boundq keeps every invariant of docs/design.md while the
 fault machine kills, stops, partitions and restarts everything around it."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Deterministic scenarios, one per known failure of peer queues (queue-failures.md §2).
+"""Deterministic scenarios, one per known failure of peer queues (docs/failures.md §2).
 
 Each runs real worker processes against a fresh database, provokes the failure on purpose,
 then heals, drains and runs the full history check, and asserts the specific outcome the
@@ -8,6 +8,7 @@ failure would have broken.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import time
@@ -320,3 +321,76 @@ def test_bulk_create_when_dedupe_holder_finishes(harness: Harness) -> None:
     assert raced, "the holder was not finished between the statements"
     assert len(ids) == 2 and ids[0] == ids[1] and ids[0] != holder
     assert statuses(h)[ids[0]] in ("new", "success")
+
+
+def test_a_claim_whose_answer_was_lost_never_raises_the_bound(harness: Harness) -> None:
+    """The soak run's bounded_concurrency break (a history kept from a real run): a claim
+    committed, its answer was lost, and the network stayed silent past the lease; the
+    worker must not hand that claim's permits to new claims while the claimed row is still
+    `processing` under its name. It reconciles first: the rows the database says it holds
+    are adopted and run, so it never holds more than MAX_CONCURRENT_JOBS."""
+    h = harness
+    h.enqueue([h.job("effect", {"ms": 300}) for _ in range(8)])
+    lossy = h.start_worker(concurrency=2, BOUNDQ_LOSE_ANSWER="claim",
+                           BOUNDQ_LOSE_ANSWER_HOLD_S=str(LEASE_S * 2))
+    wait_until("the worker to reconcile the lost answer",
+               lambda: "reconciled" in lossy.log_path.read_text(errors="replace"),
+               timeout_s=30)
+    history = finish(h, keep=1)  # the full check: bounded_concurrency above all
+    log = lossy.log_path.read_text(errors="replace")
+    assert "claims adopted" in log, log[-2000:]
+    mine = [a for a in history.attempts if owner_pid(a.owner) == lossy.pid]
+    assert any(a.outcome == "success" for a in mine), "the lossy worker ran nothing"
+
+
+def _fire_waiting_on_lock(h: Harness) -> list[int]:
+    """Worker backends whose statement waits for a lock (a fire blocked on the schedule)."""
+    rows = h.sql("SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                 "AND wait_event_type = 'Lock' AND query LIKE '%%job_schedule_ticks%%'")
+    return [r[0] for r in rows]
+
+
+def test_cron_one_job_per_tick_through_kills_and_a_restart(harness: Harness) -> None:
+    """Cron (one_job_per_tick): schedulers racing for every tick, one SIGKILLed right after
+    its tick committed, one whose tick's answer is lost, one SIGKILLed while its fire
+    statement is in flight (held on the schedule's row), and PostgreSQL stopped with
+    `-m immediate` under it all. Every tick has exactly one job; the ticks missed while
+    PostgreSQL was down are made up to catch_up, and the skipped ones are on record."""
+    h = harness
+    every = h.put_schedule(every_s=1, catch_up=2)
+    h.put_schedule(every_s=2, catch_up=1, timezone="Europe/Berlin",
+                   job={"kind": "effect", "payload": {"ms": 20}})
+    crashy = h.start_worker(concurrency=2, crash_at="after_tick")
+    lossy = h.start_worker(concurrency=2, BOUNDQ_LOSE_ANSWER="tick")
+    racers = [h.start_worker(concurrency=2) for _ in range(2)]
+    assert crashy.popen.wait(timeout=30) == -signal.SIGKILL  # died right after a tick
+    wait_until("the lost answer to be retried",
+               lambda: "injected fault" in lossy.log_path.read_text(errors="replace"))
+
+    # Hold the schedule's row: the next fires wait inside their statement. Kill one racer
+    # while its statement waits, then take PostgreSQL down under the others.
+    lock = psycopg.connect(h.url, autocommit=True, application_name="boundq-harness")
+    try:
+        lock.execute("BEGIN")
+        lock.execute("SELECT 1 FROM job_schedules WHERE name = %s FOR UPDATE", (every,))
+        wait_until("fires to wait on the schedule's row", lambda: len(_fire_waiting_on_lock(h))
+                   >= 2)
+        h.signal(racers[0], signal.SIGKILL)
+        time.sleep(0.3)
+        h.pg_restart(down_s=2.5)  # ends the lock holder too: more than catch_up ticks missed
+    finally:
+        with contextlib.suppress(psycopg.Error):
+            lock.close()
+    racers.append(h.start_worker(concurrency=2))
+    before = len(h.sql("SELECT 1 FROM job_schedule_ticks"))
+    wait_until("ticks after the restart",
+               lambda: len(h.sql("SELECT 1 FROM job_schedule_ticks")) >= before + 4)
+    history = finish(h)  # one_job_per_tick, with every other invariant
+
+    made = [t for t in history.ticks if t.schedule == every]
+    assert len(made) >= 6, f"only {len(made)} ticks made"
+    skipped_fires = [t for t in made if t.window_start < t.tick_at]
+    assert skipped_fires, "the outage skipped no tick: catch_up was not exercised"
+    scheduled = {j.id for j in history.jobs if j.name.startswith(every + "@")}
+    assert scheduled == {t.job_id for t in made}
+    assert all(j.status == "success" for j in history.jobs)

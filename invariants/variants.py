@@ -18,9 +18,11 @@ from invariants.checker import (
     BOUNDED_CONCURRENCY,
     EXACTLY_ONCE_EFFECT,
     NO_LOST_JOB,
+    ONE_JOB_PER_TICK,
     ONE_TERMINAL,
     SINGLE_OWNER,
 )
+from invariants.flow_checks import QUEUE_CONCURRENCY_BOUND
 
 # A broken variant's database drops the last guard so the bug reaches the history (the
 # trigger refuses illegal moves of terminal rows; with it, several of these bugs would show
@@ -35,6 +37,15 @@ DROP_TRANSITION_GUARD = "DROP TRIGGER IF EXISTS jobs_legal_transition ON jobs"
 # whenever it happens.
 RESCAN_PLAN = ("-c enable_hashjoin=off -c enable_hashagg=off -c enable_material=off "
                "-c enable_sort=off -c enable_mergejoin=off")
+
+# The flow variants start with a limit of one running job on the queue most jobs use,
+# recorded as a change the checker reads (as PUT /queues/default would save it): any two
+# claims that both see room break it.
+LIMIT_DEFAULT_QUEUE = (
+    "INSERT INTO job_queues (name, concurrency) VALUES ('default', 1)",
+    "INSERT INTO job_limit_changes (scope, name, concurrency, burst, paused, changed_at, "
+    "effective_at) VALUES ('queue', 'default', 1, 1, false, now(), clock_timestamp())",
+)
 
 Reaper = Callable[[Any], Awaitable[dict[int, str]]]
 
@@ -52,6 +63,9 @@ class Variant:
     db_prepare: tuple[str, ...] = ()
     libpq_options: str = ""
     reaper: Reaper = _core_reap
+    # Workers (their MAX_CONCURRENT_JOBS) every example starts with, instead of drawn ones:
+    # a bug that needs claims side by side needs at least two claimers from the start.
+    start_workers: tuple[int, ...] = ()
 
     def worker_argv(self) -> list[str]:
         if not self.broken:
@@ -82,10 +96,22 @@ BROKEN: tuple[Variant, ...] = (
             "reaper selects expired ids, then updates them by id in a second statement",
             broken=True, expected=frozenset({ONE_TERMINAL, SINGLE_OWNER, EXACTLY_ONCE_EFFECT}),
             db_prepare=(DROP_TRANSITION_GUARD,), reaper=reap_fetch_then_update),
+    Variant("process_local_limit",
+            "a queue's concurrency limit enforced by each process on its own jobs",
+            broken=True, expected=frozenset({QUEUE_CONCURRENCY_BOUND}),
+            db_prepare=LIMIT_DEFAULT_QUEUE, start_workers=(3, 3)),
+    Variant("limit_outside_claim",
+            "a queue's concurrency limit counted in one statement, the claim made in another",
+            broken=True, expected=frozenset({QUEUE_CONCURRENCY_BOUND}),
+            db_prepare=LIMIT_DEFAULT_QUEUE, start_workers=(3, 3)),
     Variant("worker_clock_leases",
             "leases written and judged on the worker's clock instead of the database's",
             broken=True, expected=frozenset({SINGLE_OWNER, NO_LOST_JOB}),
             db_prepare=(DROP_TRANSITION_GUARD,)),
+    Variant("split_tick_scheduler",
+            "cron scheduler checks the tick is due, creates its job, then records the tick in "
+            "a second statement",
+            broken=True, expected=frozenset({ONE_JOB_PER_TICK})),
 )
 
 BY_NAME = {v.name: v for v in (BOUNDQ, *BROKEN)}

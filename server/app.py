@@ -27,15 +27,18 @@ from boundq.core.metrics import CONTENT_TYPE, render_all
 from boundq.core.migrate import LATEST_VERSION
 from boundq.core.queries import Q
 from boundq.core.validation import QUEUE_NAME, validate_job
-from boundq.server import idempotency
+from boundq.server import idempotency, tenancy
 from boundq.server.admission import Door
 from boundq.server.body import MAX_JOB_BODY, decode_job, read_body, require_json
 from boundq.server.bulk import bulk_create
 from boundq.server.errors import ApiError, error_response, exception_handlers, json_response
+from boundq.server.flow import FLOW_ROUTES
 from boundq.server.metrics import MetricsMiddleware
 from boundq.server.modules import MODULE_ROUTES
 from boundq.server.openapi import build_openapi
 from boundq.server.options import ApiOptions
+from boundq.server.pool import Conn
+from boundq.server.schedules import SCHEDULE_ROUTES
 from boundq.server.schemas import STATUSES
 from boundq.server.state import ApiState
 from boundq.server.stats import compute_stats
@@ -87,7 +90,7 @@ def _query_int(request: Request, name: str, lo: int, hi: int) -> int | None:
 # --- jobs -----------------------------------------------------------------------------
 async def create_job(request: Request) -> Response:
     state = _state(request)
-    state.auth.check(request, write=True)
+    scope = state.auth.check(request, write=True)
     require_json(request)
     key = request.headers.get(idempotency.HEADER)
     if key is not None:
@@ -95,13 +98,15 @@ async def create_job(request: Request) -> Response:
     state.monitor.check_available()
     job = decode_job(await read_body(request, MAX_JOB_BODY, state.options.body_timeout_s))
     spec = validate_job(job.as_item(), state.registry, state.settings)
+    scope.require_queue(spec.queue)
     await state.monitor.admit(1)
     if key is None:
         row, created = await state.batcher.create(spec)
+        tenancy.check_created(spec, row, created, scope)
     else:
         async with state.connection() as conn:
             row, created = await idempotency.create_idempotent(
-                conn, spec, key, idempotency.request_hash(job))
+                conn, spec, key, idempotency.request_hash(job), scope)
     if created:
         state.monitor.note_created(1)
         state.metrics.jobs_created += 1
@@ -111,18 +116,22 @@ async def create_job(request: Request) -> Response:
 
 async def get_job(request: Request) -> Response:
     state = _state(request)
-    state.auth.check(request, write=False)
+    scope = state.auth.check(request, write=False)
     job_id = _job_id(request)
     state.monitor.check_available()
-    async with state.connection() as conn:
-        row = await queue.get_job(conn, job_id)
+
+    async def read(conn: Conn) -> dict[str, Any]:
+        row = await tenancy.get_job(conn, job_id, scope)
         row["attempt_history"] = await queue.job_attempts(conn, job_id)
-    return json_response(row)
+        return row
+
+    # the replica while it is close behind; the primary when it does not have the job
+    return json_response(await state.reads.read(read))
 
 
 async def list_jobs(request: Request) -> Response:
     state = _state(request)
-    state.auth.check(request, write=False)
+    scope = state.auth.check(request, write=False)
     status = request.query_params.get("status")
     if status is not None and status not in STATUSES:
         raise ApiError(422, "invalid_field", f"must be one of {', '.join(STATUSES)}", "status")
@@ -132,18 +141,28 @@ async def list_jobs(request: Request) -> Response:
     queue_name = request.query_params.get("queue")
     if queue_name is not None and QUEUE_NAME.fullmatch(queue_name) is None:
         raise ApiError(422, "invalid_field", "must be a queue name", "queue")
+    if queue_name is not None and not scope.allows(queue_name):
+        # The same answer for every queue outside the scope, whether it exists or not.
+        raise ApiError(404, "not_found", f"queue {queue_name!r} not found", "queue")
+    # A token of some queues reads them only (job_list_in_queues); a queue filter already
+    # names one of them.
+    queues = None if queue_name is not None else scope.queue_list()
     limit = _query_int(request, "limit", 1, state.options.page_max) or 50
     cursor = _query_int(request, "cursor", 1, MAX_ID)
     state.monitor.check_available()
-    filtered = status is not None or kind is not None or queue_name is not None
+    filtered = (status is not None or kind is not None or queue_name is not None
+                or queues is not None)
     # Unfiltered, a page is the next `limit` ids. Filtered, it reads at most list_scan_max
     # rows below the cursor (job_list), so it may come back short; next_cursor then
     # continues below what was read.
     scan = state.options.list_scan_max if filtered else limit + 1
-    async with state.connection() as conn:
+
+    async def read(conn: Conn) -> dict[str, Any]:
         cur = conn.cursor(row_factory=dict_row)
-        await cur.execute(Q.job_list, {"status": status, "kind": kind, "queue": queue_name,
-                                       "before_id": cursor, "limit": limit + 1, "scan": scan})
+        await cur.execute(Q.job_list if queues is None else Q.job_list_in_queues,
+                          {"status": status, "kind": kind, "queue": queue_name,
+                           "queues": queues, "before_id": cursor, "limit": limit + 1,
+                           "scan": scan})
         rows = await cur.fetchall()
         next_cursor: int | None = None
         if len(rows) > limit:
@@ -151,7 +170,9 @@ async def list_jobs(request: Request) -> Response:
             next_cursor = rows[-1]["id"]
         elif filtered:
             next_cursor = await _scan_floor(conn, cursor, scan)
-    return json_response({"jobs": rows, "next_cursor": next_cursor})
+        return {"jobs": rows, "next_cursor": next_cursor}
+
+    return json_response(await state.reads.read(read))
 
 
 async def _scan_floor(conn: Any, before: int | None, scan: int) -> int | None:
@@ -166,36 +187,42 @@ async def _scan_floor(conn: Any, before: int | None, scan: int) -> int | None:
 
 async def cancel_job(request: Request) -> Response:
     state = _state(request)
-    state.auth.check(request, write=True)
+    scope = state.auth.check(request, write=True)
     job_id = _job_id(request)
     state.monitor.check_available()
     async with state.connection() as conn:
-        return json_response(await queue.cancel(conn, job_id))
+        return json_response(await tenancy.cancel(conn, job_id, scope))
 
 
 async def retry_job(request: Request) -> Response:
     state = _state(request)
-    state.auth.check(request, write=True)
+    scope = state.auth.check(request, write=True)
     job_id = _job_id(request)
-    state.monitor.check_available()
+    await state.monitor.admit(1)  # a retried job waits again: it counts against the depth
     async with state.connection() as conn:
-        row = await queue.retry(conn, job_id)
+        row = await tenancy.retry(conn, job_id, scope)
     state.monitor.note_created(1)
     return json_response(row)
 
 
 # --- operations -----------------------------------------------------------------------
 async def stats(request: Request) -> Response:
-    """Cached for stats_cache_s: a dashboard polling it cannot load the database."""
+    """Cached for stats_cache_s (per scope): a dashboard polling it cannot load the
+    database. A token of some queues sees those queues only."""
     state = _state(request)
-    state.auth.check(request, write=False)
+    scope = state.auth.check(request, write=False)
     state.monitor.check_available()
     async with state.stats_lock:
-        if not state.cached_stats_fresh():
-            async with state.connection() as conn:
-                state.stats_cache = (time.monotonic(), await compute_stats(conn))
-        assert state.stats_cache is not None
-    return json_response(state.stats_cache[1])
+        stats = state.cached_stats(scope.queues)
+        if stats is None:
+            queues = scope.queue_list()
+
+            async def read(conn: Conn) -> dict[str, Any]:
+                return await compute_stats(conn, queues)
+
+            stats = await state.reads.read(read)
+            state.stats_cache[scope.queues] = (time.monotonic(), stats)
+    return json_response(stats)
 
 
 async def healthz(request: Request) -> Response:
@@ -217,9 +244,10 @@ async def readyz(request: Request) -> Response:
 
 async def metrics(request: Request) -> Response:
     state = _state(request)
-    state.auth.check(request, write=False)
+    state.auth.check(request, write=False, admin=True)  # its counters sum every queue
     state.exporter.flush(state.monitor.up, state.monitor.waiting, state.pool.stats(),
                          state.lag.lag_s)
+    state.reads.export()
     return Response(render_all(), media_type=CONTENT_TYPE)
 
 
@@ -240,6 +268,8 @@ ROUTES = [
     Route("/metrics", metrics, methods=["GET"]),
     Route("/openapi.json", openapi, methods=["GET"]),
     *MODULE_ROUTES,
+    *FLOW_ROUTES,
+    *SCHEDULE_ROUTES,
 ]
 
 

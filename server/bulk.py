@@ -14,10 +14,11 @@ from starlette.responses import Response
 
 from boundq.core.validation import JobSpec, validate_job
 from boundq.server.body import decode_item, decode_items, media_type, read_body, require_json, too_large
-from boundq.server.bulkwrite import BatchRejected, Validate, write_bulk
+from boundq.server.bulkwrite import BatchRejected, Validate
 from boundq.server.errors import ApiError, json_response
 from boundq.server.multipart import file_part
 from boundq.server.state import ApiState
+from boundq.server.tenancy import write_bulk_in_scope
 
 MULTIPART_OVERHEAD = 64 * 1024
 
@@ -63,7 +64,7 @@ def _validator(state: ApiState) -> Validate:
 
 async def bulk_create(request: Request) -> Response:
     state: ApiState = request.app.state.api
-    state.auth.check(request, write=True)
+    scope = state.auth.check(request, write=True)
     atomic = _flag(request, "atomic")
     state.monitor.check_available()
     raws = await _read_items(request, state)
@@ -72,7 +73,8 @@ async def bulk_create(request: Request) -> Response:
     await state.monitor.admit(len(raws))
     try:
         async with state.connection() as conn:
-            ids, errors = await write_bulk(conn, raws, _validator(state), atomic)
+            ids, errors = await write_bulk_in_scope(conn, raws, _validator(state), atomic,
+                                                    scope)
     except BatchRejected as rejected:
         errors = rejected.errors
         first = errors[0]

@@ -19,7 +19,12 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
-from boundq.core.errors import InvalidTransition, JobNotFound, JobValidationError
+from boundq.core.errors import (
+    DedupeKeyTaken,
+    InvalidTransition,
+    JobNotFound,
+    JobValidationError,
+)
 
 log = logging.getLogger("boundq.api")
 
@@ -110,6 +115,12 @@ async def on_not_found(request: Request, exc: Exception) -> Response:
     return error_response(404, "not_found", str(exc))
 
 
+async def on_dedupe_taken(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, DedupeKeyTaken)
+    return error_response(409, "dedupe_key_taken", str(exc), "dedupe_key",
+                          extra={"holder": exc.holder})
+
+
 async def on_transition(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, InvalidTransition)
     return error_response(409, "invalid_transition", str(exc), "status")
@@ -161,6 +172,7 @@ def exception_handlers(on_pool_busy: Callable[[], None],
         JobValidationError: on_validation,
         JobNotFound: on_not_found,
         InvalidTransition: on_transition,
+        DedupeKeyTaken: on_dedupe_taken,
         PoolTimeout: pool_busy,
         TooManyRequests: pool_busy,
         psycopg.OperationalError: db_down,

@@ -18,8 +18,10 @@ import psycopg
 from boundq.core import queue
 from boundq.core.queries import Q
 from boundq.core.validation import MAX_KEY, JobSpec
+from boundq.server.auth import ALL, Scope
 from boundq.server.errors import ApiError
 from boundq.server.schemas import JobCreate
+from boundq.server.tenancy import check_created
 
 HEADER = "Idempotency-Key"
 _encoder = msgspec.json.Encoder()
@@ -42,35 +44,45 @@ def request_hash(job: JobCreate) -> str:
     return hashlib.sha256(_encoder.encode(job)).hexdigest()
 
 
-async def _replay(conn: psycopg.AsyncConnection[Any], key: str, digest: str) -> Row | None:
+def _in_use(key: str) -> ApiError:
+    return ApiError(409, "idempotency_key_reused", f"{HEADER} {key!r} is in use", HEADER)
+
+
+async def _replay(conn: psycopg.AsyncConnection[Any], key: str, digest: str,
+                  scope: Scope) -> Row | None:
     cur = await conn.execute(Q.idempotency_key_get, {"key": key})
     found = await cur.fetchone()
     if found is None:
         return None
     stored_hash, job_id = found
+    job = None if scope.everything else await queue.get_job(conn, int(job_id))
+    if job is not None and not scope.allows(job["queue"]):
+        # Keys are global: the key of another queue's job is taken, whatever the body.
+        raise _in_use(key)
     if stored_hash != digest:
         raise ApiError(409, "idempotency_key_reused",
                        f"{HEADER} {key!r} was used with a different request body", HEADER)
-    return await queue.get_job(conn, int(job_id))
+    return job or await queue.get_job(conn, int(job_id))
 
 
 async def create_idempotent(conn: psycopg.AsyncConnection[Any], spec: JobSpec, key: str,
-                            digest: str) -> tuple[Row, bool]:
-    """Returns (job, created_now). created_now=False: a replay (or a dedupe_key holder)."""
-    replayed = await _replay(conn, key, digest)
+                            digest: str, scope: Scope = ALL) -> tuple[Row, bool]:
+    """Returns (job, created_now). created_now=False: a replay (or a dedupe_key holder).
+    A replay or a holder of a queue outside `scope` is a 409 that names no job."""
+    replayed = await _replay(conn, key, digest, scope)
     if replayed is not None:
         return replayed, False
     try:
         async with conn.transaction():
             row, created = await queue.enqueue(conn, spec)
+            check_created(spec, row, created, scope)  # before the key is stored
             cur = await conn.execute(Q.idempotency_key_insert,
                                      {"key": key, "request_hash": digest, "job_id": row["id"]})
             if await cur.fetchone() is None:
                 raise _KeyTaken
     except _KeyTaken:
-        replayed = await _replay(conn, key, digest)
+        replayed = await _replay(conn, key, digest, scope)
         if replayed is None:  # the winner's job was deleted meanwhile: a rare retention race
-            raise ApiError(409, "idempotency_key_reused", f"{HEADER} {key!r} is in use",
-                           HEADER) from None
+            raise _in_use(key) from None
         return replayed, False
     return row, created

@@ -87,7 +87,7 @@ def _require_wasm(request: Request) -> None:
 
 async def put_module(request: Request) -> Response:
     state = _state(request)
-    state.auth.check(request, write=True)
+    state.auth.check(request, write=True, admin=True)  # modules are global
     name = _name(request)
     _require_wasm(request)
     try:
@@ -119,7 +119,7 @@ async def put_module(request: Request) -> Response:
 
 async def get_module(request: Request) -> Response:
     state = _state(request)
-    state.auth.check(request, write=False)
+    state.auth.check(request, write=False, admin=True)
     name = _name(request)
     state.monitor.check_available()
     async with state.connection() as conn:
@@ -133,7 +133,7 @@ async def get_module(request: Request) -> Response:
 
 async def list_modules(request: Request) -> Response:
     state = _state(request)
-    state.auth.check(request, write=False)
+    state.auth.check(request, write=False, admin=True)
     state.monitor.check_available()
     async with state.connection() as conn:
         cur = conn.cursor(row_factory=dict_row)
@@ -144,7 +144,7 @@ async def list_modules(request: Request) -> Response:
 
 async def delete_module(request: Request) -> Response:
     state = _state(request)
-    state.auth.check(request, write=True)
+    state.auth.check(request, write=True, admin=True)  # modules are global
     name = _name(request)
     state.monitor.check_available()
     async with state.connection() as conn:
@@ -178,7 +178,10 @@ MODULE_SCHEMA: dict[str, Any] = {
         "exports": {"type": "array", "items": _EXPORT},
         "created_at": {"type": "string", "format": "date-time"},
         "updated_at": {"type": "string", "format": "date-time"}}}
-_ERROR_TEXT = {401: "Missing or wrong `Authorization: Bearer <token>` (only when API_TOKEN is set)",
+_ERROR_TEXT = {401: "Missing or wrong `Authorization: Bearer <token>` (only when API_TOKEN or "
+                    "API_TOKENS is set)",
+               403: "Modules are global: a token of API_TOKENS that may use some queues only "
+                    "cannot see or change them",
                404: "No such module", 408: "The body did not arrive in time",
                413: "The module exceeds 10 MiB", 415: "Content-Type is not application/wasm",
                422: "`error.field` names what is wrong: the name, or the body (empty, or "
@@ -202,12 +205,13 @@ def _errors(*codes: int) -> dict[str, Any]:
     return out
 
 
-def module_paths(*, auth_writes: bool, auth_reads: bool) -> dict[str, Any]:
+def module_paths(*, auth_writes: bool, auth_reads: bool, scoped: bool = False
+                 ) -> dict[str, Any]:
     """The `/modules` operations for /openapi.json (`paths.update(module_paths(...))`)."""
     w: list[dict[str, list[str]]] | None = [{"bearer": []}] if auth_writes else None
     r: list[dict[str, list[str]]] | None = [{"bearer": []}] if auth_reads else None
-    w401 = (401,) if auth_writes else ()
-    r401 = (401,) if auth_reads else ()
+    w401 = (401, 403) if scoped else (401,) if auth_writes else ()
+    r401 = (401, 403) if scoped else (401,) if auth_reads else ()
     name = [{"name": "name", "in": "path", "required": True, "schema": {
         "type": "string", "pattern": "^[A-Za-z0-9_.-]{1,100}$"}}]
 

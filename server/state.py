@@ -1,7 +1,7 @@
-"""What the routes share, built once per app: the pool, the database monitor, the group
-commit batcher, the lag probe, the authorizer and the counters. Each part gets only the
-parts it needs (none of them knows this container), and the container starts and stops
-them in order."""
+"""What the routes share, built once per app: the pool, the read router (with a replica's
+pool when REPLICA_DATABASE_URL is set), the database monitor, the group commit batcher,
+the lag probe, the authorizer and the counters. Each part gets only the parts it needs
+(none of them knows this container), and the container starts and stops them in order."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from boundq.server.batcher import CreateBatcher
 from boundq.server.metrics import ApiExporter, ApiMetrics
 from boundq.server.options import ApiOptions
 from boundq.server.pool import ApiPool
+from boundq.server.replica import ReadRouter
 
 __all__ = ["ApiOptions", "ApiState"]
 
@@ -32,13 +33,17 @@ class ApiState:
         self.metrics = ApiMetrics()
         self.exporter = ApiExporter(self.metrics)
         o = self.options
-        self.pool = ApiPool(settings, url, o.pool_size or max(2, settings.api_pool_buffer),
-                            o.pool_wait_s, o.pool_max_waiting)
+        size = o.pool_size or max(2, settings.api_pool_buffer)
+        self.pool = ApiPool(settings, url, size, o.pool_wait_s, o.pool_max_waiting)
+        replica = (ApiPool(settings, settings.replica_database_url, size, o.pool_wait_s,
+                           o.pool_max_waiting) if settings.replica_database_url else None)
+        self.reads = ReadRouter(self.pool, replica, settings.replica_max_lag_seconds)
         self.monitor = DbMonitor(self.pool, settings.max_queue_depth, o, self.metrics)
         self.batcher = CreateBatcher(self.pool, o, self.metrics)
         self.lag = LagProbe()
-        self.auth = Authorizer(settings.api_token, o.protect_reads)
-        self.stats_cache: tuple[float, dict[str, Any]] | None = None
+        self.auth = Authorizer(settings, o.protect_reads)
+        # /stats per scope (frozenset of queues; None = every queue): (monotonic, stats)
+        self.stats_cache: dict[frozenset[str] | None, tuple[float, dict[str, Any]]] = {}
         self.stats_lock = asyncio.Lock()
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -49,8 +54,12 @@ class ApiState:
     async def start(self) -> None:
         await self.pool.open()
         await self.monitor.refresh_once()
+        await self.reads.open()
         self._tasks = [asyncio.create_task(self.monitor.run(self._stop), name="boundq-api-monitor"),
                        asyncio.create_task(self.lag.run(self._stop), name="boundq-api-lag")]
+        if self.reads.configured:
+            self._tasks.append(asyncio.create_task(self.reads.run(self._stop),
+                                                   name="boundq-api-replica"))
 
     async def stop(self) -> None:
         if self._stop.is_set():
@@ -60,8 +69,11 @@ class ApiState:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.reads.close()
         await self.pool.close()
 
-    def cached_stats_fresh(self) -> bool:
-        cached = self.stats_cache
-        return cached is not None and time.monotonic() - cached[0] <= self.options.stats_cache_s
+    def cached_stats(self, queues: frozenset[str] | None) -> dict[str, Any] | None:
+        cached = self.stats_cache.get(queues)
+        if cached is None or time.monotonic() - cached[0] > self.options.stats_cache_s:
+            return None
+        return cached[1]

@@ -30,22 +30,32 @@ def quantile(hist: list[int] | None, q: float) -> float | None:
     return PICKUP_BOUNDS[-1]
 
 
-async def compute_stats(conn: Conn) -> dict[str, Any]:
-    cur = await conn.execute(Q.job_count_active_capped, {"cap": STATS_COUNT_CAP})
+async def compute_stats(conn: Conn, queues: list[str] | None = None) -> dict[str, Any]:
+    """Every queue, or (`queues`) those only: a token of API_TOKENS sees its own."""
+    if queues is None:
+        cur = await conn.execute(Q.job_count_active_capped, {"cap": STATS_COUNT_CAP})
+    else:
+        cur = await conn.execute(Q.job_count_active_in_queues_capped,
+                                 {"cap": STATS_COUNT_CAP, "queues": queues})
     active = await cur.fetchone()
     assert active is not None
     counts: dict[str, int] = dict(zip(("new", "scheduled", "blocked", "processing"),
                                       map(int, active), strict=True))
     finished = {"success": 0, "failed": 0, "cancelled": 0}
     cur = await conn.execute(Q.job_tally_totals)
-    for _, success, failed, cancelled in await cur.fetchall():
+    for queue, success, failed, cancelled in await cur.fetchall():
+        if queues is not None and queue not in queues:
+            continue
         finished["success"] += int(success)
         finished["failed"] += int(failed)
         finished["cancelled"] += int(cancelled)
     counts.update(finished)
-    last_minute = await _recent(conn, 60)
-    last_seconds = await _recent(conn, RATE_WINDOW_S)
-    cur = await conn.execute(Q.job_oldest_waiting)
+    last_minute = await _recent(conn, 60, queues)
+    last_seconds = await _recent(conn, RATE_WINDOW_S, queues)
+    if queues is None:
+        cur = await conn.execute(Q.job_oldest_waiting)
+    else:
+        cur = await conn.execute(Q.job_oldest_waiting_in_queues, {"queues": queues})
     oldest = await cur.fetchone()
     return {
         "counts": {k: counts[k] for k in ("scheduled", "blocked", "new", "processing",
@@ -61,12 +71,14 @@ async def compute_stats(conn: Conn) -> dict[str, Any]:
     }
 
 
-async def _recent(conn: Conn, window_s: int) -> dict[str, Any]:
+async def _recent(conn: Conn, window_s: int, queues: list[str] | None) -> dict[str, Any]:
     cur = await conn.execute(Q.job_tally_recent, {"window_s": window_s})
     finished = 0
     hist: list[int] = []
     for row in await cur.fetchall():
-        _, succeeded, dead, _, _, _, pickup_hist = row
+        queue, succeeded, dead, _, _, _, pickup_hist = row
+        if queues is not None and queue not in queues:
+            continue
         finished += int(succeeded) + int(dead)
         counts = list(pickup_hist or [])
         hist = [a + b for a, b in zip(hist + [0] * (len(counts) - len(hist)),

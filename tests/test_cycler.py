@@ -184,3 +184,20 @@ async def test_failures_are_written_and_their_permits_claim_successors(rig: Rig,
     assert await scalar(conn, "SELECT count(*) FROM jobs WHERE status = 'failed'") == 2
     assert (rig.permits.in_use, await held(conn)) == (2, 2)
     assert rig.metrics.dead_lettered == 2
+
+
+async def test_a_failure_whose_answer_was_lost_is_counted_once_not_fenced(rig: Rig, conn
+                                                                         ) -> None:
+    """The failure committed, its answer never came; written again, the owner's own earlier
+    write is recognised: counted as a retried failure, not as a fenced write."""
+    await add_jobs(conn, 1, kind="fail", payload={"times": 1}, max_attempts=3)
+    await rig.cycler.run_once()
+    rig.finish(AttemptOutcome.ERROR)
+    rig.lane.lose_after = True
+    with pytest.raises(psycopg.OperationalError):
+        await rig.cycler.run_once()
+    assert rig.ledger.unwritten == 1 and rig.permits.in_use == 1
+    await rig.cycler.run_once()
+    assert (rig.metrics.failed, rig.metrics.retried, rig.metrics.fenced_writes) == (1, 1, 0)
+    assert rig.ledger.unwritten == 0
+    assert await scalar(conn, "SELECT count(*) FROM job_attempts WHERE outcome = 'error'") == 1

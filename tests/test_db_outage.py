@@ -149,3 +149,52 @@ async def _connects(worker: Worker, n: int) -> bool:
 
 async def _done(conn, job_id: int) -> bool:
     return await scalar(conn, "SELECT status::text FROM jobs WHERE id = %s", (job_id,)) == "success"
+
+
+# An outage costs no lease when it lasts less than LEASE_SECONDS - HEARTBEAT_SECONDS minus
+# the time to reconnect (docs/design.md, "Outages"): here 15 - 2 = 13 s, minus ~1 s.
+OUTAGE_LEASE_S, OUTAGE_HEARTBEAT_S = 15.0, 2.0
+RESUME_BOUND_S = 5.0  # resumes within ~1 s (measured); the bound leaves room for a busy CI
+
+
+@pytest.mark.parametrize("down_s", [1.0, 4.0, 10.0], ids=["1s", "4s", "10s"])
+async def test_processing_resumes_promptly_after_an_outage_and_no_lease_is_lost(
+        pg_cluster: EmbeddedPostgres, db_url: str, down_s: float) -> None:
+    """PostgreSQL stopped (`pg_ctl stop -m fast`) for 1, 4 and 10 s under a worker running
+    jobs. Once it accepts connections again, jobs finish again within a second or so (the
+    loops reconnect at once; nothing waits out a pool timeout), and no lease expires: the
+    heartbeater extends them before they run out."""
+    async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as conn:
+        await add_jobs(conn, 400, kind="sleep", payload={"ms": 200}, max_attempts=1)
+    settings = fast_settings(max_concurrent_jobs=5, lease_seconds=OUTAGE_LEASE_S,
+                             heartbeat_seconds=OUTAGE_HEARTBEAT_S)
+    worker = Worker(settings, db_url)
+    await worker.start()
+    try:
+        await wait_until(lambda: _some_done(db_url, 10), 30, what="the worker running jobs")
+        try:
+            await asyncio.to_thread(pg_cluster.stop, "fast")
+            await asyncio.sleep(down_s)
+        finally:
+            await asyncio.to_thread(pg_cluster.start)
+        async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as conn:
+            up_at = await scalar(conn, "SELECT pg_postmaster_start_time()")
+
+            async def finished_after_restart() -> Any:
+                return await scalar(conn, "SELECT min(finished_at) FROM jobs "
+                                          "WHERE finished_at > %s", (up_at,))
+
+            first = await wait_until(finished_after_restart, 30, interval=0.1,
+                                     what="a job finished after the restart")
+            resumed_s = (first - up_at).total_seconds()
+            assert resumed_s < RESUME_BOUND_S, f"processing resumed {resumed_s:.2f}s after " \
+                                               f"PostgreSQL was back ({down_s}s outage)"
+            lost = await scalar(conn, "SELECT count(*) FROM job_attempts "
+                                      "WHERE outcome = 'lost'")
+            failed = await scalar(conn, "SELECT count(*) FROM jobs WHERE status = 'failed'")
+    finally:
+        if not pg_cluster.running():
+            await asyncio.to_thread(pg_cluster.start)
+        await worker.stop(grace_s=0)
+    assert worker.metrics.db_errors > 0, "the outage was never noticed: the test proves nothing"
+    assert (lost, failed) == (0, 0), "a lease expired because of the outage alone"

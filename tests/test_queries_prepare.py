@@ -50,7 +50,8 @@ async def test_named_queries_run_through_psycopg_with_prepare(conn) -> None:
     statement with real Python values (types must adapt, not just parse)."""
     params = {
         "job_complete_and_claim": {"owner": "o", "ids": [1], "attempts": [1], "results": "{}",
-                                   "queues": ["default"], "limits": [5], "total": 5, "free": 4,
+                                   "queues": ["default"], "limits": [5], "oldest": [1], "total": 5,
+                                   "free": 4,
                                    "lease_s": 1.5},
         "job_heartbeat": {"owner": "o", "ids": [1], "attempts": [1], "lease_s": 1.5},
         "job_held_by_owner": {"owner": "o"},

@@ -272,3 +272,43 @@ async def test_poison_job_is_dead_lettered_while_other_jobs_succeed(spawn, conn)
     if survivor.proc.poll() is None:
         survivor.signal(signal.SIGTERM)
         assert survivor.wait(15) == 0, survivor.tail()
+
+
+@pytest.mark.parametrize(("sig", "target"), [
+    (signal.SIGINT, "group"), (signal.SIGTERM, "group"),
+    (signal.SIGINT, "parent"), (signal.SIGTERM, "parent"),
+], ids=["sigint-group", "sigterm-group", "sigint-parent", "sigterm-parent"])
+async def test_signals_drain_every_child_every_time(spawn, conn, sig, target) -> None:
+    """Ctrl-C in a terminal sends SIGINT to the whole process group, and the supervisor
+    forwards its own: each child gets it twice (here: three times, the last mid-drain).
+    Every time, every child drains: running jobs are handed back (never dead-lettered,
+    though each has a single attempt), every process exits 0, no traceback."""
+    await add_jobs(conn, 6, kind="sleep", payload={"ms": 60_000}, max_attempts=1)
+    parent = spawn("--processes", "2", max_concurrent_jobs=3, shutdown_grace_seconds=0.5)
+
+    async def busy() -> dict[int, int] | bool:
+        counts = await _processing_by_pid(conn)
+        return len(counts) == 2 and sum(counts.values()) == 6 and counts
+
+    children = set(await wait_until(busy, 30, what=f"both children busy\n{parent.tail()}"))
+    for _ in range(2 if target == "group" else 1):
+        if target == "group":
+            os.killpg(parent.pid, sig)
+        else:
+            parent.signal(sig)
+    await wait_until(lambda: _some_released(conn), 15, what=f"a release\n{parent.tail()}")
+    if target == "group":
+        os.killpg(parent.pid, sig)  # and once more while the children drain
+    assert parent.wait(20) == 0, parent.tail()
+    assert not any(_alive(pid) for pid in children)
+    statuses = await rows(conn, "SELECT status::text AS s, count(*) AS n FROM jobs GROUP BY 1")
+    assert {r["s"]: r["n"] for r in statuses} == {"new": 6}, statuses
+    assert await scalar(conn, "SELECT count(*) FROM job_attempts WHERE error = "
+                              "'released at worker shutdown'") == 6
+    log = parent.tail(400)
+    assert "Traceback" not in log and "KeyboardInterrupt" not in log, log
+    assert log.count("worker stopped") == 2, log
+
+
+async def _some_released(conn) -> bool:
+    return await scalar(conn, "SELECT count(*) FROM job_attempts") > 0

@@ -106,16 +106,62 @@ WITH done AS (
 ), effects AS (
     INSERT INTO job_effects (job_id, attempt)
     SELECT id, attempts FROM done WHERE kind = 'effect'
+), served AS MATERIALIZED (
+    -- Queues with a limit or a pause are claimed by boundq_claim_limited (under their
+    -- locks), never here; nor are jobs of a kind that has one (they wait for the limited
+    -- claim). This statement's snapshot decides: a change that commits later applies from
+    -- the next claim on.
+    SELECT q.name, q.n, q.oldest
+    FROM unnest(%(queues)s::text[], %(limits)s::int[], %(oldest)s::int[]) AS q(name, n, oldest)
+    WHERE NOT EXISTS (
+        SELECT 1 FROM job_queues AS jq
+        WHERE jq.name = q.name
+          AND (jq.concurrency IS NOT NULL OR jq.rate_per_s IS NOT NULL OR jq.paused))
+), limited_kinds AS MATERIALIZED (
+    SELECT coalesce(array_agg(name), '{}') AS names FROM job_kinds
+    WHERE concurrency IS NOT NULL OR rate_per_s IS NOT NULL OR paused
 ), picked AS MATERIALIZED (
-    SELECT p.id
-    FROM unnest(%(queues)s::text[], %(limits)s::int[]) AS q(name, n)
+    SELECT x.id
+    FROM served AS q
+    -- The aging lane: `oldest` of the n are the queue's longest-waiting runnable jobs,
+    -- whatever their priority (the head of each of the ten priorities in the claim index,
+    -- oldest first). The planner gives it a tenth of every queue's claims, so no job waits
+    -- behind a stream of higher priorities forever (core/planner.py).
     CROSS JOIN LATERAL (
-        SELECT id FROM jobs
-        WHERE status = 'new' AND queue = q.name AND run_at <= now()
-        ORDER BY priority DESC, run_at, id
-        LIMIT q.n
-        FOR UPDATE SKIP LOCKED
-    ) AS p
+        SELECT coalesce(array_agg(o.id), '{}') AS ids
+        FROM (SELECT lvl.p, h.run_at, h.id
+              FROM unnest('{9,8,7,6,5,4,3,2,1,0}'::smallint[]) AS lvl(p)
+              CROSS JOIN LATERAL (
+                  SELECT id, run_at FROM jobs
+                  WHERE status = 'new' AND queue = q.name AND priority = lvl.p
+                    AND run_at <= now()
+                    AND kind <> ALL ((SELECT names FROM limited_kinds)::text[])
+                  ORDER BY run_at, id
+                  LIMIT q.oldest) AS h
+              WHERE q.oldest > 0
+              ORDER BY h.run_at, h.id
+              LIMIT q.oldest) AS c
+        -- each locked through a point lookup on every column of the claim index (no plan,
+        -- whatever the statistics, can make it a scan); status is re-checked on the
+        -- locked row
+        CROSS JOIN LATERAL (
+            SELECT j.id FROM jobs AS j
+            WHERE j.status = 'new' AND j.queue = q.name AND j.priority = c.p
+              AND j.run_at = c.run_at AND j.id = c.id
+            FOR UPDATE SKIP LOCKED) AS o
+    ) AS aged
+    CROSS JOIN LATERAL (
+        SELECT unnest(aged.ids) AS id
+        UNION ALL
+        SELECT p.id FROM (
+            SELECT id FROM jobs
+            WHERE status = 'new' AND queue = q.name AND run_at <= now()
+              AND kind <> ALL ((SELECT names FROM limited_kinds)::text[])
+              AND id <> ALL (aged.ids)
+            ORDER BY priority DESC, run_at, id
+            LIMIT q.n - cardinality(aged.ids)
+            FOR UPDATE SKIP LOCKED) AS p
+    ) AS x
     -- A permit passes on only from an attempt whose completion commits here: one fenced
     -- (a reaper took the job first) keeps its permit back, so no claim of this statement
     -- ever stands beside a row this owner still held when the statement began. Reading

@@ -1,0 +1,2 @@
+DROP TABLE job_schedule_ticks;
+DROP TABLE job_schedules;
