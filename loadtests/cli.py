@@ -100,7 +100,8 @@ def _register_soak_life(sub: argparse._SubParsersAction[argparse.ArgumentParser]
                        "throughput, pickup and table sizes per interval")
     e = _env
     p.add_argument("--quick", action="store_true",
-                   help="a 48-second form (2 s intervals, retention 6 s) for tests")
+                   help="a 24-second form (1 s intervals, retention 5 s, 200 jobs/s unless --rate, "
+                   "no calibration) for tests")
     p.add_argument("--minutes", type=float, default=float(e("SOAK_LIFE_MINUTES", "60")),
                    help="length of the load (SOAK_LIFE_MINUTES, default 60)")
     p.add_argument("--interval", type=float, default=float(e("SOAK_LIFE_INTERVAL", "60")),

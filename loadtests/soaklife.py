@@ -114,39 +114,60 @@ class SoakRun:
             not self.interrupts.stop_load.is_set()
 
     # --- processes -----------------------------------------------------------------------
-    def start_workers(self, retention: bool) -> WorkerSet:
+    def spawn_workers(self, retention: bool) -> WorkerSet:
+        """Always on the main thread: a worker dies with the thread that forked it
+        (PR_SET_PDEATHSIG is per thread), and the phase thread ends with the load."""
         env = worker_env(self.o, self.db_url, self.plan.retention_s if retention else None)
         label = "workers-retention-on" if retention else "workers-retention-off"
         workers = WorkerSet(env, self.run_dir / f"{label}.log", self.o.processes).start()
         self.workers.append(workers)
+        return workers
+
+    def wait_ready(self, workers: WorkerSet) -> None:
         listening = sum(len(w.procs) for w in self.workers if not w.exited())
         with connect(self.db_url, REPORT_APP) as conn:  # its own: it runs beside a reading
             wait_listening(conn, workers, listening)
-        return workers
 
     def note(self, index: int, text: str) -> None:
         self.events.setdefault(index, []).append(text)
 
-    def phase_action(self, index: int) -> None:
+    def now_index(self) -> int:
+        """The interval running now."""
+        return int((time.monotonic() - self.mono0) // self.plan.interval_s)
+
+    def begin_phase(self, index: int, pool: ThreadPoolExecutor,
+                    actions: list[Future[None]]) -> None:
+        """The action of the phase starting at `index`, if one does. The pin and its
+        release take milliseconds and mark the phase's bounds: here, between readings.
+        A restart takes seconds: its new workers are forked here, the wait for them and
+        the old ones' stop run on the phase thread."""
         phase = self.plan.starts(index)
         if phase is None:
             return
         if phase.name == RETENTION_OFF:
             self.note(index, "workers restarted without retention")
             old = self.workers[-1]
-            self.start_workers(retention=False)
-            if any(old.stop()):
-                raise SoakError(f"a worker with retention exited with {old.exited()}")
+            spawned = self.spawn_workers(retention=False)
+            actions.append(pool.submit(self.replace_workers, old, spawned))
         elif phase.name == PRESSURE:
             self.note(index, self.pin.hold())
         elif phase.name == RECOVERY:
             self.note(index, self.pin.release())
 
+    def replace_workers(self, old: WorkerSet, new: WorkerSet) -> None:
+        self.wait_ready(new)
+        codes = old.stop()
+        # Rows that finished before this may still go (the old workers swept them);
+        # from the next interval on, every finished row is kept.
+        self.note(self.now_index(), "workers with retention stopped")
+        if any(codes):
+            raise SoakError(f"a worker with retention exited with {codes}")
+
     # --- the run -------------------------------------------------------------------------
     def run(self) -> None:
         """Each interval's state is read as it ends, before the next phase's action; its
         completions settle_s later, when the statements committing at its end are in."""
-        self.start_workers(retention=self.plan.phases[0].retention)
+        self.wait_ready(self.spawn_workers(retention=self.plan.phases[0].retention))
         before = time.monotonic()
         self.start = server_now(self.conn)
         self.mono0 = (before + time.monotonic()) / 2
@@ -154,9 +175,9 @@ class SoakRun:
         self.producer.start()
         self.sent_at[0] = 0
         self.note(0, "warm-up (not judged)")
-        # A phase's action (a restart takes seconds) runs on a thread of its own, beside
-        # the readings: an interval's reading must not wait (retention deletes its rows),
-        # nor the next interval's start.
+        # A restart (seconds) waits on a thread of its own, beside the readings: an
+        # interval's reading must not wait (retention deletes its rows), nor the next
+        # interval's start, nor the pin.
         actions: list[Future[None]] = []
         with ThreadPoolExecutor(1, thread_name_prefix="soak-life-phase") as pool:
             for index in range(1, self.plan.intervals + 1):
@@ -165,7 +186,7 @@ class SoakRun:
                 self.sent_at[index] = self.producer.sent
                 state = read_state(self.conn) | {"machine_load_1m": machine_load()}
                 if index < self.plan.intervals:
-                    actions.append(pool.submit(self.phase_action, index))
+                    self.begin_phase(index, pool, actions)
                 if not self.wait_until(index * self.plan.interval_s + self.plan.settle_s):
                     break
                 self.read(index - 1, state=state)
