@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 EXTRAS ?= dev
 
 .DEFAULT_GOAL := help
-.PHONY: help venv venv-extras pg-server browser run worker test test-busy lint typecheck bench flood flood-ui report soak clean
+.PHONY: help venv venv-extras pg-server browser run worker test test-busy lint typecheck bench flood flood-ui report soak soak-life clean
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -71,6 +71,11 @@ report: venv-extras pg-server ## Benchmark sweeps and goodput/pickup against off
 
 soak: venv pg-server ## Long fault runs of the invariant suite (BOUNDQ_INVARIANTS_PROFILE=soak)
 	BOUNDQ_INVARIANTS_PROFILE=soak $(PY) -m pytest invariants -q
+
+# SOAK_LIFE_ARGS reach `boundq soak-life` (docs/soak-life.md), e.g. --quick or --minutes 20;
+# `exec` so that a SIGTERM from make reaches the runner, which drains and prints the verdict.
+soak-life: venv pg-server ## An hour at half capacity: retention on, off, xmin pinned, recovery; per-minute pace, pickup, sizes, vacuum
+	exec $(VENV)/bin/boundq soak-life $(SOAK_LIFE_ARGS)
 
 clean: ## Stop the embedded PostgreSQL and remove local state
 	-$(VENV)/bin/boundq db stop
