@@ -142,7 +142,8 @@ class Settings:
     queues: tuple[str, ...] = ()  # serve only these queues; () = all
     api_nice: int = 10  # `boundq serve`: the API process's lower CPU priority
     api_group_commit: bool = True  # concurrent single creates share one INSERT
-    metrics_port: int = 0  # `boundq worker`: serve /metrics here (0 = off)
+    api_shed_lag_seconds: float = 0.05  # creates get 429 while the API's loop is this late
+    metrics_port: int = 0  # `boundq worker` and `boundq serve`: /metrics here (0 = off)
     replica_database_url: str | None = None  # reads of the API go here when set
     replica_max_lag_seconds: float = 5.0  # past this, reads go to the primary
     extra: Mapping[str, Any] = field(default_factory=dict)
@@ -204,6 +205,7 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "QUEUES": ("queues", _queue_list),
     "API_NICE": ("api_nice", _int(0, 19)),
     "API_GROUP_COMMIT": ("api_group_commit", _bool),
+    "API_SHED_LAG_SECONDS": ("api_shed_lag_seconds", _float(0.001, 86_400)),
     "METRICS_PORT": ("metrics_port", _int(0, 65535)),
     "REPLICA_DATABASE_URL": ("replica_database_url", _postgres_url),
     "REPLICA_MAX_LAG_SECONDS": ("replica_max_lag_seconds", _float(1, 86_400)),

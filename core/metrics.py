@@ -210,11 +210,21 @@ def render_all() -> bytes:
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
+SERVED_ENV = "BOUNDQ_METRICS_SERVED"  # host:port whose /metrics serves every process
+
+
 def serve_metrics(port: int, host: str = "127.0.0.1") -> None:
     """`/metrics` on `port` from a thread of this process (prometheus-client's server):
-    this process's metrics, or every process's in multiprocess mode."""
+    this process's metrics, or every process's in multiprocess mode.
+
+    In multiprocess mode one process serves them all: a supervisor calls this before it
+    starts its children, and they inherit METRICS_PORT with the mark below, so they do
+    not try to bind the port again (the second bind failed, and the child with it)."""
     from prometheus_client import REGISTRY, CollectorRegistry, start_http_server
 
+    address = f"{host}:{port}"
+    if os.environ.get(MULTIPROC_ENV) and os.environ.get(SERVED_ENV) == address:
+        return
     registry = REGISTRY
     if os.environ.get(MULTIPROC_ENV):
         from prometheus_client import multiprocess
@@ -222,3 +232,5 @@ def serve_metrics(port: int, host: str = "127.0.0.1") -> None:
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
     start_http_server(port, addr=host, registry=registry)
+    if os.environ.get(MULTIPROC_ENV):
+        os.environ[SERVED_ENV] = address

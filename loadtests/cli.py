@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-EXTRAS_HINT = "install the extras: pip install 'boundq[load,report]' (make flood does)"
+EXTRAS_HINT = "install the extra: pip install 'boundq[load]' (make flood does)"
 
 
 def _env(name: str, default: str) -> str:

@@ -150,7 +150,7 @@ def _run_flood(o: FloodOptions, out: TextIO, interrupts: Interrupts) -> FloodRes
     db_url = dbadmin.fresh_database(base_url, FLOOD_DB) if o.fresh_db else base_url
     port = free_port()
     server_env = _server_env(o, db_url, port)
-    settings = load_settings(server_env, dotenv=procs.ROOT / ".env")
+    settings = load_settings(server_env)  # and ./.env, as the server reads it
     capacity = capacity_bound(settings, o)
     rate = arrival_rate(o.rate, capacity) if o.scenario == "arrival" else 0.0
     if o.scenario == "arrival" and rate <= 0:
@@ -190,7 +190,7 @@ def _run_flood(o: FloodOptions, out: TextIO, interrupts: Interrupts) -> FloodRes
         run.tick("start")
         if o.calibration_s > 0 and not interrupts.stop_load.is_set():
             count = o.calibration_jobs or pacing.calibration_size(capacity, o.calibration_s)
-            idle, line = pacing.calibrate(db_url, server_env, o.job_ms, count, str(procs.ROOT),
+            idle, line = pacing.calibrate(db_url, server_env, o.job_ms, count, str(Path.cwd()),
                                           interrupts.wait, max(60.0, 20 * o.calibration_s))
             run.say(line)
         run.tick("start")

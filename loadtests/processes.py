@@ -21,15 +21,19 @@ import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+# The children run in the caller's working directory (its .env, its relative --out, as any
+# boundq command) and import the same boundq as this process (core/children.py).
+from boundq.core.children import child_env as child_env
+
+LOCUST_FILES = Path(__file__).resolve().parent
 
 # scenario -> (locust file, user classes)
 SCENARIOS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "mixed": ("loadtests/locustfile.py", ("MixedUser",)),
-    "create": ("loadtests/locustfile.py", ("CreateUser",)),
-    "bulk": ("loadtests/locustfile.py", ("BulkUser",)),
-    "arrival": ("loadtests/locustfile.py", ("ArrivalUser",)),
-    "step": ("loadtests/step.py", ()),
+    "mixed": (str(LOCUST_FILES / "locustfile.py"), ("MixedUser",)),
+    "create": (str(LOCUST_FILES / "locustfile.py"), ("CreateUser",)),
+    "bulk": (str(LOCUST_FILES / "locustfile.py"), ("BulkUser",)),
+    "arrival": (str(LOCUST_FILES / "locustfile.py"), ("ArrivalUser",)),
+    "step": (str(LOCUST_FILES / "step.py"), ()),
 }
 
 
@@ -44,7 +48,7 @@ def _die_with_parent() -> None:
 
 def start_server(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
     with open(log_path, "ab") as log:  # the child keeps its own copy of the descriptor
-        return subprocess.Popen([sys.executable, "-m", "boundq", "serve"], cwd=ROOT,
+        return subprocess.Popen([sys.executable, "-m", "boundq", "serve"],
                                 env=env, stdout=log, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True,
                                 preexec_fn=_die_with_parent)
@@ -98,7 +102,7 @@ def locust_argv(scenario: str, base: str, csv_prefix: Path, users: int, spawn_ra
 def start_locust(argv: Sequence[str], env: dict[str, str], log_path: Path
                  ) -> subprocess.Popen[bytes]:
     with open(log_path, "ab") as log:
-        return subprocess.Popen(list(argv), cwd=ROOT, env=env, stdout=log,
+        return subprocess.Popen(list(argv), env=env, stdout=log,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True, preexec_fn=_die_with_parent)
 
@@ -162,7 +166,7 @@ def start_worker(env: dict[str, str], log_path: Path, prefix: Sequence[str] = ()
     inside something, e.g. `unshare --net` for a network namespace of its own."""
     with open(log_path, "ab") as log:
         return subprocess.Popen([*prefix, sys.executable, "-m", "boundq", "worker",
-                                 "--processes", "1"], cwd=ROOT, env=env, stdout=log,
+                                 "--processes", "1"], env=env, stdout=log,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True, preexec_fn=_die_with_parent)
 
@@ -175,10 +179,3 @@ def can_unshare_net() -> bool:
     except (OSError, subprocess.TimeoutExpired):
         return False  # no unshare(1), or it hung
     return done.returncode == 0
-
-
-def child_env(extra: dict[str, str]) -> dict[str, str]:
-    env = {**os.environ, **extra}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    env.setdefault("PYTHONUNBUFFERED", "1")
-    return env

@@ -9,14 +9,14 @@ watched from the database every 0.2 s and timed by the database.
 
 boundq drains through `boundq worker`, the command users run: it is sent SIGTERM once
 the database shows no job waiting or running. Every other drain is a child of
-reports/drain_children.py that exits when it is done.
+reports/drain_children.py that exits when it is done. Children run in the caller's
+directory and import the caller's boundq (core/children.py), installed or a checkout.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -24,18 +24,17 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import IO, Any
 
 import psycopg
 
 from boundq.core import dbadmin
+from boundq.core.children import child_env
 from boundq.core.migrate import migrate
 from boundq.reports import dbwatch
 from boundq.reports.peers import setup_pgqueuer, setup_procrastinate
 from boundq.reports.procwatch import reap, reap_nowait, tree_peak_rss_mb
 
-ROOT = Path(__file__).resolve().parent.parent
 BENCH_DB = "boundq_bench"
 WATCH_EVERY_S = 0.2
 PROGRESS_EVERY_S = 5.0
@@ -102,10 +101,9 @@ def worker_process(url: str, env: dict[str, str], stderr: IO[bytes] | None = Non
                    ) -> Iterator[subprocess.Popen[bytes]]:
     """`boundq worker` on `url` with `env` (NUM_WORKERS, MAX_CONCURRENT_JOBS, ...);
     stopped with SIGTERM (then SIGKILL) on the way out unless already reaped."""
-    child_env = {**os.environ, "DATABASE_URL": url, "LOG_LEVEL": "warning", **env,
-                 "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-m", "boundq", "worker"], cwd=ROOT,
-                            env=child_env, stdin=subprocess.DEVNULL,
+    proc = subprocess.Popen([sys.executable, "-m", "boundq", "worker"],
+                            env=child_env({"DATABASE_URL": url, "LOG_LEVEL": "warning", **env}),
+                            stdin=subprocess.DEVNULL,
                             stdout=subprocess.DEVNULL,
                             stderr=stderr if stderr is not None else subprocess.DEVNULL)
     try:
@@ -200,10 +198,10 @@ def drain_child(url: str, mode: str, jobs: int, concurrency: int = 0, workers: i
     argv = [sys.executable, "-m", "boundq.reports.drain_children", mode, url, str(jobs),
             "--concurrency", str(concurrency), "--workers", str(workers), "--batch",
             str(batch)]
-    env = {**os.environ, "LOG_LEVEL": "warning", "PYTHONPATH": str(ROOT)}
+    env = child_env({"LOG_LEVEL": "warning"})
     with dbwatch.connect(url) as conn, tempfile.TemporaryFile() as out:
         # stderr passes through: the child's progress lines and errors show as they happen
-        proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=out)
+        proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=out)
         watched = watch(proc, conn, None, timeout_s)
         if watched.exit_code != 0:
             raise RuntimeError(f"{mode} drain failed with exit code {watched.exit_code}")

@@ -17,17 +17,15 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import signal
 import subprocess
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import IO
 
+from boundq.core.children import child_env
 from boundq.reports.peers import consume_pgqueuer, consume_procrastinate
 
-ROOT = Path(__file__).resolve().parent.parent
 SYSTEMS = ("pgqueuer", "procrastinate")
 
 
@@ -37,7 +35,7 @@ def consumer_process(system: str, url: str, concurrency: int,
     """This module as a child process; stopped with SIGTERM (then SIGKILL) on the way out."""
     argv = [sys.executable, "-m", "boundq.reports.peer_consumers", system, url,
             "--concurrency", str(concurrency)]
-    proc = subprocess.Popen(argv, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+    proc = subprocess.Popen(argv, env=child_env(),
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                             stderr=stderr if stderr is not None else subprocess.DEVNULL)
     try:

@@ -17,21 +17,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import psycopg
 
+from boundq.core.children import child_env
 from boundq.reports.dbwatch import boundq_work_left, connect
 from boundq.reports.drain_run import watch, worker_process
 from boundq.reports.openloop import open_loop
 from boundq.reports.peers import PROCRASTINATE_CONCURRENCY
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 async def enqueue(system: str, url: str, rate: float, seconds: float) -> int:
@@ -158,8 +155,8 @@ def run_peer(system: str, url: str, rate: float, seconds: float) -> dict[str, An
     expect = int(rate * seconds)
     argv = [sys.executable, "-m", "boundq.reports.steady", system, url, str(expect),
             str(seconds + 60)]
-    child = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             env={**os.environ, "PYTHONPATH": str(ROOT)}, text=True)
+    child = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             env=child_env(), text=True)
     assert child.stdout is not None
     child.stdout.readline()  # "ready"
     time.sleep(0.5)

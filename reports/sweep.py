@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -32,10 +31,11 @@ from typing import Any
 import pandas as pd
 from tqdm import tqdm
 
+from boundq.core.children import child_env
 from boundq.core.config import load_settings
 from boundq.core.pgembed import resolve_database_url
 from boundq.core.runinfo import run_metadata, timestamp
-from boundq.reports.drain_run import ROOT, prepare
+from boundq.reports.drain_run import prepare
 from boundq.reports.points import drain_boundq, drain_peer
 from boundq.reports.predictability import FULL_LOADS, QUICK_LOADS, LoadPlan, plan_points, point_line, systems
 from boundq.reports.report_writer import write_report
@@ -109,8 +109,9 @@ def load_plan(args: argparse.Namespace) -> LoadPlan:
                     tail_s=max(1.0, 0.2 * args.load_seconds))
 
 
-def http_creates(concurrency: int, pool: int | None, seconds: int = 6) -> float:
-    """creates/s accepted by the API: a short create flood through the public CLI."""
+def http_creates(base: str, concurrency: int, pool: int | None, seconds: int = 6) -> float:
+    """creates/s accepted by the API: a short create flood through the public CLI, on the
+    report's PostgreSQL, run from the caller's directory like the report."""
     with tempfile.TemporaryDirectory(prefix="boundq-report-") as tmp:
         argv = [sys.executable, "-m", "boundq", "flood", "--scenario", "create",
                 "--job-ms", "0", "--time", str(seconds), "--users", "32",
@@ -118,8 +119,8 @@ def http_creates(concurrency: int, pool: int | None, seconds: int = 6) -> float:
                 "--calibration-seconds", "0", "--out", tmp]
         if pool:
             argv += ["--pool-size", str(pool)]
-        subprocess.run(argv, cwd=ROOT, capture_output=True, check=False, timeout=600,
-                       env={**os.environ, "PYTHONPATH": str(ROOT)})
+        subprocess.run(argv, capture_output=True, check=False, timeout=600,
+                       env=child_env({"DATABASE_URL": base}))
         runs = sorted(Path(tmp).glob("*/run.json"))
         if not runs:
             return float("nan")
@@ -142,7 +143,7 @@ def plan(args: argparse.Namespace, base: str) -> list[Point]:
             row["connection_budget"] = load_settings(env, dotenv=None).db_connections * int(
                 env.get("WORKER_PROCESSES", "1"))
             if http is not None:
-                row["creates_per_s"] = http_creates(*http)
+                row["creates_per_s"] = http_creates(base, *http)
             return row
         return run
 

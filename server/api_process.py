@@ -54,7 +54,8 @@ def uvicorn_config(app: Starlette, settings: Settings) -> uvicorn.Config:
 
 
 async def run_api(settings: Settings, url: str, sock: socket.socket) -> int:
-    app = create_app(settings, url, options=ApiOptions(group_commit=settings.api_group_commit))
+    app = create_app(settings, url, options=ApiOptions(
+        group_commit=settings.api_group_commit, shed_lag_s=settings.api_shed_lag_seconds))
     server = ApiServer(uvicorn_config(app, settings))
 
     def on_signal() -> None:

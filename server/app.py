@@ -278,9 +278,7 @@ async def readyz(request: Request) -> Response:
 async def metrics(request: Request) -> Response:
     state = _state(request)
     state.auth.check(request, write=False, admin=True)  # its counters sum every queue
-    state.exporter.flush(state.monitor.up, state.monitor.waiting, state.pool.stats(),
-                         state.lag.lag_s)
-    state.reads.export()
+    state.flush_metrics()
     return Response(render_all(), media_type=CONTENT_TYPE)
 
 

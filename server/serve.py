@@ -8,6 +8,9 @@ then supervises (core/supervisor.py):
   default 10). Under a flood the workers and PostgreSQL get the CPU first, and the API
   sheds what it cannot take at the door (server/admission.py) instead of starving them;
 - WORKER_PROCESSES worker processes (`boundq worker`), each with its own connections.
+With METRICS_PORT the parent serves `/metrics` there for every process (the API's and the
+workers', as the API's own `/metrics` does); the children inherit the setting and leave
+the port to the parent (core/metrics.py), as under `boundq worker --processes N`.
 SIGTERM or SIGINT to the parent or to the whole process group: the API stops accepting
 and finishes the requests in flight, the workers drain (SHUTDOWN_GRACE_SECONDS), and the
 parent exits when all of them have.
@@ -73,6 +76,7 @@ def serve(settings: Settings, url: str, worker_argv: list[str]) -> int:
                  settings.worker_processes)
 
     try:
-        return supervise(child_specs(settings, sock.fileno(), worker_argv), on_started=started)
+        return supervise(child_specs(settings, sock.fileno(), worker_argv), on_started=started,
+                         metrics_port=settings.metrics_port)
     finally:
         sock.close()

@@ -24,6 +24,8 @@ from boundq.server.waits import WaitRoom
 
 __all__ = ["ApiOptions", "ApiState"]
 
+METRICS_FLUSH_S = 1.0  # as the workers do: a scrape elsewhere (METRICS_PORT) sees this old
+
 
 class ApiState:
     def __init__(self, settings: Settings, url: str, options: ApiOptions | None = None,
@@ -58,7 +60,9 @@ class ApiState:
         await self.monitor.refresh_once()
         await self.reads.open()
         self._tasks = [asyncio.create_task(self.monitor.run(self._stop), name="boundq-api-monitor"),
-                       asyncio.create_task(self.lag.run(self._stop), name="boundq-api-lag")]
+                       asyncio.create_task(self.lag.run(self._stop), name="boundq-api-lag"),
+                       asyncio.create_task(self._flush_metrics_every(METRICS_FLUSH_S),
+                                           name="boundq-api-metrics")]
         if self.reads.configured:
             self._tasks.append(asyncio.create_task(self.reads.run(self._stop),
                                                    name="boundq-api-replica"))
@@ -74,6 +78,20 @@ class ApiState:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.reads.close()
         await self.pool.close()
+
+    def flush_metrics(self) -> None:
+        """The API's counts into prometheus-client: before each scrape of its `/metrics`,
+        and once a second for a scrape of every process elsewhere (`boundq serve` with
+        METRICS_PORT, served by the parent)."""
+        self.exporter.flush(self.monitor.up, self.monitor.waiting, self.pool.stats(),
+                            self.lag.lag_s)
+        self.reads.export()
+
+    async def _flush_metrics_every(self, interval_s: float) -> None:
+        while not self._stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), interval_s)
+            self.flush_metrics()
 
     def cached_stats(self, queues: frozenset[str] | None) -> dict[str, Any] | None:
         cached = self.stats_cache.get(queues)

@@ -26,7 +26,7 @@ def test_serve_runs_api_and_workers_and_stops_on_sigterm(db_url: str) -> None:
                             stderr=subprocess.PIPE, text=True)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 120  # as _wait_ready
         while True:
             assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
             try:
@@ -108,7 +108,8 @@ def test_serve_drains_on_signals_to_the_whole_group(db_url: str, tmp_path, sig) 
 
 
 def _wait_ready(base: str, proc: subprocess.Popen[bytes], log: Any) -> None:
-    deadline = time.monotonic() + 30
+    # Bounded, not timed: the API process runs at API_NICE, last in line on a busy machine.
+    deadline = time.monotonic() + 120
     while True:
         assert proc.poll() is None, log.read_text()[-3000:]
         try:
