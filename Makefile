@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 EXTRAS ?= dev
 
 .DEFAULT_GOAL := help
-.PHONY: help venv venv-extras pg-server run worker test test-busy lint typecheck bench flood flood-ui report soak clean
+.PHONY: help venv venv-extras pg-server browser run worker test test-busy lint typecheck bench flood flood-ui report soak soak-life clean
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -23,17 +23,20 @@ venv: $(STAMP) ## Create .venv and install boundq with the dev extras
 pg-server: ## Make sure PostgreSQL server binaries exist (installs them as root on Debian)
 	@bash scripts/ensure-postgres.sh
 
+browser: venv ## Make sure a Chromium exists for the browser tests (installs Debian's package as root)
+	@$(PY) -m tests.loadtests.browser
+
 run: venv pg-server ## Start the API and workers on the embedded PostgreSQL (or DATABASE_URL)
 	$(VENV)/bin/boundq serve
 
 worker: venv pg-server ## Start workers only
 	$(VENV)/bin/boundq worker
 
-test: venv pg-server ## Run the test suite against a throwaway PostgreSQL cluster
-	$(PY) -m pytest tests invariants -q
+test: venv pg-server browser ## Run the test suite (tests/ and invariants/ side by side) against throwaway PostgreSQL clusters
+	bash scripts/run-suite.sh $(PY) --durations=25
 
-test-busy: venv pg-server ## The suite beside two CPU hogs (HOGS=N): what timing-dependent tests meet in CI
-	HOGS=$${HOGS:-2} bash scripts/with-cpu-hogs.sh $(PY) -m pytest tests invariants -q
+test-busy: venv pg-server browser ## The suite beside two CPU hogs (HOGS=N): what timing-dependent tests meet in CI
+	HOGS=$${HOGS:-2} bash scripts/with-cpu-hogs.sh bash scripts/run-suite.sh $(PY) --durations=25
 
 lint: venv ## ruff and mypy --strict
 	$(VENV)/bin/ruff check boundq core server tests invariants loadtests reports
@@ -68,6 +71,11 @@ report: venv-extras pg-server ## Benchmark sweeps and goodput/pickup against off
 
 soak: venv pg-server ## Long fault runs of the invariant suite (BOUNDQ_INVARIANTS_PROFILE=soak)
 	BOUNDQ_INVARIANTS_PROFILE=soak $(PY) -m pytest invariants -q
+
+# SOAK_LIFE_ARGS reach `boundq soak-life` (docs/soak-life.md), e.g. --quick or --minutes 20;
+# `exec` so that a SIGTERM from make reaches the runner, which drains and prints the verdict.
+soak-life: venv pg-server ## An hour at half capacity: retention on, off, xmin pinned, recovery; per-minute pace, pickup, sizes, vacuum
+	exec $(VENV)/bin/boundq soak-life $(SOAK_LIFE_ARGS)
 
 clean: ## Stop the embedded PostgreSQL and remove local state
 	-$(VENV)/bin/boundq db stop

@@ -16,6 +16,7 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
+from boundq.core import tracing
 from boundq.core.config import Settings, load_settings
 from boundq.core.errors import BoundqError
 from boundq.core.logs import configure_logging
@@ -160,12 +161,14 @@ def cmd_worker(args: argparse.Namespace) -> int:
     if settings.worker_processes > 1:
         from boundq.core.supervisor import supervise
 
+        tracing.require()  # each worker process sets tracing up; fail here, once
         run(migrate_when_reachable(url))
         return supervise(worker_specs(args, settings.worker_processes),
                          metrics_port=settings.metrics_port)
     from boundq.core.gc_tuning import WORKER_THRESHOLDS, tune_gc
     from boundq.core.worker import Worker
 
+    tracing.configure("boundq-worker")  # before the Worker: it decides at construction
     worker = Worker(settings, url)
     if settings.metrics_port:
         from boundq.core.metrics import serve_metrics
@@ -210,6 +213,7 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
 
     settings = settings_from(args)
     load_handlers(settings, args)
+    tracing.configure("boundq-enqueue")
     if args.file:
         text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text("utf-8")
         items = json.loads(text)
@@ -225,7 +229,9 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
         url = database_url(settings)
         await migrate(url)
         async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
-            return await queue.enqueue_many(conn, specs)
+            with tracing.creating(count=len(specs), via="cli") as trace:
+                trace.stamp(specs)
+                return await queue.enqueue_many(conn, specs)
 
     ids = run(insert())
     print(json.dumps({"created": len(ids), "first_id": ids[0] if ids else None,

@@ -22,7 +22,7 @@ from typing import Any
 
 import psycopg
 
-from boundq.core import queue
+from boundq.core import queue, tracing
 from boundq.core.config import Settings, load_settings
 from boundq.core.handlers import Registry, default_registry
 from boundq.core.validation import JobSpec, validate_job
@@ -50,13 +50,20 @@ class Client:
         timeout, dedupe_key, ...). A live job holding the same dedupe_key is returned
         instead of a second one."""
         item = {"name": name, "kind": kind, "payload": dict(payload or {}), **fields}
-        row, _ = await queue.enqueue(conn, self.spec(item))
+        spec = self.spec(item)
+        # tracing (core/tracing): a create span, child of the caller's current span
+        with tracing.creating(queue=spec.queue) as trace:
+            spec.trace_parent = trace.trace_parent
+            row, created = await queue.enqueue(conn, spec)
+            trace.created(row["id"], created)
         return row
 
     async def enqueue_many(self, conn: Conn, items: Sequence[Mapping[str, Any]]) -> list[int]:
         """Create many jobs in one transaction (all or none); their ids in input order."""
         specs = [self.spec(item) for item in items]
-        return await queue.enqueue_many(conn, specs)
+        with tracing.creating(count=len(specs)) as trace:  # tracing: one span for the batch
+            trace.stamp(specs)
+            return await queue.enqueue_many(conn, specs)
 
     async def get(self, conn: Conn, job_id: int) -> Row:
         """The job with its attempt history; JobNotFound when there is none."""

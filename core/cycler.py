@@ -27,7 +27,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
-from boundq.core import queue
+from boundq.core import queue, tracing
 from boundq.core.faults import crash_point, lose_answer
 from boundq.core.lanes import Lane
 from boundq.core.ledger import Ledger, Pending
@@ -151,6 +151,7 @@ class Cycler(BackgroundLoop):
 
     async def _write_failures(self, failures: list[Pending], grant: Grant) -> None:
         c = self.config
+        started = tracing.now_ns()  # tracing (core/tracing): the statement's span times
         try:
             async with self.lane.connection(c.deadline_s) as conn:
                 statuses = await queue.fail_batch(conn, c.owner, [p[1] for p in failures],
@@ -159,6 +160,8 @@ class Cycler(BackgroundLoop):
             self.ledger.put_back(failures)  # retried as they are; a lost answer is
             raise                           # recognised then (queue.fail_batch)
         self._settle(failures, set(statuses))
+        if tracing.ENABLED:  # tracing: a complete span per failed attempt, once per batch
+            tracing.failures_written(c.owner, started, failures, statuses)
         self.metrics.failed += len(statuses)
         retried = sum(1 for s in statuses.values() if s != "failed")
         self.metrics.retried += retried
@@ -170,6 +173,7 @@ class Cycler(BackgroundLoop):
         c = self.config
         split = self.planner.split(grant.count) if self.claiming else Split([], [], {})
         results = {p[0].id: p[1].result_json for p in successes if p[1].result_json is not None}
+        started = tracing.now_ns()  # tracing (core/tracing): the statement's span times
         try:
             async with self.gate.claiming(), self.lane.connection(c.deadline_s) as conn:
                 completed, claimed = await queue.complete_and_claim(
@@ -190,6 +194,8 @@ class Cycler(BackgroundLoop):
             raise
         crash_point("after_commit", bool(completed))
         crash_point("after_claim", bool(claimed))
+        if tracing.ENABLED:  # tracing: complete and claim spans, checked once per statement
+            tracing.cycled(c.owner, started, successes, completed, claimed)
         self._settle(successes, completed)
         self.metrics.succeeded += len(completed)
         self._spawn_all(claimed, grant)
@@ -215,10 +221,13 @@ class Cycler(BackgroundLoop):
                     take = min(n, room - len(got))
                     if take <= 0:
                         break
+                    started = tracing.now_ns()  # tracing (core/tracing): span times
                     rows = await queue.claim_limited(conn, c.owner, name, take, c.lease_s,
                                                      oldest=split.oldest.get(name, 0))
                     await lose_answer("claim", bool(rows))
                     crash_point("after_claim", bool(rows))
+                    if tracing.ENABLED:  # tracing: claim spans, before the jobs' run spans
+                        tracing.claimed(c.owner, started, rows)
                     self._spawn_all(rows, grant)
                     got += rows
         except AMBIGUOUS:
@@ -273,6 +282,8 @@ class Cycler(BackgroundLoop):
             self.ledger.requeue([(claim, outcome, _take(grants))
                                  for claim, outcome, _ in still_held])
             self._settle(unheld, done, taken=False)
+            if tracing.ENABLED:  # tracing (core/tracing): spans of what the lost answer did
+                tracing.reconciled(c.owner, unheld, done, adopted if self.claiming else [])
             self.metrics.succeeded += len(done)
             if self.claiming:
                 for row in adopted:

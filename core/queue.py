@@ -26,7 +26,7 @@ Row = dict[str, Any]
 
 _COPY_JOBS = (
     "COPY jobs (id, name, kind, queue, payload, priority, run_at, status, max_attempts, "
-    "timeout_s) FROM STDIN"
+    "timeout_s, trace_parent) FROM STDIN"
 )
 
 
@@ -43,6 +43,7 @@ class ClaimedRow(NamedTuple):
     created_at: datetime
     waited_s: float
     claimed_at: datetime
+    trace_parent: str | None = None  # W3C traceparent stored at create (core/tracing)
 
 
 # A claim plan: how many jobs to take from each queue, in one statement.
@@ -81,6 +82,7 @@ def _spec_params(spec: JobSpec) -> dict[str, Any]:
         "max_attempts": spec.max_attempts,
         "timeout_s": spec.timeout_s,
         "dedupe_key": spec.dedupe_key,
+        "trace_parent": spec.trace_parent,
     }
 
 
@@ -135,7 +137,7 @@ def copy_row(job_id: int, spec: JobSpec, db_now: datetime) -> tuple[Any, ...]:
         run_at = run_at + timedelta(seconds=spec.delay_s)
     status = "scheduled" if run_at > db_now else "new"
     return (job_id, spec.name, spec.kind, spec.queue, spec.payload_json, spec.priority, run_at,
-            status, spec.max_attempts, spec.timeout_s)
+            status, spec.max_attempts, spec.timeout_s, spec.trace_parent)
 
 
 async def _insert_deduped(conn: Conn, specs: Sequence[JobSpec], keyed: list[int],
@@ -160,6 +162,7 @@ async def _insert_deduped(conn: Conn, specs: Sequence[JobSpec], keyed: list[int]
                 "max_attempts": [s.max_attempts for s in chosen],
                 "timeouts": [s.timeout_s for s in chosen],
                 "dedupe_keys": [s.dedupe_key for s in chosen],
+                "trace_parents": [s.trace_parent for s in chosen],
             },
         )
         by_key.update({key: job_id for job_id, key in await cur.fetchall()})
@@ -204,7 +207,7 @@ async def complete_and_claim(
     for row in await cur.fetchall():
         if row[0]:
             claimed.append(ClaimedRow(row[1], row[2], row[3], row[4], row[5], row[6], row[7],
-                                      row[8], row[9], row[10]))
+                                      row[8], row[9], row[10], row[11]))
         else:
             completed.add(row[1])
     return completed, claimed

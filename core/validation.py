@@ -58,6 +58,9 @@ class JobSpec:
     max_attempts: int
     timeout_s: float | None
     dedupe_key: str | None
+    # W3C traceparent of the span that creates the job, set by the producer when tracing
+    # is on (core/tracing); never part of the input.
+    trace_parent: str | None = None
 
 
 def _text(value: Any, field: str, max_len: int, required: bool) -> str | None:

@@ -27,7 +27,7 @@ from typing import Any
 
 import msgspec
 
-from boundq.core import queue
+from boundq.core import queue, tracing
 from boundq.core.claim import Claim
 from boundq.core.config import Settings
 from boundq.core.cycler import ClaimGate, CycleConfig, Cycler
@@ -100,6 +100,9 @@ class Worker:
         self._loop_tasks: list[asyncio.Task[None]] = []
         self._job_tasks: set[asyncio.Task[None]] = set()
         self._unfinished: list[Claim] = []
+        # tracing (core/tracing): a run span around each job when tracing is on, decided
+        # once here, so a job pays nothing for it when tracing is off
+        self._run_one = tracing.wrap_run(self._execute)
         self.metrics.gauges["permits_in_use"] = lambda: float(self.permits.in_use)
         self.metrics.gauges["permits_high_water"] = lambda: float(self.permits.high_water)
 
@@ -201,7 +204,7 @@ class Worker:
         task.add_done_callback(done)
 
     async def _run_job(self, claim: Claim, permit: Permit) -> None:
-        outcome = await self._execute(claim)  # cancellation: see spawn()'s done callback
+        outcome = await self._run_one(claim)  # cancellation: see spawn()'s done callback
         if outcome is None:  # lease lost while running: the result is dropped
             self.ledger.discard(claim)
             return

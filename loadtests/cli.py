@@ -1,4 +1,5 @@
-"""The load tests' command: `boundq flood` (needs the `load` and `report` extras)."""
+"""The load tests' commands: `boundq flood` (needs the `load` and `report` extras) and
+`boundq soak-life` (needs the `report` extras for its figures)."""
 
 from __future__ import annotations
 
@@ -54,6 +55,88 @@ def _flood(args: argparse.Namespace, interrupts: Any) -> int:
     report = write_flood_report(result.run_dir)
     print(f"summary: {report}")
     return 0 if result.passed else 1
+
+
+def cmd_soak_life(args: argparse.Namespace) -> int:
+    from boundq.loadtests.signals import Interrupts
+
+    interrupts = Interrupts().install()
+    try:
+        return _soak_life(args, interrupts)
+    finally:
+        interrupts.restore()
+
+
+def _soak_life(args: argparse.Namespace, interrupts: Any) -> int:
+    try:
+        from boundq.loadtests import soaklife
+        from boundq.loadtests.soaklife_plan import PlanError, SoakOptions, make_plan, quick
+    except ImportError as exc:
+        print(f"boundq soak-life: {exc}; {EXTRAS_HINT}", file=sys.stderr)
+        return 2
+    options = SoakOptions(
+        minutes=args.minutes, interval_s=args.interval, rate=args.rate,
+        load_share=args.load_share, job_ms=args.job_ms, fail_share=args.fail_share,
+        calibration_jobs=args.calibration_jobs,
+        retention_s=args.retention, num_workers=args.num_workers,
+        max_concurrent_jobs=args.max_concurrent_jobs, processes=args.processes,
+        tolerance=args.tolerance, flat_ratio=args.flat_ratio,
+        drain_timeout_s=args.drain_timeout, out_root=Path(args.out),
+        figures=not args.no_figures)
+    if args.quick:
+        quick(options)
+    try:
+        make_plan(options)
+        result = soaklife.run_soak(options, interrupts=interrupts)
+    except (PlanError, soaklife.SoakError) as exc:
+        print(f"boundq soak-life: {exc}", file=sys.stderr)
+        return 2
+    return 0 if result.verdict.passed else 1
+
+
+def _register_soak_life(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("soak-life", help="long-horizon run: a steady load at half capacity "
+                       "while history grows, retention on then off, the xmin horizon pinned; "
+                       "throughput, pickup and table sizes per interval")
+    e = _env
+    p.add_argument("--quick", action="store_true",
+                   help="a 24-second form (1 s intervals, retention 5 s, 200 jobs/s unless --rate, "
+                   "no calibration) for tests")
+    p.add_argument("--minutes", type=float, default=float(e("SOAK_LIFE_MINUTES", "60")),
+                   help="length of the load (SOAK_LIFE_MINUTES, default 60)")
+    p.add_argument("--interval", type=float, default=float(e("SOAK_LIFE_INTERVAL", "60")),
+                   help="seconds per measured interval (SOAK_LIFE_INTERVAL, default 60)")
+    p.add_argument("--rate", type=float, default=float(e("SOAK_LIFE_RATE", "0")) or None,
+                   help="jobs/s offered; default: --load-share of the calibrated capacity "
+                   "(SOAK_LIFE_RATE)")
+    p.add_argument("--load-share", type=float, default=float(e("SOAK_LIFE_LOAD_SHARE", "0.5")),
+                   help="share of the calibrated capacity offered (default 0.5)")
+    p.add_argument("--job-ms", type=int, default=int(e("SOAK_LIFE_JOB_MS", "0")),
+                   help="`sleep` jobs of this many ms; 0 = noop (default)")
+    p.add_argument("--fail-share", type=float, default=float(e("SOAK_LIFE_FAIL_SHARE", "0.01")),
+                   help="share of `fail` jobs (max_attempts 1: dead letters at once), so "
+                   "that FAILED_RETENTION_SECONDS has rows to delete (default 0.01)")
+    p.add_argument("--calibration-jobs", type=int,
+                   default=int(e("SOAK_LIFE_CALIBRATION_JOBS", "30000")),
+                   help="backlog drained to measure capacity (default 30000)")
+    p.add_argument("--retention", type=float, default=float(e("SOAK_LIFE_RETENTION", "0"))
+                   or None, help="RETENTION_SECONDS of the retention-on phase (default: two "
+                   "intervals)")
+    p.add_argument("--workers", dest="num_workers", type=int,
+                   default=int(e("SOAK_LIFE_WORKERS", "3")), help="NUM_WORKERS (default 3)")
+    p.add_argument("--concurrency", dest="max_concurrent_jobs", type=int,
+                   default=int(e("SOAK_LIFE_CONCURRENCY", "200")),
+                   help="MAX_CONCURRENT_JOBS (default 200)")
+    p.add_argument("--processes", type=int, default=int(e("SOAK_LIFE_PROCESSES", "1")),
+                   help="`boundq worker` processes (default 1)")
+    p.add_argument("--tolerance", type=float, default=0.10,
+                   help="throughput and p99 within this share of the baseline (0.10)")
+    p.add_argument("--flat-ratio", type=float, default=1.2,
+                   help="jobs' size with retention on may grow this much (1.2)")
+    p.add_argument("--drain-timeout", type=float, default=300.0)
+    p.add_argument("--no-figures", action="store_true")
+    p.add_argument("--out", default=e("SOAK_LIFE_OUT", "reports/runs"), help="runs folder")
+    p.set_defaults(func=cmd_soak_life)
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -116,3 +199,4 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--ui-port", type=int, default=int(e("FLOOD_UI_PORT", "8089")))
     p.add_argument("--out", default=e("FLOOD_OUT", "reports/runs"), help="runs folder")
     p.set_defaults(func=cmd_flood)
+    _register_soak_life(sub)

@@ -14,6 +14,11 @@ the first claim to the last finish (reports/drain_run.py). Side by side in one r
   naive       the seed's design: 3 loops, one job per claim transaction and per completion
   pgqueuer    PgQueuer's QueueManager (asyncpg), if the `peers` extra is installed
   memory      peak RSS draining the same number of jobs from a 10k and a 1M backlog
+  delayed     (--delayed-ratio R) each boundq setting again beside R x --jobs jobs due in a
+              day at priority 9, written after the runnable ones as boundq writes them
+              (`scheduled`; --delayed-plain: an INSERT that leaves status to its default,
+              which the scout moves), drained to the last runnable job; the ratio to the
+              drain alone is printed per round
 
     python -m boundq.reports.drain --jobs 100000 --concurrency 1,5,50,200,500 --naive --peers
 """
@@ -42,10 +47,14 @@ Config = tuple[str, str, dict[str, Any]]
 
 
 def measure(base: str, label: str, mode: str, jobs: int, backlog: int | None = None,
-            concurrency: int = 0, workers: int = 3, batch: int = 50) -> dict[str, Any]:
-    """One drain of `jobs` jobs (of a `backlog`, all by default) in a fresh database."""
+            concurrency: int = 0, workers: int = 3, batch: int = 50,
+            delayed: int = 0, delayed_as: str = "boundq") -> dict[str, Any]:
+    """One drain of `jobs` jobs (of a `backlog`, all by default) in a fresh database,
+    beside `delayed` future jobs written after them (boundq only)."""
     backlog = backlog or jobs
-    url = prepare(base, SYSTEM_OF[mode], backlog)
+    url = prepare(base, SYSTEM_OF[mode], backlog, delayed=delayed, delayed_as=delayed_as)
+    if delayed:
+        backlog += delayed
     postmaster = postmaster_pid(url)
     server_before = server_cpu_seconds(postmaster) if postmaster else 0.0
     if mode == "boundq":
@@ -58,7 +67,7 @@ def measure(base: str, label: str, mode: str, jobs: int, backlog: int | None = N
         result["server_cpu_s"] = server_cpu_seconds(postmaster) - server_before
     result.update({"label": label, "mode": mode, "jobs": result["finished"],
                    "backlog": backlog, "concurrency": concurrency, "workers": workers,
-                   "batch": batch})
+                   "batch": batch, "delayed": delayed})
     print(f"  {label:<40} {result['jobs_per_s']:>10,.0f} jobs/s   peak RSS "
           f"{result['peak_rss_mb']:6.1f} MiB   CPU/job {cpu_per_job(result)}", flush=True)
     return result
@@ -72,6 +81,10 @@ def plan(args: argparse.Namespace) -> list[Config]:
     for value in levels:
         kw = {"concurrency": value, "workers": args.workers}
         configs.append((f"boundq MAX_CONCURRENT_JOBS={value}", "boundq", kw))
+        if args.delayed_ratio:
+            configs.append((f"boundq MAX_CONCURRENT_JOBS={value} + {args.delayed_ratio}x delayed",
+                            "boundq", {**kw, "delayed": args.delayed_ratio * args.jobs,
+                                       "delayed_as": "plain" if args.delayed_plain else "boundq"}))
         if args.in_process:
             configs.append((f"in-process MAX_CONCURRENT_JOBS={value}", "in-process", kw))
     if args.naive:
@@ -86,6 +99,15 @@ def plan(args: argparse.Namespace) -> list[Config]:
     return configs
 
 
+def _print_delayed_ratios(results: list[dict[str, Any]]) -> None:
+    alone = {r["concurrency"]: r["jobs_per_s"] for r in results
+             if r["mode"] == "boundq" and not r.get("delayed")}
+    for r in results:
+        if r.get("delayed") and alone.get(r["concurrency"]):
+            print(f"  beside {r['delayed']:,} delayed jobs: {r['jobs_per_s'] / alone[r['concurrency']]:.2f}"
+                  f" x the drain alone (MAX_CONCURRENT_JOBS={r['concurrency']})", flush=True)
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m boundq.reports.drain", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -98,12 +120,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--naive", action="store_true", help="also the one-job-per-txn loop")
     parser.add_argument("--peers", action="store_true", help="also PgQueuer (peers extra)")
     parser.add_argument("--memory", action="store_true", help="peak RSS: 10k vs 1M backlog")
+    parser.add_argument("--delayed-ratio", type=int, default=0,
+                        help="also drain beside this many times --jobs future jobs")
+    parser.add_argument("--delayed-plain", action="store_true",
+                        help="the delayed jobs as a plain INSERT leaves them (status new)")
     parser.add_argument("--repeat", type=int, default=1,
                         help="rounds; each measures every configuration once")
     parser.add_argument("--out", default="reports/runs/bench")
     args = parser.parse_args(argv)
     if args.jobs < 1 or args.repeat < 1:
         parser.error("--jobs and --repeat must be at least 1")
+    if not 0 <= args.delayed_ratio <= 100:
+        parser.error("--delayed-ratio must be between 0 and 100")
     return args
 
 
@@ -123,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         this_round = [{**measure(base, label, mode, args.jobs, **kw), "round": round_no}
                       for label, mode, kw in configs]
         print_round(this_round)
+        _print_delayed_ratios(this_round)
         results += this_round
     if args.repeat > 1:
         summarize(results)

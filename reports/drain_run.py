@@ -53,7 +53,26 @@ def fill_backlog(url: str, jobs: int) -> None:
             copy.write_row(("bench", "noop"))
 
 
-def prepare(base: str, system: str, backlog: int, name: str = BENCH_DB) -> str:
+COPY_DELAYED_AS_BOUNDQ = "COPY jobs (name, kind, priority, run_at, status) FROM STDIN"
+COPY_DELAYED_PLAIN = "COPY jobs (name, kind, priority, run_at) FROM STDIN"
+
+
+def fill_delayed(url: str, jobs: int, as_written_by: str = "boundq") -> None:
+    """COPY `jobs` no-op jobs due in a day at priority 9. As boundq writes them (enqueue,
+    the API: status `scheduled`), or (`plain`) as an INSERT that gives run_at but leaves
+    status to its default `new`, which the scout then moves to `scheduled` in batches."""
+    statement = (COPY_DELAYED_AS_BOUNDQ if as_written_by == "boundq" else COPY_DELAYED_PLAIN)
+    with psycopg.connect(url, autocommit=True) as conn:
+        due = conn.execute("SELECT now() + interval '1 day'").fetchone()
+        assert due is not None
+        row = ("delayed", "noop", 9, due[0]) + (("scheduled",) if as_written_by == "boundq" else ())
+        with conn.cursor() as cur, cur.copy(statement) as copy:
+            for _ in range(jobs):
+                copy.write_row(row)
+
+
+def prepare(base: str, system: str, backlog: int, name: str = BENCH_DB,
+            delayed: int = 0, delayed_as: str = "boundq") -> str:
     """A fresh database with `backlog` no-op jobs of `system` waiting, VACUUM ANALYZEd
     (as autovacuum leaves a queue table in service) and checkpointed, so that no run
     inherits the fill's write-out. Returns its URL."""
@@ -67,6 +86,8 @@ def prepare(base: str, system: str, backlog: int, name: str = BENCH_DB) -> str:
     else:
         asyncio.run(migrate(url))
         fill_backlog(url, backlog)
+        if delayed:
+            fill_delayed(url, delayed, delayed_as)
     with dbwatch.connect(url) as conn:
         conn.execute("VACUUM ANALYZE")
         with contextlib.suppress(psycopg.errors.InsufficientPrivilege):

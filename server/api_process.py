@@ -21,6 +21,7 @@ from collections.abc import Iterator
 import uvicorn
 from starlette.applications import Starlette
 
+from boundq.core import tracing
 from boundq.core.config import Settings, load_settings
 from boundq.core.gc_tuning import SERVE_THRESHOLDS, tune_gc
 from boundq.core.handlers import import_handler_modules
@@ -76,6 +77,7 @@ async def run_api(settings: Settings, url: str, sock: socket.socket) -> int:
 def main() -> int:
     settings = load_settings()
     configure_logging(settings.log_format, settings.log_level)
+    tracing.configure("boundq-api", instrument_psycopg=True)  # before the pool connects
     if settings.handler_modules:
         import_handler_modules(settings.handler_modules)
     url = os.environ["DATABASE_URL"]

@@ -8,6 +8,7 @@ beside the worker processes.
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -20,12 +21,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from boundq.core import queue
+from boundq.core import queue, tracing
 from boundq.core.config import Settings
 from boundq.core.handlers import Registry
 from boundq.core.metrics import CONTENT_TYPE, render_all
 from boundq.core.migrate import LATEST_VERSION
 from boundq.core.queries import Q
+from boundq.core.states import TERMINAL
 from boundq.core.validation import QUEUE_NAME, validate_job
 from boundq.server import idempotency, tenancy
 from boundq.server.admission import Door
@@ -42,6 +44,7 @@ from boundq.server.schedules import SCHEDULE_ROUTES
 from boundq.server.schemas import STATUSES
 from boundq.server.state import ApiState
 from boundq.server.stats import compute_stats
+from boundq.server.ui import UI_ROUTES
 
 MAX_ID = 2**63 - 1
 
@@ -87,6 +90,20 @@ def _query_int(request: Request, name: str, lo: int, hi: int) -> int | None:
     return value
 
 
+def _query_seconds(request: Request, name: str, most: float) -> float | None:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return None
+    try:
+        value = float(raw) if len(raw) <= 20 else math.nan
+    except ValueError:
+        value = math.nan
+    if not 0 <= value <= most:  # NaN and infinities fail too
+        raise ApiError(422, "invalid_field", f"must be a number of seconds from 0 to {most:g}",
+                       name)
+    return value
+
+
 # --- jobs -----------------------------------------------------------------------------
 async def create_job(request: Request) -> Response:
     state = _state(request)
@@ -100,13 +117,17 @@ async def create_job(request: Request) -> Response:
     spec = validate_job(job.as_item(), state.registry, state.settings)
     scope.require_queue(spec.queue)
     await state.monitor.admit(1)
-    if key is None:
-        row, created = await state.batcher.create(spec)
-        tenancy.check_created(spec, row, created, scope)
-    else:
-        async with state.connection() as conn:
-            row, created = await idempotency.create_idempotent(
-                conn, spec, key, idempotency.request_hash(job), scope)
+    # tracing (core/tracing): the create span; the job stores its context (off: a no-op)
+    with tracing.creating(request.headers, via="api", queue=spec.queue) as trace:
+        spec.trace_parent = trace.trace_parent
+        if key is None:
+            row, created = await state.batcher.create(spec)
+            tenancy.check_created(spec, row, created, scope)
+        else:
+            async with state.connection() as conn:
+                row, created = await idempotency.create_idempotent(
+                    conn, spec, key, idempotency.request_hash(job), scope)
+        trace.created(row["id"], created)
     if created:
         state.monitor.note_created(1)
         state.metrics.jobs_created += 1
@@ -120,13 +141,25 @@ async def get_job(request: Request) -> Response:
     job_id = _job_id(request)
     state.monitor.check_available()
 
+    wait_s = _query_seconds(request, "wait", state.options.waits.max_wait_s)
+
     async def read(conn: Conn) -> dict[str, Any]:
         row = await tenancy.get_job(conn, job_id, scope)
         row["attempt_history"] = await queue.job_attempts(conn, job_id)
         return row
 
-    # the replica while it is close behind; the primary when it does not have the job
-    return json_response(await state.reads.read(read))
+    if not wait_s:
+        # the replica while it is close behind; the primary when it does not have the job
+        return json_response(await state.reads.read(read))
+    # A long poll reads the primary: the answer must not be older than the wake-up.
+    async with state.connection() as conn:
+        row = await read(conn)
+    if row["status"] in TERMINAL:
+        return json_response(row)
+    await state.waits.wait(job_id, wait_s)
+    state.monitor.check_available()
+    async with state.connection() as conn:
+        return json_response(await read(conn))
 
 
 async def list_jobs(request: Request) -> Response:
@@ -268,6 +301,7 @@ ROUTES = [
     *MODULE_ROUTES,
     *FLOW_ROUTES,
     *SCHEDULE_ROUTES,
+    *UI_ROUTES,
 ]
 
 

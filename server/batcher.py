@@ -38,7 +38,7 @@ def _item(spec: JobSpec) -> dict[str, Any]:
             "payload": msgspec.Raw(spec.payload_json),
             "priority": spec.priority, "run_at": spec.run_at, "delay_s": spec.delay_s,
             "max_attempts": spec.max_attempts, "timeout_s": spec.timeout_s,
-            "dedupe_key": spec.dedupe_key}
+            "dedupe_key": spec.dedupe_key, "trace_parent": spec.trace_parent}
 
 
 async def insert_batch(conn: psycopg.AsyncConnection[Any], specs: list[JobSpec]) -> list[Result]:

@@ -12,6 +12,7 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
+from boundq.core import tracing
 from boundq.core.validation import JobSpec, validate_job
 from boundq.server.body import decode_item, decode_items, media_type, read_body, require_json, too_large
 from boundq.server.bulkwrite import BatchRejected, Validate
@@ -72,9 +73,11 @@ async def bulk_create(request: Request) -> Response:
         raise ApiError(422, "invalid_field", "the array holds no jobs", "body")
     await state.monitor.admit(len(raws))
     try:
-        async with state.connection() as conn:
-            ids, errors = await write_bulk_in_scope(conn, raws, _validator(state), atomic,
-                                                    scope)
+        # tracing (core/tracing): one create span for the batch; every job stores it
+        with tracing.creating(request.headers, count=len(raws), via="bulk") as trace:
+            async with state.connection() as conn:
+                ids, errors = await write_bulk_in_scope(
+                    conn, raws, trace.stamping(_validator(state)), atomic, scope)
     except BatchRejected as rejected:
         errors = rejected.errors
         first = errors[0]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from boundq.core import tracing
 from boundq.core.cli import database_url, load_handlers, settings_from, worker_argv, worker_flags
 from boundq.core.logs import configure_logging
 
@@ -14,6 +15,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     configure_logging(settings.log_format, settings.log_level)
     load_handlers(settings, args)  # fail here, once, on a bad handler module
+    tracing.require()  # the API and worker processes set tracing up; fail here, once
     if getattr(args, "handlers", None):  # the API process validates payloads with them
         import os
 

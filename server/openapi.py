@@ -195,7 +195,12 @@ def build_openapi(settings: Settings, options: ApiOptions) -> dict[str, Any]:
             }}, **w)},
         "/jobs/{job_id}": {"get": _op("A job and its attempt history", {
             "200": _json(_ref("JobDetail"), "The job"),
-            **_errors(*read_401, 404, 503)}, parameters=[_job_id_param()], **r)},
+            **_errors(*read_401, 404, 422, 429, 503)}, parameters=[_job_id_param(), {
+                "name": "wait", "in": "query",
+                "description": "long poll: answer when the job is terminal or after this "
+                               "many seconds",
+                "schema": {"type": "number", "minimum": 0,
+                           "maximum": options.waits.max_wait_s}}], **r)},
         "/jobs/{job_id}/cancel": {"post": _op("Cancel a new or processing job", {
             **job_200, **_errors(*write_401, 404, 409, 503)},
             parameters=[_job_id_param()], **w)},

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from boundq.server.waits import WaitSettings
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,3 +31,4 @@ class ApiOptions:
     # refused and other work waits its turn.
     max_creates_in_flight: int = 512
     shed_lag_s: float = 0.05
+    waits: WaitSettings = field(default_factory=WaitSettings)  # GET /jobs/{id}?wait=S

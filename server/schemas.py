@@ -81,6 +81,7 @@ class Job(msgspec.Struct):
     finished_at: Timestamp | None
     updated_at: Timestamp
     result: Any  # what the handler returned (success only; else null)
+    trace_parent: str | None  # W3C traceparent of the create span (tracing on; else null)
 
 
 class Attempt(msgspec.Struct):

@@ -20,6 +20,7 @@ from boundq.server.metrics import ApiExporter, ApiMetrics
 from boundq.server.options import ApiOptions
 from boundq.server.pool import ApiPool
 from boundq.server.replica import ReadRouter
+from boundq.server.waits import WaitRoom
 
 __all__ = ["ApiOptions", "ApiState"]
 
@@ -44,6 +45,7 @@ class ApiState:
         self.batcher = CreateBatcher(self.pool, o, self.metrics)
         self.lag = LagProbe()
         self.auth = Authorizer(settings, o.protect_reads)
+        self.waits = WaitRoom(self.pool.connection, o.waits, o.retry_after_s)
         # /stats per scope (frozenset of queues; None = every queue): (monotonic, stats)
         self.stats_cache: dict[frozenset[str] | None, tuple[float, dict[str, Any]]] = {}
         self.stats_lock = asyncio.Lock()
@@ -69,6 +71,7 @@ class ApiState:
         if self._stop.is_set():
             return
         self._stop.set()
+        await self.waits.close()
         await self.batcher.drain(timeout_s=5)
         for task in self._tasks:
             task.cancel()

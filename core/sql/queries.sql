@@ -15,10 +15,10 @@
 -- One job. A run_at in the future makes it `scheduled` (the stager makes it `new` when
 -- due). ON CONFLICT covers dedupe_key among unfinished jobs: no row back = duplicate.
 INSERT INTO jobs (name, kind, queue, payload, priority, run_at, status, max_attempts,
-                  timeout_s, dedupe_key)
+                  timeout_s, dedupe_key, trace_parent)
 SELECT %(name)s, %(kind)s, %(queue)s, %(payload)s, %(priority)s, at.run_at,
        CASE WHEN at.run_at > now() THEN 'scheduled'::job_status ELSE 'new'::job_status END,
-       %(max_attempts)s, %(timeout_s)s, %(dedupe_key)s
+       %(max_attempts)s, %(timeout_s)s, %(dedupe_key)s, %(trace_parent)s
 FROM (SELECT coalesce(%(run_at)s::timestamptz, now())
              + make_interval(secs => %(delay_s)s::float8) AS run_at) AS at
 ON CONFLICT (dedupe_key)
@@ -29,16 +29,17 @@ RETURNING *
 -- name: job_insert_many_deduped
 -- Many jobs that carry dedupe keys; duplicates (also within the batch) are skipped.
 INSERT INTO jobs (name, kind, queue, payload, priority, run_at, status, max_attempts,
-                  timeout_s, dedupe_key)
+                  timeout_s, dedupe_key, trace_parent)
 SELECT name, kind, queue, payload, priority, at.run_at,
        CASE WHEN at.run_at > now() THEN 'scheduled'::job_status ELSE 'new'::job_status END,
-       max_attempts, timeout_s, dedupe_key
+       max_attempts, timeout_s, dedupe_key, trace_parent
 FROM unnest(
     %(names)s::text[], %(kinds)s::text[], %(queues)s::text[], %(payloads)s::jsonb[],
     %(priorities)s::smallint[], %(run_ats)s::timestamptz[], %(delays)s::float8[],
-    %(max_attempts)s::int[], %(timeouts)s::float8[], %(dedupe_keys)s::text[]
+    %(max_attempts)s::int[], %(timeouts)s::float8[], %(dedupe_keys)s::text[],
+    %(trace_parents)s::text[]
 ) WITH ORDINALITY AS item(name, kind, queue, payload, priority, run_at, delay_s,
-                          max_attempts, timeout_s, dedupe_key, ord)
+                          max_attempts, timeout_s, dedupe_key, trace_parent, ord)
 CROSS JOIN LATERAL (SELECT coalesce(item.run_at, now())
                            + make_interval(secs => item.delay_s) AS run_at) AS at
 ORDER BY ord
@@ -60,6 +61,11 @@ WHERE dedupe_key = %(dedupe_key)s AND status IN ('scheduled', 'blocked', 'new', 
 
 -- name: job_get
 SELECT * FROM jobs WHERE id = %(id)s
+
+-- name: job_terminal_among
+-- Which of these waited jobs have finished (long polls, server/waits.py): primary key only.
+SELECT id FROM jobs
+WHERE id = ANY(%(ids)s::bigint[]) AND status IN ('success', 'failed', 'cancelled')
 
 -- name: job_attempts_list
 -- Ended attempts have a row; the running one (if any) is the jobs row itself.
@@ -178,7 +184,8 @@ WITH done AS (
     FROM picked
     WHERE j.id = picked.id  -- picked holds the row locks, taken after re-checking status
     RETURNING j.id, j.attempts, j.kind, j.queue, j.payload, j.timeout_s, j.run_at,
-              j.created_at, greatest(extract(epoch FROM now() - j.run_at), 0)::float8 AS waited_s
+              j.created_at, greatest(extract(epoch FROM now() - j.run_at), 0)::float8 AS waited_s,
+              j.trace_parent
 ), events AS (
     SELECT queue, 1 AS succeeded, 0 AS claimed, NULL::float8 AS waited_s FROM done
     UNION ALL
@@ -214,10 +221,12 @@ WITH done AS (
 )
 SELECT false AS claimed, id, attempts, NULL::text AS kind, NULL::text AS queue,
        NULL::jsonb AS payload, NULL::float8 AS timeout_s, NULL::timestamptz AS run_at,
-       NULL::timestamptz AS created_at, NULL::float8 AS waited_s, now() AS at
+       NULL::timestamptz AS created_at, NULL::float8 AS waited_s, now() AS at,
+       NULL::text AS trace_parent
 FROM done
 UNION ALL
-SELECT true, id, attempts, kind, queue, payload, timeout_s, run_at, created_at, waited_s, now()
+SELECT true, id, attempts, kind, queue, payload, timeout_s, run_at, created_at, waited_s, now(),
+       trace_parent
 FROM claimed
 
 -- name: job_heartbeat
@@ -300,7 +309,8 @@ WHERE a.owner = %(owner)s
 -- permits were held back meanwhile), so none waits out its lease unseen. Reads the
 -- running rows (jobs_running_idx), a set bounded by the permits of all workers.
 SELECT id, attempts, kind, queue, payload, timeout_s, run_at, created_at,
-       greatest(extract(epoch FROM started_at - run_at), 0)::float8 AS waited_s, started_at
+       greatest(extract(epoch FROM started_at - run_at), 0)::float8 AS waited_s, started_at,
+       trace_parent
 FROM jobs
 WHERE started_at IS NOT NULL AND finished_at IS NULL
   AND lease_owner = %(owner)s AND status = 'processing'
@@ -611,15 +621,16 @@ WITH item AS MATERIALIZED (
            coalesce(u.run_at, now()) + make_interval(secs => u.delay_s) AS due_at
     FROM ROWS FROM (json_to_recordset(%(items)s::json) AS (
         name text, kind text, queue text, payload jsonb, priority smallint,
-        run_at timestamptz, delay_s float8, max_attempts int, timeout_s float8, dedupe_key text
+        run_at timestamptz, delay_s float8, max_attempts int, timeout_s float8, dedupe_key text,
+        trace_parent text
     )) WITH ORDINALITY AS u(name, kind, queue, payload, priority, run_at, delay_s,
-                            max_attempts, timeout_s, dedupe_key, ord)
+                            max_attempts, timeout_s, dedupe_key, trace_parent, ord)
 ), inserted AS (
     INSERT INTO jobs (id, name, kind, queue, payload, priority, run_at, status, max_attempts,
-                      timeout_s, dedupe_key)
+                      timeout_s, dedupe_key, trace_parent)
     SELECT id, name, kind, queue, payload, priority, due_at,
            CASE WHEN due_at > now() THEN 'scheduled'::job_status ELSE 'new'::job_status END,
-           max_attempts, timeout_s, dedupe_key
+           max_attempts, timeout_s, dedupe_key, trace_parent
     FROM item
     ORDER BY ord
     ON CONFLICT (dedupe_key)

@@ -22,6 +22,7 @@ from boundq.core.pgembed import EmbeddedPostgres, free_port
 from boundq.server.api_process import ApiServer
 from boundq.server.app import create_app
 from boundq.server.state import ApiOptions, ApiState
+from boundq.server.waits import WaitSettings
 from tests.conftest import fast_settings, scratch_database
 
 # Tight limits so the bad-input tests finish quickly. Shedding on event-loop lag is off:
@@ -29,7 +30,8 @@ from tests.conftest import fast_settings, scratch_database
 # (test_admission.py turns it on where it is what is tested).
 TEST_OPTIONS = ApiOptions(pool_size=4, pool_wait_s=0.5, body_timeout_s=1.0,
                           bulk_body_timeout_s=1.0, depth_refresh_s=0.2, probe_interval_s=0.2,
-                          stats_cache_s=0.0, shed_lag_s=3600.0)
+                          stats_cache_s=0.0, shed_lag_s=3600.0,
+                          waits=WaitSettings(max_wait_s=2.0, poll_s=0.05))
 
 
 @dataclass

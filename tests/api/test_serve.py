@@ -25,7 +25,7 @@ NO_SHEDDING = {"API_SHED_LAG_SECONDS": "3600"}
 def test_serve_runs_api_and_workers_and_stops_on_sigterm(db_url: str) -> None:
     port = free_port()
     env = {**os.environ, "DATABASE_URL": db_url, "HTTP_PORT": str(port), "LOG_LEVEL": "warning",
-           "POLL_INTERVAL_SECONDS": "0.1", "SHUTDOWN_GRACE_SECONDS": "1",
+           "POLL_INTERVAL_SECONDS": "0.1", "SHUTDOWN_GRACE_SECONDS": "1", "API_NICE": "0",
            "API_POOL_BUFFER": "3", "MAX_DB_CONNECTIONS": "10", **NO_SHEDDING}
     proc = subprocess.Popen([sys.executable, "-m", "boundq", "serve"], env=env,
                             stderr=subprocess.PIPE, text=True)
@@ -74,7 +74,7 @@ def test_serve_drains_on_signals_to_the_whole_group(db_url: str, tmp_path, sig) 
     the parent forwards it too: everyone stops once, gracefully, without a traceback."""
     port = free_port()
     env = {**os.environ, "DATABASE_URL": db_url, "HTTP_PORT": str(port), "LOG_LEVEL": "info",
-           "POLL_INTERVAL_SECONDS": "0.1", "SHUTDOWN_GRACE_SECONDS": "0.5",
+           "POLL_INTERVAL_SECONDS": "0.1", "SHUTDOWN_GRACE_SECONDS": "0.5", "API_NICE": "0",
            "MAX_CONCURRENT_JOBS": "3", "WORKER_PROCESSES": "2", **NO_SHEDDING}
     log = tmp_path / "serve.log"
     with open(log, "wb") as out:

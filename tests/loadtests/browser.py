@@ -1,5 +1,10 @@
 """A tiny Chrome DevTools Protocol client: headless Debian Chromium, one page, JS and
-screenshots. Enough to drive a web UI from a test without a driver binary."""
+screenshots. Enough to drive a web UI from a test without a driver binary.
+
+`ensure_chromium` is how the suite gets its browser (this client's tests and the
+dashboard's Playwright tests in tests/ui alike): Debian's `chromium` package, never a
+browser build of its own. `python -m tests.loadtests.browser` (`make browser`, run by
+`make test`) installs it before the suite starts, or exits non-zero saying why not."""
 
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.request
@@ -119,3 +125,10 @@ def chromium(binary: str) -> Iterator[Page]:
             proc.kill()
             proc.wait(5)
         shutil.rmtree(profile, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    found = ensure_chromium()
+    if found is None:
+        sys.exit(f"boundq: no Chromium for the browser tests: "
+                 f"{os.environ.get('CHROMIUM_SKIP_REASON', 'it cannot be installed')}")
