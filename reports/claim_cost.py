@@ -1,9 +1,9 @@
 """What a claim costs with flow control: one claim of --batch jobs through the cycle's
 statement (job_complete_and_claim, nothing to finish) against boundq_claim_limited, with
 no settings, with a rate limit on an unrelated kind, and with a generous concurrency limit
-on the claimed queue. Timed on the client around the statement (one round trip), in
-alternating rounds on one connection; each round's claims are then finished (untimed) so
-that no variant counts more running rows than another.
+on the claimed queue. Timed on the client around the statement (one round trip and its
+durable commit), in rounds on one connection whose order rotates; each claim's jobs are
+then finished (untimed) so that no variant counts more running rows than another.
 
     python -m boundq.reports.claim_cost --batch 100 --rounds 60
 """
@@ -58,8 +58,13 @@ SETTINGS: dict[str, LiteralString] = {
 async def measure(url: str, batch: int, rounds: int) -> dict[str, list[float]]:
     times: dict[str, list[float]] = {v: [] for v in VARIANTS}
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
-        for _ in range(rounds):
-            for variant, (_, claim) in VARIANTS.items():
+        names = list(VARIANTS)
+        for i in range(rounds):
+            # rotated each round: the first claim after a round walks past the index
+            # entries the previous claims left dead (and marks them), so no variant may
+            # always go first
+            for variant in names[i % len(names):] + names[:i % len(names)]:
+                claim = VARIANTS[variant][1]
                 await conn.execute(SETTINGS[variant])  # literal text: no parameters
                 started = time.perf_counter()
                 rows = await claim(conn, batch)
