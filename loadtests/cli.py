@@ -44,7 +44,9 @@ def _flood(args: argparse.Namespace, interrupts: Any) -> int:
         ui_port=args.ui_port if args.ui else None, locust_processes=args.locust_processes,
         calibration_s=args.calibration_seconds, calibration_jobs=args.calibration_jobs,
         pace_threshold=args.pace_threshold, extra_workers=args.extra_workers,
-        proxied_worker=args.proxied_worker, partition_s=args.partition)
+        proxied_worker=args.proxied_worker, partition_s=args.partition,
+        alone_s=args.alone_seconds, limit_rate=args.limit_rate, limit_burst=args.limit_burst,
+        isolation_threshold=args.isolation_threshold, flow_threshold=args.flow_threshold)
     if options.proxied_worker and options.extra_workers < 1:
         options.extra_workers = 1
     try:
@@ -144,9 +146,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                        "acknowledged job was lost")
     e = _env
     p.add_argument("--scenario", default=e("FLOOD_SCENARIO", "mixed"),
-                   choices=["mixed", "create", "bulk", "arrival", "step"],
+                   choices=["mixed", "create", "bulk", "arrival", "step", "tenants",
+                            "ratelimited"],
                    help="Locust users: mixed reads/writes, single creates, bulk uploads, "
-                   "open-loop arrivals at --rate, or a step-load shape (FLOOD_SCENARIO)")
+                   "open-loop arrivals at --rate, a step-load shape; flow control: tenants "
+                   "(tenant A floods its queue beside tenant B's steady --rate) or "
+                   "ratelimited (a rate-limited kind flooded beside unlimited jobs at "
+                   "--rate) (FLOOD_SCENARIO)")
     p.add_argument("--users", type=int, default=int(e("FLOOD_USERS", "50")),
                    help="Locust users (FLOOD_USERS, default 50)")
     p.add_argument("--spawn-rate", type=float, default=float(e("FLOOD_SPAWN_RATE", "0")),
@@ -155,7 +161,23 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="seconds of load (FLOOD_TIME, default 30)")
     p.add_argument("--rate", default=e("FLOOD_RATE", ""),
                    help="arrival scenario: jobs/s, or Nx = N times the capacity bound "
-                   "MAX_CONCURRENT_JOBS x 1000 / job ms (FLOOD_RATE)")
+                   "MAX_CONCURRENT_JOBS x 1000 / job ms; tenants and ratelimited: the steady "
+                   "queue's creates/s (default 20) (FLOOD_RATE)")
+    p.add_argument("--alone-seconds", type=float, default=float(e("FLOOD_ALONE_S", "10")),
+                   help="tenants, ratelimited: the steady queue alone this long before the "
+                   "flood, its pickup p99 the reference (FLOOD_ALONE_S, default 10)")
+    p.add_argument("--limit-rate", type=float, default=float(e("FLOOD_LIMIT_RATE", "20")),
+                   help="ratelimited: the kind's rate_per_s (FLOOD_LIMIT_RATE, default 20)")
+    p.add_argument("--limit-burst", type=int, default=int(e("FLOOD_LIMIT_BURST", "10")),
+                   help="ratelimited: the kind's burst (FLOOD_LIMIT_BURST, default 10)")
+    p.add_argument("--isolation-threshold", type=float,
+                   default=float(e("FLOOD_ISOLATION_THRESHOLD", "2")),
+                   help="tenants, ratelimited: fail when the steady queue's pickup p99 while "
+                   "flooded is above this times its p99 alone (FLOOD_ISOLATION_THRESHOLD, 2)")
+    p.add_argument("--flow-threshold", type=float,
+                   default=float(e("FLOOD_FLOW_THRESHOLD", "0.5")),
+                   help="tenants, ratelimited: fail when the steady queue finishes fewer jobs "
+                   "a second while flooded than this times alone (FLOOD_FLOW_THRESHOLD, 0.5)")
     p.add_argument("--job-ms", type=int, default=int(e("FLOOD_JOB_MS", "10")),
                    help="job duration: `sleep` jobs of this many ms; 0 = noop (FLOOD_JOB_MS, "
                    "default 10)")

@@ -30,10 +30,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
 
+import psycopg
+
 from boundq.core import dbadmin
 from boundq.core.config import Settings, describe, load_settings
 from boundq.core.pgembed import free_port, resolve_database_url
 from boundq.core.runinfo import run_metadata, timestamp
+from boundq.loadtests import flow_scenarios as flows
 from boundq.loadtests import pace as pacing
 from boundq.loadtests import processes as procs
 from boundq.loadtests.hosts import Hosts, HostsError
@@ -74,6 +77,12 @@ class FloodOptions:
     proxied_worker: bool = False  # the last extra worker goes through the fault proxy
     partition_s: float = 0.0  # black-hole the proxied worker this long during the load
     server_env: dict[str, str] = field(default_factory=dict)
+    # flow scenarios (tenants, ratelimited; loadtests/flow_scenarios.py)
+    alone_s: float = 10.0  # the steady queue alone before the flood
+    limit_rate: float = 20.0  # ratelimited: the kind's rate_per_s
+    limit_burst: int = 10  # ratelimited: its burst
+    isolation_threshold: float = 2.0  # fail when steady pickup p99 flooded > this x alone
+    flow_threshold: float = 0.5  # fail when steady completions/s flooded < this x alone
 
 
 @dataclass
@@ -149,10 +158,14 @@ def _run_flood(o: FloodOptions, out: TextIO, interrupts: Interrupts) -> FloodRes
     base_url = resolve_database_url(o.database_url or load_settings().database_url)
     db_url = dbadmin.fresh_database(base_url, FLOOD_DB) if o.fresh_db else base_url
     port = free_port()
-    server_env = _server_env(o, db_url, port)
+    flow = (flows.FlowPlan(o.scenario, 0.0, o.limit_rate, o.limit_burst, o.isolation_threshold,
+                           o.flow_threshold) if o.scenario in flows.FLOW_SCENARIOS else None)
+    server_env = _server_env(o, db_url, port) | (flow.server_env() if flow else {})
     settings = load_settings(server_env)  # and ./.env, as the server reads it
     capacity = capacity_bound(settings, o)
     rate = arrival_rate(o.rate, capacity) if o.scenario == "arrival" else 0.0
+    if flow is not None:
+        flow.steady_rate = arrival_rate(o.rate, capacity) or flows.DEFAULT_STEADY_RATE
     if o.scenario == "arrival" and rate <= 0:
         raise FloodError("the arrival scenario needs --rate (jobs/s, or Nx the capacity)")
     run_dir = o.out_root / timestamp()
@@ -160,6 +173,9 @@ def _run_flood(o: FloodOptions, out: TextIO, interrupts: Interrupts) -> FloodRes
     meta = {"kind": "flood", **run_metadata(db_url), "options": _options_dict(o),
             "settings": describe(settings) | {"database_url": "(flood database)"},
             "capacity_bound_jobs_per_s": capacity, "arrival_rate_per_s": rate or None}
+    if flow is not None:
+        meta["flow"] = {"scenario": flow.scenario, "plan": flow.describe(),
+                        "steady_rate_per_s": flow.steady_rate}
     (run_dir / "run.json").write_text(json.dumps(meta, indent=2, default=str))
     base = f"http://127.0.0.1:{port}"
     what = (f"{o.scenario}: {o.users} users" + (f", {rate:,.0f} arrivals/s" if rate else "")
@@ -176,6 +192,8 @@ def _run_flood(o: FloodOptions, out: TextIO, interrupts: Interrupts) -> FloodRes
     run = FloodRun(o, out, interrupts)
     idle: pacing.Rate | None = None
     load_end: datetime | None = None
+    load_start: datetime | None = None
+    alone: tuple[datetime, datetime] | None = None
     drained = False
     server_code: int | None = None
     try:
@@ -188,21 +206,31 @@ def _run_flood(o: FloodOptions, out: TextIO, interrupts: Interrupts) -> FloodRes
                 run.say(line)
             run.hosts.wait_ready(interrupts.stop_load.is_set)
         run.tick("start")
-        if o.calibration_s > 0 and not interrupts.stop_load.is_set():
+        if flow is not None:
+            run.say(f"flow: {flow.describe()}")
+            for line in flow.configure(base):
+                run.say(line)
+        if o.calibration_s > 0 and flow is None and not interrupts.stop_load.is_set():
             count = o.calibration_jobs or pacing.calibration_size(capacity, o.calibration_s)
             idle, line = pacing.calibrate(db_url, server_env, o.job_ms, count, str(Path.cwd()),
                                           interrupts.wait, max(60.0, 20 * o.calibration_s))
             run.say(line)
         run.tick("start")
-        run.sampler = Sampler(base, db_url, run.server.pid)  # its clock starts with the load
+        locust_vars = {
+            "FLOOD_OUT_DIR": str(run_dir.resolve()), "FLOOD_JOB_MS": str(o.job_ms),
+            "FLOOD_BULK_SIZE": str(o.bulk_size), "FLOOD_RATE": str(rate),
+            "FLOOD_USERS": str(o.users), "FLOOD_TIME": str(o.duration_s),
+            "FLOOD_IN_FLIGHT": str(o.in_flight), **(flow.locust_env() if flow else {})}
+        if flow is not None and o.alone_s > 0 and not interrupts.stop_load.is_set():
+            alone = _alone_phase(run, o, flow, base, run_dir, locust_vars, db_url)
+        users = o.users + (1 if flow is not None else 0)  # the steady user is one more
+        run.sampler = Sampler(base, db_url, run.server.pid,  # its clock starts with the load
+                              token=flow.admin_token if flow else None)
         progress = Progress(None if o.ui_port is not None else o.duration_s, out)
         if not interrupts.stop_load.is_set():
-            locust_env = procs.child_env({
-                "FLOOD_OUT_DIR": str(run_dir.resolve()), "FLOOD_JOB_MS": str(o.job_ms),
-                "FLOOD_BULK_SIZE": str(o.bulk_size), "FLOOD_RATE": str(rate),
-                "FLOOD_USERS": str(o.users), "FLOOD_TIME": str(o.duration_s),
-                "FLOOD_IN_FLIGHT": str(o.in_flight)})
-            argv = procs.locust_argv(o.scenario, base, run_dir / "locust", o.users,
+            load_start = pacing.db_now(db_url)
+            locust_env = procs.child_env(locust_vars)
+            argv = procs.locust_argv(o.scenario, base, run_dir / "locust", users,
                                      o.spawn_rate, o.duration_s, o.ui_port, o.locust_processes)
             run.locust = procs.start_locust(argv, locust_env, run_dir / "locust.log")
             if o.ui_port is not None:
@@ -213,6 +241,10 @@ def _run_flood(o: FloodOptions, out: TextIO, interrupts: Interrupts) -> FloodRes
             run.load_phase(progress)
         run.tick("load")  # a signal that came as the load was about to start stopped it
         load_end = pacing.db_now(db_url)
+        if flow is not None:
+            lifted = flow.after_load(base)
+            if lifted:
+                run.say(lifted)
         if run.hosts is not None:
             run.notes += run.hosts.check_alive()
         if interrupts.abort_drain.is_set():
@@ -231,7 +263,7 @@ def _run_flood(o: FloodOptions, out: TextIO, interrupts: Interrupts) -> FloodRes
             run.sampler.close()
             _write_samples(run_dir / "server_samples.csv", run.sampler)
     run.tick("verify")
-    acked = read_acked(run_dir)
+    acked = read_acked(run_dir) + read_acked(run_dir / "alone")
     verdict = verify(db_url, acked, o.fresh_db, drained, exclude_name=pacing.CALIBRATION_NAME)
     tally = read_tallies(run_dir)
     pace = (pacing.measure_flood(db_url, load_end, idle, capacity, o.pace_threshold)
@@ -251,15 +283,71 @@ def _run_flood(o: FloodOptions, out: TextIO, interrupts: Interrupts) -> FloodRes
         extra_lines.append(f"attempts by process: {by or 'unknown'}")
         extra_lines += run.hosts.notes
     failures = _failures(summary, verdict, pace, run.notes)
+    if flow is not None:
+        flow_verdict = (flow.measure(db_url, alone, load_start, load_end)
+                        if load_start is not None and load_end is not None else None)
+        if flow_verdict is None:
+            failures.append("the flood did not run: no flow verdict")
+        else:
+            summary["flow"] = flow_verdict.as_dict() | {"phases": _phases(alone, load_start,
+                                                                            load_end)}
+            extra_lines += flow_verdict.lines()
+            failures += flow_verdict.failures()
+        _write_completions(run_dir / "queue_completions.csv", db_url,
+                           alone[0] if alone else load_start)
     summary["passed"], summary["failures"] = not failures, failures
     meta["result"] = summary
     meta["verdict"] = verdict.as_dict()
     (run_dir / "run.json").write_text(json.dumps(meta, indent=2, default=str))
     if not failures:
-        for path in run_dir.glob("acked-*.txt"):
+        for path in [*run_dir.glob("acked-*.txt"), *run_dir.glob("alone/acked-*.txt")]:
             path.unlink()  # thousands of ids; kept only when something is wrong
     print_summary(summary, verdict, pace, run_dir, out, extra_lines)
     return FloodResult(run_dir, not failures, summary)
+
+
+def _alone_phase(run: FloodRun, o: FloodOptions, flow: flows.FlowPlan, base: str,
+                 run_dir: Path, locust_vars: dict[str, str], db_url: str
+                 ) -> tuple[datetime, datetime]:
+    """The steady queue alone for --alone-seconds from the first start of one of its jobs
+    (a queue new to the workers waits for the scout's next look), its own Locust run,
+    tallies and ids in run_dir/alone; timed by the database."""
+    run.say(f"alone: queue {flow.steady_queue!r} by itself for {o.alone_s:.0f} s "
+            f"({flow.steady_rate:g} creates/s)")
+    folder = run_dir / "alone"
+    env = procs.child_env(locust_vars | {"FLOOD_OUT_DIR": str(folder.resolve())})
+    limit_s = o.alone_s + 120
+    argv = procs.locust_argv(o.scenario, base, folder / "locust", 1, 1, limit_s, None,
+                             classes=("SteadyQueueUser",))
+    folder.mkdir()
+    start = pacing.db_now(db_url)
+    with psycopg.connect(db_url, autocommit=True,
+                         application_name="boundq-flood-sampler") as conn:
+        def done() -> bool:
+            return flows.served_for(conn, flow.steady_queue, start) >= o.alone_s
+        if not run.alone_phase(argv, env, run_dir / "locust-alone.log", done, limit_s):
+            run.notes.append("the steady queue's alone phase did not complete")
+    return start, pacing.db_now(db_url)
+
+
+def _phases(alone: tuple[datetime, datetime] | None, load_start: datetime | None,
+            load_end: datetime | None) -> dict[str, float | None]:
+    """Phase edges in seconds from the first phase's start (the per-queue figure)."""
+    origin = alone[0] if alone else load_start
+    def sec(t: datetime | None) -> float | None:
+        return None if t is None or origin is None else round((t - origin).total_seconds(), 2)
+    return {"alone_end": sec(alone[1]) if alone else None, "load_start": sec(load_start),
+            "load_end": sec(load_end)}
+
+
+def _write_completions(path: Path, db_url: str, origin: datetime | None) -> None:
+    if origin is None:
+        return
+    rows = flows.completions_per_second(db_url, origin, pacing.CALIBRATION_NAME)
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["second", "queue", "finished"])
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 def _failures(summary: dict[str, Any], verdict: Any, pace: pacing.Pace, notes: list[str]

@@ -23,6 +23,11 @@ if TYPE_CHECKING:
 SPLIT_BY_STATUS = ("POST /jobs",)
 
 
+def _single_create(name: str) -> bool:
+    """POST /jobs, or a flow scenario's POST /jobs (queue)."""
+    return name == "POST /jobs" or name.startswith("POST /jobs (")
+
+
 def _endpoints(tally: Tally) -> dict[str, dict[str, Any]]:
     out = {}
     for name in sorted(tally.answers):
@@ -41,7 +46,7 @@ def summarize(o: FloodOptions, verdict: Verdict, tally: Tally, sampler: Sampler 
     endpoints = _endpoints(tally)
     offered = 0
     for name, e in endpoints.items():
-        if name == "POST /jobs":
+        if _single_create(name):
             offered += e["requests"]
         elif name.startswith("POST /jobs/bulk"):
             offered += e["requests"] * o.bulk_size
@@ -100,7 +105,7 @@ def print_summary(s: dict[str, Any], verdict: Verdict, pace: Pace, run_dir: Path
       f"; answers by status: {answers or 'none'}")
     for name, e in s["endpoints"].items():
         p(f"  {name:<24} {e['requests']:>9,} req {e['rps']:>8,.0f}/s   {_latency(e)}")
-        if name in SPLIT_BY_STATUS and len(e["by_status"]) > 1:
+        if (name in SPLIT_BY_STATUS or _single_create(name)) and len(e["by_status"]) > 1:
             for code, sub in e["by_status"].items():
                 p(f"    {code:<22} {sub['requests']:>9,} req {sub['rps']:>8,.0f}/s   "
                   f"{_latency(sub)}")

@@ -7,6 +7,8 @@ from __future__ import annotations
 import signal
 import sys
 import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from boundq.loadtests import processes as procs
@@ -73,6 +75,24 @@ class FloodRun:
             self.hosts.heal()
         procs.stop(self.locust, signal.SIGTERM, timeout=30, tick=lambda: self.tick("load"))
         progress.show(self.sampler.sample("load"), force=True)
+
+    def alone_phase(self, argv: list[str], env: dict[str, str], log: Path,
+                    done: Callable[[], bool], limit_s: float) -> bool:
+        """A Locust run before the load (the steady queue alone, flow scenarios) until
+        done() says so (from the database), at most limit_s; False when a signal or the
+        limit stopped it first."""
+        proc = procs.start_locust(argv, env, log)
+        limit = time.monotonic() + limit_s
+        try:
+            while proc.poll() is None and time.monotonic() < limit:
+                if done():
+                    return True
+                if self.interrupts.wait(0.25):
+                    self.tick("load")
+                    return False
+            return False
+        finally:
+            procs.stop(proc, signal.SIGTERM, timeout=30, tick=lambda: self.tick("load"))
 
     def drain_phase(self, db_url: str, progress: Progress) -> bool:
         assert self.sampler is not None

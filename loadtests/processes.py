@@ -34,6 +34,9 @@ SCENARIOS: dict[str, tuple[str, tuple[str, ...]]] = {
     "bulk": (str(LOCUST_FILES / "locustfile.py"), ("BulkUser",)),
     "arrival": (str(LOCUST_FILES / "locustfile.py"), ("ArrivalUser",)),
     "step": (str(LOCUST_FILES / "step.py"), ()),
+    # flow control (loadtests/flow_scenarios.py): a flooding queue beside a steady one
+    "tenants": (str(LOCUST_FILES / "locustfile.py"), ("FloodQueueUser", "SteadyQueueUser")),
+    "ratelimited": (str(LOCUST_FILES / "locustfile.py"), ("FloodQueueUser", "SteadyQueueUser")),
 }
 
 
@@ -81,9 +84,10 @@ def wait_http(url: str, proc: subprocess.Popen[bytes], give_up: Callable[[], boo
 
 
 def locust_argv(scenario: str, base: str, csv_prefix: Path, users: int, spawn_rate: float,
-                duration_s: float | None, ui_port: int | None, processes: int = 1
-                ) -> list[str]:
-    locustfile, classes = SCENARIOS[scenario]
+                duration_s: float | None, ui_port: int | None, processes: int = 1,
+                classes: tuple[str, ...] | None = None) -> list[str]:
+    locustfile, default_classes = SCENARIOS[scenario]
+    classes = default_classes if classes is None else classes
     argv = [sys.executable, "-m", "locust", "-f", locustfile, "--host", base,
             "--csv", str(csv_prefix), "--csv-full-history", "--only-summary",
             "--stop-timeout", "10", "--exit-code-on-error", "0", "--loglevel", "WARNING",

@@ -50,9 +50,11 @@ def status_counts(metrics: dict[str, float]) -> dict[str, int]:
     return counts
 
 
-def fetch_metrics(base: str, timeout: float = 2.0) -> str | None:
+def fetch_metrics(base: str, timeout: float = 2.0, token: str | None = None) -> str | None:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
-        with urllib.request.urlopen(f"{base}/metrics", timeout=timeout) as resp:
+        req = urllib.request.Request(f"{base}/metrics", headers=headers)
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
             return str(resp.read().decode())
     except (urllib.error.URLError, OSError, TimeoutError):
         return None
@@ -88,8 +90,10 @@ class Sample:
 class Sampler:
     """Reads the server's state; keeps the samples and the last metrics text."""
 
-    def __init__(self, base: str, db_url: str, server_pid: int) -> None:
+    def __init__(self, base: str, db_url: str, server_pid: int, token: str | None = None
+                 ) -> None:
         self.base = base
+        self.token = token  # /metrics needs a token of every queue when tokens are set
         self.db_url = db_url
         self.process = psutil.Process(server_pid)
         self.conn = psycopg.connect(db_url, autocommit=True,
@@ -125,7 +129,7 @@ class Sampler:
         return int(conns[0]), int(jobs[0]), int(jobs[1]), int(jobs[2]), int(jobs[3])
 
     def sample(self, phase: str) -> Sample:
-        text = fetch_metrics(self.base)
+        text = fetch_metrics(self.base, token=self.token)
         if text:
             self.last_metrics = text
         metrics = parse_metrics(self.last_metrics)

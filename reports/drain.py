@@ -37,6 +37,7 @@ from boundq.core import runinfo
 from boundq.core.config import load_settings
 from boundq.core.pgembed import resolve_database_url
 from boundq.reports import dbwatch
+from boundq.reports.drain_flow import FLOW_VARIANTS, apply_flow
 from boundq.reports.drain_run import SYSTEM_OF, drain_child, drain_cli, prepare
 from boundq.reports.drain_summary import cpu_per_job, print_round, summarize
 from boundq.reports.peers import pgqueuer_available
@@ -47,14 +48,17 @@ Config = tuple[str, str, dict[str, Any]]
 
 
 def measure(base: str, label: str, mode: str, jobs: int, backlog: int | None = None,
-            concurrency: int = 0, workers: int = 3, batch: int = 50,
+            concurrency: int = 0, workers: int = 3, batch: int = 50, flow: str = "none",
             delayed: int = 0, delayed_as: str = "boundq") -> dict[str, Any]:
     """One drain of `jobs` jobs (of a `backlog`, all by default) in a fresh database,
-    beside `delayed` future jobs written after them (boundq only)."""
+    under the flow settings `flow` (reports/drain_flow.py), beside `delayed` future jobs
+    written after them (boundq only)."""
     backlog = backlog or jobs
     url = prepare(base, SYSTEM_OF[mode], backlog, delayed=delayed, delayed_as=delayed_as)
     if delayed:
         backlog += delayed
+    if SYSTEM_OF[mode] == "boundq":
+        apply_flow(url, flow)
     postmaster = postmaster_pid(url)
     server_before = server_cpu_seconds(postmaster) if postmaster else 0.0
     if mode == "boundq":
@@ -67,7 +71,7 @@ def measure(base: str, label: str, mode: str, jobs: int, backlog: int | None = N
         result["server_cpu_s"] = server_cpu_seconds(postmaster) - server_before
     result.update({"label": label, "mode": mode, "jobs": result["finished"],
                    "backlog": backlog, "concurrency": concurrency, "workers": workers,
-                   "batch": batch, "delayed": delayed})
+                   "batch": batch, "flow": flow, "delayed": delayed})
     print(f"  {label:<40} {result['jobs_per_s']:>10,.0f} jobs/s   peak RSS "
           f"{result['peak_rss_mb']:6.1f} MiB   CPU/job {cpu_per_job(result)}", flush=True)
     return result
@@ -78,13 +82,18 @@ def plan(args: argparse.Namespace) -> list[Config]:
     then hits all of them alike."""
     levels = [int(v) for v in args.concurrency.split(",") if v.strip()]
     configs: list[Config] = []
+    flows = [v.strip() for v in args.flow.split(",") if v.strip()]
     for value in levels:
-        kw = {"concurrency": value, "workers": args.workers}
+        kw: dict[str, Any] = {"concurrency": value, "workers": args.workers}
         configs.append((f"boundq MAX_CONCURRENT_JOBS={value}", "boundq", kw))
         if args.delayed_ratio:
             configs.append((f"boundq MAX_CONCURRENT_JOBS={value} + {args.delayed_ratio}x delayed",
                             "boundq", {**kw, "delayed": args.delayed_ratio * args.jobs,
                                        "delayed_as": "plain" if args.delayed_plain else "boundq"}))
+        for variant in flows:
+            if variant != "none":
+                configs.append((f"boundq MAX_CONCURRENT_JOBS={value} flow={variant}", "boundq",
+                                {**kw, "flow": variant}))
         if args.in_process:
             configs.append((f"in-process MAX_CONCURRENT_JOBS={value}", "in-process", kw))
     if args.naive:
@@ -124,6 +133,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="also drain beside this many times --jobs future jobs")
     parser.add_argument("--delayed-plain", action="store_true",
                         help="the delayed jobs as a plain INSERT leaves them (status new)")
+    parser.add_argument("--flow", default="none",
+                        help="flow settings to drain under besides none, comma-separated: "
+                        f"{', '.join(FLOW_VARIANTS)} (reports/drain_flow.py); each boundq "
+                        "level is measured under each, in every round")
     parser.add_argument("--repeat", type=int, default=1,
                         help="rounds; each measures every configuration once")
     parser.add_argument("--out", default="reports/runs/bench")
@@ -132,6 +145,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--jobs and --repeat must be at least 1")
     if not 0 <= args.delayed_ratio <= 100:
         parser.error("--delayed-ratio must be between 0 and 100")
+    unknown = {v.strip() for v in args.flow.split(",") if v.strip()} - set(FLOW_VARIANTS)
+    if unknown:
+        parser.error(f"--flow: unknown {', '.join(sorted(unknown))}")
     return args
 
 

@@ -27,12 +27,18 @@ def cpu_per_job(result: Result) -> str:
 
 def round_ratios(results: list[Result]) -> dict[str, float]:
     """Ratios of one round: "<boundq label> / PgQueuer best" for each boundq CLI
-    configuration, and "CLI / in-process MAX_CONCURRENT_JOBS=c" where both ran."""
+    configuration, "CLI / in-process MAX_CONCURRENT_JOBS=c" where both ran, and each flow
+    variant against the same level with no flow settings."""
     rate = {r["label"]: r["jobs_per_s"] for r in results}
     ratios: dict[str, float] = {}
     peers = [r["jobs_per_s"] for r in results if r["mode"] == "pgqueuer"]
     for r in results:
         if r["mode"] != "boundq" or r.get("backlog", r["jobs"]) != r["jobs"]:
+            continue
+        if " flow=" in r["label"]:  # a flow variant: against the same level without settings
+            plain = rate.get(r["label"].split(" flow=")[0])
+            if plain:
+                ratios[f"{r['label'].removeprefix('boundq ')} / none"] = r["jobs_per_s"] / plain
             continue
         if peers and max(peers) > 0:
             ratios[f"{r['label']} / PgQueuer best"] = r["jobs_per_s"] / max(peers)

@@ -3,7 +3,7 @@ DataFrame and returns a matplotlib Figure; no I/O here."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import pandas as pd
 from matplotlib.axes import Axes
@@ -79,6 +79,37 @@ def flood_latency(df: pd.DataFrame) -> Figure:
     axes[1].legend(fontsize=8, loc="upper left")
     for ax in axes:
         ax.set_xlabel("seconds")
+    return fig
+
+
+QUEUE_PALETTE = ("#1f6feb", "#d29922", "#8957e5", "#2da44e", "#cf222e", "#57606a")
+
+
+def queue_completions(df: pd.DataFrame, phases: Mapping[str, float | None] | None = None
+                      ) -> Figure:
+    """Columns: second, queue, finished (jobs finished in that second, from finished_at):
+    completions per second per queue, with the phases (the steady queue alone, the flood)
+    marked. Seconds in which a queue finished nothing are drawn as 0."""
+    fig, axes = new_figure(cols=1, width=9.0)
+    ax = axes[0]
+    wide = (df.pivot_table(index="second", columns="queue", values="finished", aggfunc="sum")
+            .reindex(range(int(df["second"].min()), int(df["second"].max()) + 1))
+            .fillna(0)) if not df.empty else pd.DataFrame()
+    for i, queue in enumerate(wide.columns):
+        ax.plot(wide.index, wide[queue], color=QUEUE_PALETTE[i % len(QUEUE_PALETTE)],
+                label=f"queue {queue}", drawstyle="steps-post")
+    marks = {"alone_end": "alone ends", "load_start": "flood starts", "load_end": "flood ends"}
+    for key, text in marks.items():
+        at = (phases or {}).get(key)
+        if at is not None and key != "alone_end":
+            ax.axvline(at, color=NEUTRAL, ls=":", lw=1)
+            ax.text(at, ax.get_ylim()[1], f" {text}", va="top", fontsize=7, color=NEUTRAL)
+    ax.set_ylim(bottom=0)
+    ax.set_xlabel("seconds (from the first phase's start; PostgreSQL's clock)")
+    ax.set_ylabel("jobs finished per second")
+    ax.set_title("Completions per second per queue (finished_at)")
+    if len(wide.columns):
+        ax.legend(fontsize=8)
     return fig
 
 

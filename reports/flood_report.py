@@ -22,6 +22,13 @@ def flood_figures(run_dir: Path) -> dict[str, Path]:
                                             run_dir / "flood-requests.png")
         written["server memory and connections"] = save(
             figures.flood_server(samples, budget), run_dir / "flood-server.png")
+    completions = run_dir / "queue_completions.csv"
+    if completions.is_file():
+        frame = pd.read_csv(completions)
+        if not frame.empty:
+            phases = run.get("result", {}).get("flow", {}).get("phases")
+            written["completions per queue"] = save(figures.queue_completions(frame, phases),
+                                                    run_dir / "flood-queues.png")
     if not history.empty:
         written["response times"] = save(figures.flood_latency(history),
                                          run_dir / "flood-latency.png")
@@ -33,6 +40,27 @@ def _endpoints_table(result: dict[str, Any]) -> str:
              "req/s": e["rps"], "p50 ms": e["p50_ms"], "p95 ms": e["p95_ms"],
              "p99 ms": e["p99_ms"]} for name, e in result.get("endpoints", {}).items()]
     return markdown_table(pd.DataFrame(rows), "{:,.0f}") if rows else "(no requests)"
+
+
+def _flow_lines(flow: dict[str, Any]) -> list[str]:
+    out = []
+    for label in ("alone", "flooded"):
+        p = flow.get(label)
+        if p:
+            out.append(f"queue {p['queue']} {label}: {p['jobs']:,} jobs, pickup p50 "
+                       f"{p['p50_ms']} ms, p99 {p['p99_ms']} ms, max {p['max_ms']} ms; "
+                       f"{p.get('finished_per_s', 0):g} finished/s")
+    if flow.get("ratio") is not None:
+        out.append(f"pickup p99 flooded / alone = {flow['ratio']:.2f}x (threshold "
+                   f"{flow['threshold']:.2f}); completions/s kept {flow.get('kept')}x "
+                   f"(threshold {flow.get('flow_threshold')})")
+    rate = flow.get("rate")
+    if rate:
+        out.append(f"kind {rate['kind']} at {rate['rate_per_s']:g}/s burst {rate['burst']}: "
+                   f"{rate['starts']:,} starts before the lift, worst window "
+                   f"{rate['worst_excess']:.2f} beyond rate x length: "
+                   + ("held" if rate["held"] else "BROKEN"))
+    return out
 
 
 def write_flood_report(run_dir: Path) -> Path:
@@ -76,6 +104,10 @@ def write_flood_report(run_dir: Path) -> Path:
         f"{machine.get('memory_gib')} GiB, load average at start "
         f"{machine.get('load_average_at_start')}; Locust, the server and PostgreSQL share it",
     ]
+    flow = result.get("flow")
+    if flow:
+        lines += ["", "## Flow control", "", f"- {run.get('flow', {}).get('plan', '')}",
+                  *[f"- {line}" for line in _flow_lines(flow)]]
     if result.get("failures"):
         lines += ["", "## Failures", "", *[f"- {f}" for f in result["failures"]]]
     lines += ["", "## Endpoints (Locust, client side)", "", _endpoints_table(result), ""]

@@ -1,0 +1,1 @@
+"""Named SQL blocks of the flood runner's measurements (loaded by loadtests/flow_sql.py)."""
