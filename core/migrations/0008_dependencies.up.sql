@@ -80,7 +80,9 @@ $$;
 -- A parent reached a terminal state: on success its blocked children count one parent
 -- less, and those with none left become new (scheduled while their run_at is ahead); on
 -- failed or cancelled its blocked descendants are cancelled. Children are read through
--- job_dependencies_parent_idx and updated by primary key.
+-- job_dependencies_parent_idx and updated by primary key. "In the future" is judged by
+-- clock_timestamp(): a completion that waited for a child's create to commit began before
+-- it, so its now() is earlier than the child's default run_at.
 CREATE FUNCTION boundq_settle_dependants() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
@@ -88,7 +90,7 @@ BEGIN
         UPDATE jobs AS c
         SET blocked_by = c.blocked_by - 1,
             status = CASE WHEN c.blocked_by > 1 THEN 'blocked'::job_status
-                          WHEN c.run_at > now() THEN 'scheduled'::job_status
+                          WHEN c.run_at > clock_timestamp() THEN 'scheduled'::job_status
                           ELSE 'new'::job_status END,
             updated_at = now()
         FROM job_dependencies AS d
