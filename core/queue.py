@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 import psycopg
 from psycopg.rows import dict_row
 
-from boundq.core.errors import DedupeKeyTaken, InvalidTransition, JobNotFound
+from boundq.core.errors import DedupeKeyTaken, InvalidTransition, JobNotFound, JobValidationError
 from boundq.core.queries import Q
 from boundq.core.states import AttemptOutcome, JobStatus
 from boundq.core.validation import JobSpec
@@ -86,9 +86,13 @@ def _spec_params(spec: JobSpec) -> dict[str, Any]:
     }
 
 
-async def enqueue(conn: Conn, spec: JobSpec) -> tuple[Row, bool]:
+async def enqueue(conn: Conn, spec: JobSpec, *,
+                  queues: Sequence[str] | None = None) -> tuple[Row, bool]:
     """Insert one job; returns (job, created). A live duplicate dedupe_key returns the
-    existing job with created=False."""
+    existing job with created=False. A job with depends_on is created `blocked`
+    (enqueue_dependent); `queues` (None: any) bounds the jobs it may name."""
+    if spec.has_dependencies:
+        return await enqueue_dependent(conn, spec, queues=queues), True
     for _ in range(3):  # the duplicate may finish between our INSERT and our SELECT
         cur = conn.cursor(row_factory=dict_row)
         await cur.execute(Q.job_insert, _spec_params(spec))
@@ -102,6 +106,71 @@ async def enqueue(conn: Conn, spec: JobSpec) -> tuple[Row, bool]:
     raise RuntimeError(f"dedupe_key {spec.dedupe_key!r} kept changing owner")
 
 
+# --- dependencies (migration 0008) ------------------------------------------------------
+DEADLOCK_RETRIES = 3
+
+async def lock_parents(conn: Conn, ids: Iterable[int],
+                       queues: Sequence[str] | None = None) -> dict[int, str]:
+    """Lock the named jobs (id order) until the transaction ends; returns id -> status of
+    those that exist within `queues` (None: any queue)."""
+    wanted = sorted(set(ids))
+    if not wanted:
+        return {}
+    cur = await conn.execute(Q.job_lock_parents, {
+        "ids": wanted, "queues": None if queues is None else list(queues)})
+    return {int(row[0]): str(row[1]) for row in await cur.fetchall()}
+
+
+def missing_parent_error(job_id: int) -> JobValidationError:
+    """The one answer for a parent that does not exist or is outside the caller's queues."""
+    return JobValidationError("depends_on", f"job {job_id} not found")
+
+
+async def link_dependencies(conn: Conn, pairs: Sequence[tuple[int, int]]) -> None:
+    """(child, parent) pairs of children just inserted `blocked`: settles each child
+    (blocked, new/scheduled, or cancelled when a parent already failed or was cancelled)."""
+    if pairs:
+        await conn.execute(Q.job_link_dependencies, {
+            "children": int_array(p[0] for p in pairs), "parents": int_array(p[1] for p in pairs)})
+
+
+async def enqueue_dependent(conn: Conn, spec: JobSpec, *,
+                            queues: Sequence[str] | None = None) -> Row:
+    """Insert one job that waits for spec.depends_on, in one transaction: the parents are
+    locked, the job inserted `blocked` and linked. A parent missing (or outside `queues`)
+    is a JobValidationError naming depends_on, and nothing is written."""
+    if spec.depends_on_index:
+        raise JobValidationError("depends_on_index", "is only known in a bulk upload")
+    params = _spec_params(spec)
+    del params["dedupe_key"]
+    for tries_left in range(DEADLOCK_RETRIES, -1, -1):
+        try:
+            async with conn.transaction():
+                found = await lock_parents(conn, spec.depends_on, queues)
+                for parent in spec.depends_on:
+                    if parent not in found:
+                        raise missing_parent_error(parent)
+                cur = await conn.execute(Q.job_insert_blocked, params)
+                inserted = await cur.fetchone()
+                assert inserted is not None
+                job_id = int(inserted[0])
+                await link_dependencies(conn, [(job_id, parent) for parent in spec.depends_on])
+                return await get_job(conn, job_id)
+        except psycopg.errors.DeadlockDetected:
+            # A worker's batch completing two of the parents locked them in another order
+            # than ours (id order); one of the two was rolled back. If it was this create,
+            # nothing was written: do it again.
+            if not tries_left:
+                raise
+    raise AssertionError("unreachable")
+
+
+async def parents(conn: Conn, job_id: int) -> list[int]:
+    """The ids of the jobs `job_id` depends on."""
+    cur = await conn.execute(Q.job_parents_list, {"id": job_id})
+    return [int(row[0]) for row in await cur.fetchall()]
+
+
 async def enqueue_many(conn: Conn, specs: Sequence[JobSpec]) -> list[int]:
     """Insert many jobs in one transaction; returns their ids in input order.
 
@@ -111,6 +180,18 @@ async def enqueue_many(conn: Conn, specs: Sequence[JobSpec]) -> list[int]:
     """
     if not specs:
         return []
+    if any(s.depends_on_index for s in specs):
+        raise JobValidationError("depends_on_index", "is only known in a bulk upload")
+    if any(s.depends_on for s in specs):
+        # One job at a time (a parent may be an earlier spec's job), in one transaction.
+        async with conn.transaction():
+            out: list[int] = []
+            for spec in specs:
+                if spec.depends_on:
+                    out.append(int((await enqueue_dependent(conn, spec))["id"]))
+                else:
+                    out.extend(await enqueue_many(conn, [spec]))
+            return out
     ids: list[int] = [0] * len(specs)
     plain = [i for i, s in enumerate(specs) if s.dedupe_key is None]
     keyed = [i for i, s in enumerate(specs) if s.dedupe_key is not None]
@@ -135,7 +216,8 @@ def copy_row(job_id: int, spec: JobSpec, db_now: datetime) -> tuple[Any, ...]:
     run_at = spec.run_at or db_now
     if spec.delay_s:
         run_at = run_at + timedelta(seconds=spec.delay_s)
-    status = "scheduled" if run_at > db_now else "new"
+    status = ("blocked" if spec.has_dependencies
+              else "scheduled" if run_at > db_now else "new")
     return (job_id, spec.name, spec.kind, spec.queue, spec.payload_json, spec.priority, run_at,
             status, spec.max_attempts, spec.timeout_s, spec.trace_parent)
 

@@ -10,17 +10,29 @@
     scheduled | new | processing ──cancel──▶ cancelled                   (terminal)
     new (run_at in the future, written by plain SQL) ──scout──▶ scheduled
     failed ──retry (API)──▶ new
+    create (depends_on) ──▶ blocked ──every parent success──▶ new | scheduled (run_at ahead)
+                            blocked ──a parent failed/cancelled, or cancel──▶ cancelled
 
 Who moves a job, and the SQL block that does it (core/sql/queries.sql):
 
     state       enters by                                 leaves by
+    blocked     a create with depends_on (job_insert_    jobs_settle_dependants (trigger of
+                blocked, a bulk COPY); only from         migration 0008, in the statement
+                creation                                 that finishes a parent): the last
+                                                         parent in success -> new |
+                                                         scheduled; a parent failed or
+                                                         cancelled -> cancelled, with its
+                                                         blocked descendants;
+                                                         job_link_dependencies (creating
+                                                         transaction, parents already
+                                                         finished); job_cancel (API)
     scheduled   enqueue with a future run_at (job_insert, job_stage_due (the stager, any
                 COPY), job_fail_batch with attempts left     worker), job_cancel (API)
                 and a backoff, job_schedule_early (scout)
-    new         enqueue, job_stage_due, job_fail_batch       job_complete_and_claim (a claim
+    new         enqueue, job_stage_due, job_fail_batch,      job_complete_and_claim (a claim
                 with no backoff, job_reap_expired with       loop), job_cancel,
                 attempts left, job_release_batch,            job_schedule_early
-                job_retry (API)
+                job_retry (API), the unblocking above
     processing  job_complete_and_claim                       job_complete_and_claim,
                                                              job_fail_batch (the owning
                                                              worker, fenced),
@@ -31,7 +43,7 @@ Who moves a job, and the SQL block that does it (core/sql/queries.sql):
     success     job_complete_and_claim                       never (absorbing)
     failed      job_fail_batch / job_reap_expired with       job_retry (explicit, API)
                 no attempts left
-    cancelled   job_cancel                                   never (absorbing)
+    cancelled   job_cancel, the dependency cascade           never (absorbing)
 
 Every move out of processing writes the ended attempt's job_attempts row in the same
 statement; while a job is processing, its jobs row is the running attempt (attempts,
@@ -50,6 +62,7 @@ from enum import StrEnum
 
 class JobStatus(StrEnum):
     SCHEDULED = "scheduled"
+    BLOCKED = "blocked"
     NEW = "new"
     PROCESSING = "processing"
     SUCCESS = "success"
@@ -70,10 +83,11 @@ TERMINAL: frozenset[JobStatus] = frozenset(
 )
 # Not finished yet: the jobs that count against a dedupe_key and that cancel can stop.
 ACTIVE: frozenset[JobStatus] = frozenset(
-    {JobStatus.SCHEDULED, JobStatus.NEW, JobStatus.PROCESSING}
+    {JobStatus.SCHEDULED, JobStatus.BLOCKED, JobStatus.NEW, JobStatus.PROCESSING}
 )
 # Waiting to run: not started, not finished (started_at is null exactly for these).
-WAITING: frozenset[JobStatus] = frozenset({JobStatus.SCHEDULED, JobStatus.NEW})
+WAITING: frozenset[JobStatus] = frozenset(
+    {JobStatus.SCHEDULED, JobStatus.BLOCKED, JobStatus.NEW})
 
 # Every allowed (from, to) move; the invariant checker and tests read this table.
 TRANSITIONS: frozenset[tuple[JobStatus, JobStatus]] = frozenset(
@@ -89,5 +103,8 @@ TRANSITIONS: frozenset[tuple[JobStatus, JobStatus]] = frozenset(
         (JobStatus.NEW, JobStatus.CANCELLED),
         (JobStatus.PROCESSING, JobStatus.CANCELLED),
         (JobStatus.FAILED, JobStatus.NEW),
+        (JobStatus.BLOCKED, JobStatus.NEW),
+        (JobStatus.BLOCKED, JobStatus.SCHEDULED),
+        (JobStatus.BLOCKED, JobStatus.CANCELLED),
     }
 )

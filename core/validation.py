@@ -27,10 +27,12 @@ MAX_DELAY_S = 366 * 86_400
 HORIZON = timedelta(seconds=MAX_DELAY_S)
 MAX_TIMEOUT_S = 86_400.0
 MAX_ATTEMPTS = 1000
+MAX_DEPENDENCIES = 100  # depends_on and depends_on_index together
+MAX_JOB_ID = 2**63 - 1
 
 FIELDS = frozenset(
     {"name", "kind", "queue", "payload", "priority", "run_at", "delay", "max_attempts",
-     "timeout", "dedupe_key"}
+     "timeout", "dedupe_key", "depends_on", "depends_on_index"}
 )
 DEFAULT_QUEUE = "default"
 # Queue names appear in URLs (PUT /queues/{name}) and in QUEUES=a,b: no spaces or commas.
@@ -61,6 +63,14 @@ class JobSpec:
     # W3C traceparent of the span that creates the job, set by the producer when tracing
     # is on (core/tracing); never part of the input.
     trace_parent: str | None = None
+    # Jobs this one waits for (docs/workflows.md): ids of existing jobs, and (in a bulk
+    # upload) positions of other items of the same upload. Either one makes it `blocked`.
+    depends_on: tuple[int, ...] = ()
+    depends_on_index: tuple[int, ...] = ()
+
+    @property
+    def has_dependencies(self) -> bool:
+        return bool(self.depends_on or self.depends_on_index)
 
 
 def _text(value: Any, field: str, max_len: int, required: bool) -> str | None:
@@ -138,6 +148,39 @@ def _run_at(value: Any, now: datetime) -> datetime:
     return value
 
 
+def _id_list(value: Any, field: str, lo: int, hi: int) -> tuple[int, ...]:
+    """A JSON list of integers in [lo, hi], at most MAX_DEPENDENCIES, duplicates dropped."""
+    if not isinstance(value, list | tuple):
+        raise JobValidationError(field, "must be a list of integers")
+    if len(value) > MAX_DEPENDENCIES:
+        raise JobValidationError(field, f"must hold at most {MAX_DEPENDENCIES} entries")
+    for item in value:
+        if isinstance(item, bool) or not isinstance(item, int) or not lo <= item <= hi:
+            raise JobValidationError(field, f"must hold integers between {lo} and {hi}")
+    return tuple(dict.fromkeys(value))
+
+
+def _dependencies(item: Mapping[str, Any], in_upload: bool,
+                  dedupe_key: str | None) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    depends_on: tuple[int, ...] = ()
+    depends_on_index: tuple[int, ...] = ()
+    if item.get("depends_on") is not None:
+        depends_on = _id_list(item["depends_on"], "depends_on", 1, MAX_JOB_ID)
+    if item.get("depends_on_index") is not None:
+        if not in_upload:
+            raise JobValidationError("depends_on_index", "is only known in a bulk upload "
+                                     "(POST /jobs/bulk); name existing jobs in depends_on")
+        depends_on_index = _id_list(item["depends_on_index"], "depends_on_index", 0,
+                                    2**31 - 1)
+    if len(depends_on) + len(depends_on_index) > MAX_DEPENDENCIES:
+        raise JobValidationError("depends_on", f"depends_on and depends_on_index must hold "
+                                 f"at most {MAX_DEPENDENCIES} entries together")
+    if (depends_on or depends_on_index) and dedupe_key is not None:
+        raise JobValidationError("depends_on", "a job with dependencies cannot carry a "
+                                 "dedupe_key")
+    return depends_on, depends_on_index
+
+
 def validate_job(
     item: Mapping[str, Any],
     registry: Registry,
@@ -145,6 +188,7 @@ def validate_job(
     *,
     allow_status: bool = True,
     now: datetime | None = None,
+    in_upload: bool = False,
 ) -> JobSpec:
     """Check one job given as a mapping of fields (API body, CLI, or Python call)."""
     if not isinstance(item, Mapping):
@@ -188,6 +232,7 @@ def validate_job(
     if item.get("timeout") is not None:
         timeout_s = _number(item["timeout"], "timeout", 0, MAX_TIMEOUT_S, lo_open=True)
     dedupe_key = _text(item.get("dedupe_key"), "dedupe_key", MAX_KEY, required=False)
+    depends_on, depends_on_index = _dependencies(item, in_upload, dedupe_key)
     return JobSpec(
         name=name,
         kind=kind,
@@ -199,4 +244,6 @@ def validate_job(
         max_attempts=max_attempts,
         timeout_s=timeout_s,
         dedupe_key=dedupe_key,
+        depends_on=depends_on,
+        depends_on_index=depends_on_index,
     )

@@ -43,7 +43,8 @@ IN_SUBQUERY_CLAIM = """claimed AS (
         LIMIT %(total)s
         FOR UPDATE SKIP LOCKED)
     RETURNING j.id, j.attempts, j.kind, j.queue, j.payload, j.timeout_s, j.run_at,
-              j.created_at, greatest(extract(epoch FROM now() - j.run_at), 0)::float8 AS waited_s
+              j.created_at, greatest(extract(epoch FROM now() - j.run_at), 0)::float8 AS waited_s,
+              j.trace_parent
 ), events AS ("""
 
 REAP_FETCH = """
@@ -239,6 +240,8 @@ def patch(variant: str) -> None:
         queue.claim_limited = limited_claim(ROOM_GLOBAL, CHECK_GAP_S)
     elif variant == "split_tick_scheduler":
         schedules.fire = fire_in_two_statements
+    elif variant == "unblock_on_any_end":
+        pass  # the bug is the database's: variants.UNBLOCK_ON_ANY_END
     elif variant == "worker_clock_leases":
         lease = r"now\(\) \+ make_interval\(secs => %\(lease_s\)s::float8\)"
         for block in ("job_complete_and_claim", "job_heartbeat"):

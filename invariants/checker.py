@@ -43,9 +43,10 @@ ATTEMPTS_BOUNDED = "attempts_bounded"
 BOUNDED_CONCURRENCY = "bounded_concurrency"
 EXACTLY_ONCE_EFFECT = "exactly_once_effect"
 ONE_JOB_PER_TICK = "one_job_per_tick"
+DEPENDENCY_ORDER = "dependency_order"
 INVARIANTS = (NO_LOST_JOB, SINGLE_OWNER, ONE_TERMINAL, ATTEMPTS_BOUNDED, BOUNDED_CONCURRENCY,
               EXACTLY_ONCE_EFFECT, QUEUE_CONCURRENCY_BOUND, RATE_LIMIT_RESPECTED,
-              ONE_JOB_PER_TICK)
+              ONE_JOB_PER_TICK, DEPENDENCY_ORDER)
 # Auxiliary: a job in the database that no create asked for (Jepsen's "unexpected").
 NO_PHANTOM_JOB = "no_phantom_job"
 
@@ -108,6 +109,14 @@ class Transition:
 
 
 @dataclass(frozen=True, slots=True)
+class Dependency:
+    """A row of job_dependencies: child_id waits for parent_id to reach success."""
+
+    child_id: int
+    parent_id: int
+
+
+@dataclass(frozen=True, slots=True)
 class Create:
     """One create request from the client log. `ids` are known only when acknowledged."""
 
@@ -147,6 +156,7 @@ class History:
     schedules: list[Schedule] = field(default_factory=list)  # cron (invariants/cron_check.py)
     ticks: list[Tick] = field(default_factory=list)
     healed_at: datetime | None = None  # final: when faults healed (schedulers must catch up)
+    dependencies: list[Dependency] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -440,6 +450,27 @@ class _Checker:
             self.bad(ONE_JOB_PER_TICK, ids, detail)
 
 
+    # --- dependency_order ------------------------------------------------------------------
+    def dependency_order(self) -> None:
+        """No attempt of a job starts before every job it depends on reached success (the
+        unblocking commits with the parent's success, so a claim's instant is later than
+        the success's); a child of a parent that never succeeded never starts."""
+        for d in self.h.dependencies:
+            parent = self.jobs.get(d.parent_id)
+            if parent is None:  # deleted by retention: its links went with it
+                continue
+            won = [a for a in self.atts.get(d.parent_id, []) if a.outcome == "success"]
+            done_at = won[-1].finished_at if won else None
+            for a in self.atts.get(d.child_id, []):
+                if done_at is None or a.claimed_at < done_at:
+                    when = (f"before its success at {done_at}" if done_at is not None
+                            else f"though it never succeeded (it is {parent.status})")
+                    self.bad(DEPENDENCY_ORDER, [d.child_id, d.parent_id],
+                             f"attempt {a.attempt} of job {d.child_id} started at "
+                             f"{a.claimed_at}, while it waits for job {d.parent_id}, {when}")
+                    break
+
+
 def _peak(atts: Sequence[Attempt]) -> tuple[int, datetime | None, set[int]]:
     """Most attempts open at one DB instant (an end at t comes before a start at t)."""
     events = sorted([(a.claimed_at, 1, (a.job_id, a.attempt)) for a in atts]
@@ -467,4 +498,5 @@ def check(history: History, *, final: bool) -> Report:
     c.exactly_once_effect()
     c.flow_limits()
     c.one_job_per_tick()
+    c.dependency_order()
     return Report(c.out, len(history.jobs), final)

@@ -15,6 +15,7 @@ from invariants import audit
 from invariants.checker import (
     Attempt,
     Create,
+    Dependency,
     Effect,
     History,
     Job,
@@ -103,13 +104,16 @@ def load(url: str, *, creates: list[Create] | None, processes: list[Process],
         changes = [LimitChange(*r) for r in conn.execute(
             "SELECT id, scope, name, concurrency, rate_per_s, burst, paused, changed_at, "
             "effective_at FROM job_limit_changes ORDER BY id")]
+        dependencies = [Dependency(*r) for r in conn.execute(
+            "SELECT child_id, parent_id FROM job_dependencies")]
         conn.execute("COMMIT")
     retired = retired or {}
     schedules = [replace(s, next_tick_at=retired.get(s.name, s.next_tick_at)) for s in schedules]
     return History(jobs=jobs, attempts=attempts, effects=effects, transitions=transitions,
                    creates=creates, processes=processes, reports=reports,
                    default_concurrency=default_concurrency, limit_changes=changes,
-                   schedules=schedules, ticks=ticks, healed_at=healed_at)
+                   schedules=schedules, ticks=ticks, healed_at=healed_at,
+                   dependencies=dependencies)
 
 
 def dump(history: History) -> dict[str, Any]:
@@ -121,4 +125,4 @@ def dump(history: History) -> dict[str, Any]:
             "creates": rows(history.creates), "processes": rows(history.processes),
             "reports": rows(history.reports), "limit_changes": rows(history.limit_changes),
             "schedules": rows(history.schedules), "ticks": rows(history.ticks),
-            "healed_at": history.healed_at}
+            "dependencies": rows(history.dependencies), "healed_at": history.healed_at}

@@ -79,6 +79,17 @@ LIMITS = st.fixed_dictionaries({}, optional={
 
 
 JOBS = st.sampled_from(_KINDS).flatmap(_job)
+# Dependencies: a parent that succeeds, or fails for good (no attempts left), and a few
+# jobs that wait for it; one grandchild waits for the parent and the first child.
+PARENTS = st.one_of(  # the simplest example has a parent that fails at once
+    st.fixed_dictionaries({"kind": st.just("fail"),
+                           "payload": st.fixed_dictionaries({"times": st.integers(1, 3)}),
+                           "max_attempts": st.integers(1, 2)}),
+    st.fixed_dictionaries({"kind": st.just("sleep"), "payload": _PAYLOADS["sleep"]}))
+CHILDREN = st.lists(st.sampled_from([{"kind": "noop"}, {"kind": "effect",
+                                                         "payload": {"ms": 20}}]),
+                    min_size=1, max_size=3)
+FAMILY = st.tuples(PARENTS, CHILDREN, st.booleans())
 FEW_JOBS = st.lists(JOBS, max_size=6)
 # A worker whose clock runs ten minutes fast. The error is handed to a worker only as the
 # clock the worker_clock_leases variant does its lease math with (variants.py); boundq's
@@ -116,14 +127,18 @@ class QueueMachine(RuleBasedStateMachine):
     # --- work ------------------------------------------------------------------------------
     @initialize(target=workers, backlog=st.lists(JOBS, min_size=5, max_size=40),
                 first=st.tuples(st.integers(1, 4), SKEW),
-                second=st.none() | st.tuples(st.integers(1, 4), SKEW), cron=SCHEDULES)
+                second=st.none() | st.tuples(st.integers(1, 4), SKEW), cron=SCHEDULES,
+                family=FAMILY)
     def first_workers(self, backlog: list[dict[str, Any]], first: tuple[int, float],
                       second: tuple[int, float] | None,
-                      cron: tuple[int, int, str, dict[str, Any]]) -> MultipleResults[WorkerProc]:
+                      cron: tuple[int, int, str, dict[str, Any]],
+                      family: tuple[dict[str, Any], list[dict[str, Any]], bool]
+                      ) -> MultipleResults[WorkerProc]:
         # Always work in flight (swarm testing may switch the enqueue rules off), a cron
         # schedule ticking, and one or two workers (concurrency, clock skew; each runs a
         # scheduler) from the first step on.
         self.h.enqueue([self.h.job(**job) for job in backlog])
+        self._family(family)
         self.h.put_schedule(*cron)
         specs = [first] if second is None else [first, second]
         if self.variant.start_workers:
@@ -135,6 +150,21 @@ class QueueMachine(RuleBasedStateMachine):
     @rule(job=JOBS)
     def enqueue_one(self, job: dict[str, Any]) -> None:
         self.h.enqueue([self.h.job(**job)])
+
+    @rule(family=FAMILY)
+    def enqueue_family(self, family: tuple[dict[str, Any], list[dict[str, Any]], bool]) -> None:
+        self._family(family)
+
+    def _family(self, family: tuple[dict[str, Any], list[dict[str, Any]], bool]) -> None:
+        """A parent, children that depend on it (`blocked` until it succeeds, cancelled if
+        it fails or is cancelled), maybe a grandchild: dependency_order judges them."""
+        parent, children, grandchild = family
+        ids = self.h.enqueue([self.h.job(**parent)])
+        if not ids:  # the create met an outage: nothing to depend on
+            return
+        kids = self.h.enqueue([self.h.job(**child, depends_on=ids) for child in children])
+        if kids and grandchild:
+            self.h.enqueue([self.h.job(depends_on=[ids[0], kids[0]])])
 
     @rule(jobs=st.lists(JOBS, min_size=2, max_size=25))
     def enqueue_bulk(self, jobs: list[dict[str, Any]]) -> None:

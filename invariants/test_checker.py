@@ -12,6 +12,7 @@ import pytest
 from invariants.checker import (
     ATTEMPTS_BOUNDED,
     BOUNDED_CONCURRENCY,
+    DEPENDENCY_ORDER,
     EXACTLY_ONCE_EFFECT,
     NO_LOST_JOB,
     NO_PHANTOM_JOB,
@@ -19,6 +20,7 @@ from invariants.checker import (
     SINGLE_OWNER,
     Attempt,
     Create,
+    Dependency,
     Effect,
     History,
     Job,
@@ -339,3 +341,33 @@ def test_cron_violations_are_caught() -> None:
     h = replace(cron_history(), healed_at=t(20))  # no scheduler caught up after healing
     assert "no scheduler caught up" in caught(h, final=True)
     assert check(h, final=False).ok
+
+
+# --- dependency_order -------------------------------------------------------------------
+def _with_children(claimed_at: float, parent: int = 1, status: str = "success") -> History:
+    """good() plus job 4, waiting for `parent`, which ran once (claimed at claimed_at),
+    and job 5, waiting for job 2 (failed), cancelled without an attempt."""
+    h = good()
+    h.jobs += [Job(4, "noop", status, 1, 3, "j4", finished_at=t(claimed_at + 1)),
+               Job(5, "noop", "cancelled", 0, 3, "j5", finished_at=t(2))]
+    h.attempts += [Attempt(4, 1, "host-303-cccc", t(claimed_at), t(claimed_at + 1), "success")]
+    h.creates = [*(h.creates or []), Create("ok", ("j4", "j5"), (4, 5))]
+    h.dependencies = [Dependency(4, parent), Dependency(5, 2)]
+    h.transitions = None
+    return h
+
+
+def test_children_that_start_after_their_parents_succeeded_pass() -> None:
+    report = check(_with_children(5.5), final=True)
+    assert report.ok, report.explain()
+
+
+def test_a_child_started_before_its_parent_succeeded_is_caught() -> None:
+    # job 1 succeeded at t(5) (its second attempt); job 4 started at t(4)
+    assert ids(_with_children(4.0), DEPENDENCY_ORDER) == {4, 1}
+    assert names(_with_children(4.0), final=False) == {DEPENDENCY_ORDER}
+
+
+def test_a_child_of_a_failed_or_cancelled_parent_that_starts_is_caught() -> None:
+    assert ids(_with_children(9.0, parent=2), DEPENDENCY_ORDER) == {4, 2}
+    assert ids(_with_children(9.0, parent=3), DEPENDENCY_ORDER) == {4, 3}

@@ -16,6 +16,7 @@ from boundq.core import queue
 from invariants.broken_worker import reap_fetch_then_update
 from invariants.checker import (
     BOUNDED_CONCURRENCY,
+    DEPENDENCY_ORDER,
     EXACTLY_ONCE_EFFECT,
     NO_LOST_JOB,
     ONE_JOB_PER_TICK,
@@ -45,6 +46,24 @@ LIMIT_DEFAULT_QUEUE = (
     "INSERT INTO job_queues (name, concurrency) VALUES ('default', 1)",
     "INSERT INTO job_limit_changes (scope, name, concurrency, burst, paused, changed_at, "
     "effective_at) VALUES ('queue', 'default', 1, 1, false, now(), clock_timestamp())",
+)
+
+# The dependency trigger (migration 0008) releasing a parent's children whatever way the
+# parent ended: the children of a failed or cancelled parent run.
+UNBLOCK_ON_ANY_END = (
+    """CREATE OR REPLACE FUNCTION boundq_settle_dependants() RETURNS trigger
+    LANGUAGE plpgsql AS $$
+    BEGIN
+        UPDATE jobs AS c
+        SET blocked_by = c.blocked_by - 1,
+            status = CASE WHEN c.blocked_by > 1 THEN 'blocked'::job_status
+                          ELSE 'new'::job_status END,
+            updated_at = now()
+        FROM job_dependencies AS d
+        WHERE d.parent_id = NEW.id AND c.id = d.child_id AND c.status = 'blocked';
+        RETURN NULL;
+    END;
+    $$""",
 )
 
 Reaper = Callable[[Any], Awaitable[dict[int, str]]]
@@ -112,6 +131,10 @@ BROKEN: tuple[Variant, ...] = (
             "cron scheduler checks the tick is due, creates its job, then records the tick in "
             "a second statement",
             broken=True, expected=frozenset({ONE_JOB_PER_TICK})),
+    Variant("unblock_on_any_end",
+            "a parent's children are released when it ends, whether it succeeded, failed or "
+            "was cancelled",
+            broken=True, expected=frozenset({DEPENDENCY_ORDER}), db_prepare=UNBLOCK_ON_ANY_END),
 )
 
 BY_NAME = {v.name: v for v in (BOUNDQ, *BROKEN)}

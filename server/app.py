@@ -120,9 +120,13 @@ async def create_job(request: Request) -> Response:
     # tracing (core/tracing): the create span; the job stores its context (off: a no-op)
     with tracing.creating(request.headers, via="api", queue=spec.queue) as trace:
         spec.trace_parent = trace.trace_parent
-        if key is None:
+        if key is None and not spec.has_dependencies:
             row, created = await state.batcher.create(spec)
             tenancy.check_created(spec, row, created, scope)
+        elif key is None:
+            # depends_on: its own transaction, which locks the parents (core/queue.py)
+            async with state.connection() as conn:
+                row, created = await queue.enqueue(conn, spec, queues=scope.queue_list())
         else:
             async with state.connection() as conn:
                 row, created = await idempotency.create_idempotent(

@@ -58,7 +58,7 @@ def _validator(state: ApiState) -> Validate:
     registry, settings = state.registry, state.settings
 
     def validate(raw: msgspec.Raw) -> JobSpec:
-        return validate_job(decode_item(raw).as_item(), registry, settings)
+        return validate_job(decode_item(raw).as_item(), registry, settings, in_upload=True)
 
     return validate
 

@@ -74,7 +74,7 @@ async def create_idempotent(conn: psycopg.AsyncConnection[Any], spec: JobSpec, k
         return replayed, False
     try:
         async with conn.transaction():
-            row, created = await queue.enqueue(conn, spec)
+            row, created = await queue.enqueue(conn, spec, queues=scope.queue_list())
             check_created(spec, row, created, scope)  # before the key is stored
             cur = await conn.execute(Q.idempotency_key_insert,
                                      {"key": key, "request_hash": digest, "job_id": row["id"]})

@@ -51,6 +51,13 @@ class JobCreate(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     timeout: Annotated[float, Meta(gt=0, le=MAX_TIMEOUT_S, description="seconds per attempt")
                        ] | None = None
     dedupe_key: Annotated[str, Meta(min_length=1, max_length=MAX_KEY)] | None = None
+    # Checked by core.validation (each problem names the field, a non-integer too).
+    depends_on: Annotated[list[Any], Meta(description="ids of existing jobs this one waits "
+                                          "for (at most 100): it stays `blocked` until every "
+                                          "one reached success")] | None = None
+    depends_on_index: Annotated[list[Any], Meta(
+        description="bulk uploads only: positions (from 0) of other items of the same "
+                    "upload this one waits for")] | None = None
     status: Literal["new"] | None = None
 
     def as_item(self) -> dict[str, Any]:
@@ -82,6 +89,8 @@ class Job(msgspec.Struct):
     updated_at: Timestamp
     result: Any  # what the handler returned (success only; else null)
     trace_parent: str | None  # W3C traceparent of the create span (tracing on; else null)
+    blocked_by: int  # parents not yet in success (blocked jobs; else 0)
+    has_dependants: bool  # some job depends on this one
 
 
 class Attempt(msgspec.Struct):

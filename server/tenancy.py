@@ -127,7 +127,7 @@ async def write_bulk_in_scope(conn: Conn, raws: Sequence[msgspec.Raw], validate:
         return await write_bulk(conn, raws, validate, atomic)
     checked = _ScopedValidate(validate, scope)
     async with conn.transaction():
-        ids, errors = await write_bulk(conn, raws, checked, atomic)
+        ids, errors = await write_bulk(conn, raws, checked, atomic, scope.queue_list())
         if len(checked.keyed) != len(raws):
             raise RuntimeError("write_bulk no longer validates each item once, in order")
         failed = {error["index"] for error in errors}

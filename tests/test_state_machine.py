@@ -106,6 +106,19 @@ async def test_every_allowed_transition_happens_through_the_queue_functions(conn
     c = await claim_one(conn)
     assert await queue.release_batch(conn, OWNER, [(c.id, c.attempt)]) == {released}
 
+    # blocked -> new and blocked -> scheduled (the last parent's success), blocked ->
+    # cancelled (cancel)
+    parent = await add_job(conn, name="parent")
+    now_child = await add_job(conn, name="child-now", depends_on=[parent])
+    later_child = await add_job(conn, name="child-later", depends_on=[parent], delay=3600)
+    dropped = await add_job(conn, name="child-cancelled", depends_on=[parent])
+    assert (await queue.cancel(conn, dropped))["status"] == "cancelled"
+    got = await claim(conn, OWNER, 5)  # the parent (and `released`, still new)
+    assert parent in {g.id for g in got} and now_child not in {g.id for g in got}
+    assert parent in await queue.complete_batch(conn, OWNER, [(g.id, g.attempt) for g in got])
+    assert (await job(conn, now_child))["status"] == "new"
+    assert (await job(conn, later_child))["status"] == "scheduled"
+
     logged = await rows(conn, "SELECT old_status::text AS a, new_status::text AS b "
                               "FROM test_transitions")
     seen = {(JobStatus(r["a"]), JobStatus(r["b"])) for r in logged}
@@ -120,6 +133,8 @@ _TARGET_SET = {
     # so only the transition rule can refuse the move.
     JobStatus.SCHEDULED: "status = 'scheduled', lease_owner = NULL, lease_expires_at = NULL, "
                          "finished_at = NULL, started_at = NULL",
+    JobStatus.BLOCKED: "status = 'blocked', lease_owner = NULL, lease_expires_at = NULL, "
+                       "finished_at = NULL, started_at = NULL",
     JobStatus.NEW: "status = 'new', lease_owner = NULL, lease_expires_at = NULL, "
                    "finished_at = NULL, started_at = NULL",
     JobStatus.PROCESSING: "status = 'processing', lease_owner = 'raw', "
@@ -139,6 +154,9 @@ async def _job_in(conn, status: JobStatus) -> int:
     """A job brought into `status` by the queue functions."""
     if status is JobStatus.SCHEDULED:
         return await add_job(conn, name=f"in-{status}", max_attempts=1, delay=3600)
+    if status is JobStatus.BLOCKED:
+        parent = await add_job(conn, name="parent", max_attempts=1)
+        return await add_job(conn, name=f"in-{status}", max_attempts=1, depends_on=[parent])
     job_id = await add_job(conn, name=f"in-{status}", max_attempts=1)
     if status is JobStatus.NEW:
         return job_id

@@ -662,3 +662,36 @@ SELECT count(*) AS n FROM (
 
 -- name: migration_version_get
 SELECT coalesce(max(version), 0) AS version FROM boundq_migrations
+
+-- ---------------------------------------------------------------------------------------
+-- Dependencies (migration 0008, docs/workflows.md)
+
+-- name: job_lock_parents
+-- The jobs a create names in depends_on, locked in id order until its commit (so none
+-- finishes or is deleted before the links are written); `queues` null = any queue. An
+-- id not returned is missing or outside the caller's queues: the same answer for both.
+SELECT id, status::text AS status FROM jobs
+WHERE id = ANY(%(ids)s::bigint[])
+  AND (%(queues)s::text[] IS NULL OR queue = ANY(%(queues)s::text[]))
+ORDER BY id
+FOR NO KEY UPDATE
+
+-- name: job_insert_blocked
+-- One job that depends on others: `blocked` until job_link_dependencies settles it.
+INSERT INTO jobs (name, kind, queue, payload, priority, run_at, status, max_attempts,
+                  timeout_s, trace_parent)
+SELECT %(name)s, %(kind)s, %(queue)s, %(payload)s, %(priority)s, at.run_at,
+       'blocked'::job_status, %(max_attempts)s, %(timeout_s)s, %(trace_parent)s
+FROM (SELECT coalesce(%(run_at)s::timestamptz, now())
+             + make_interval(secs => %(delay_s)s::float8) AS run_at) AS at
+RETURNING id
+
+-- name: job_link_dependencies
+-- Pairs (children[i] depends on parents[i]) of jobs just inserted `blocked`, in their
+-- creating transaction: counts each child's unfinished parents, cancels a child of a
+-- parent that already failed or was cancelled, releases one with none left.
+SELECT boundq_link_dependencies(%(children)s::bigint[], %(parents)s::bigint[])
+
+-- name: job_parents_list
+-- The jobs a job depends on.
+SELECT parent_id FROM job_dependencies WHERE child_id = %(id)s ORDER BY parent_id
