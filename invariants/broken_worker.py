@@ -43,7 +43,8 @@ IN_SUBQUERY_CLAIM = """claimed AS (
         LIMIT %(total)s
         FOR UPDATE SKIP LOCKED)
     RETURNING j.id, j.attempts, j.kind, j.queue, j.payload, j.timeout_s, j.run_at,
-              j.created_at, greatest(extract(epoch FROM now() - j.run_at), 0)::float8 AS waited_s
+              j.created_at, greatest(extract(epoch FROM now() - j.run_at), 0)::float8 AS waited_s,
+              j.trace_parent
 ), events AS ("""
 
 REAP_FETCH = """

@@ -53,7 +53,7 @@ _PAYLOADS: dict[str, st.SearchStrategy[dict[str, Any]]] = {
     "poison": st.fixed_dictionaries({"times": st.integers(1, 3)}),
 }
 _KINDS = ["noop", "sleep", "sleep", "effect", "effect", "effect", "effect", "fail", "stall",
-          "poison", "echo", "echo"]
+          "poison"]
 
 # Chaining: an echo job's `then` is a noop, or an echo with a `then` of its own (a chain of
 # depth 2). The harness names every follow-up after its root job (Harness.job), so the
@@ -63,10 +63,10 @@ _THEN_LEAF = st.fixed_dictionaries({"kind": st.just("noop")}, optional={
 _THEN = _THEN_LEAF | st.fixed_dictionaries({
     "kind": st.just("echo"),
     "payload": st.fixed_dictionaries({"value": st.integers(0, 9), "then": _THEN_LEAF})})
-_ECHO = {"value": st.integers(0, 99), "ms": st.integers(0, 600)}
-_PAYLOADS["echo"] = st.fixed_dictionaries(_ECHO, optional={"then": _THEN})
-CHAIN = st.fixed_dictionaries({"kind": st.just("echo"),
-                               "payload": st.fixed_dictionaries({**_ECHO, "then": _THEN})})
+# Chains come from the first step (a few among the backlog) and from enqueue_chains;
+# the other rules' mix of kinds is left as it was.
+CHAIN = st.fixed_dictionaries({"kind": st.just("echo"), "payload": st.fixed_dictionaries({
+    "value": st.integers(0, 99), "ms": st.integers(0, 600), "then": _THEN})})
 
 
 # Flow control: jobs spread over two queues; limits put on either queue or on two kinds
