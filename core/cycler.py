@@ -173,12 +173,15 @@ class Cycler(BackgroundLoop):
         c = self.config
         split = self.planner.split(grant.count) if self.claiming else Split([], [], {})
         results = {p[0].id: p[1].result_json for p in successes if p[1].result_json is not None}
+        chained = {p[0].id: p[1].followups_json for p in successes
+                   if p[1].followups_json is not None}
         started = tracing.now_ns()  # tracing (core/tracing): the statement's span times
         try:
             async with self.gate.claiming(), self.lane.connection(c.deadline_s) as conn:
                 completed, claimed = await queue.complete_and_claim(
                     conn, c.owner, [p[0].key for p in successes], split.fast, c.lease_s,
-                    results, free=grant.count - len(successes), oldest=split.oldest)
+                    results, free=grant.count - len(successes), oldest=split.oldest,
+                    followups=chained)
                 await lose_answer("claim", bool(claimed))
         except AMBIGUOUS:
             # Committed or not, nobody can say: keep every permit until a reconciliation

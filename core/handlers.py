@@ -9,6 +9,12 @@ payload validator so bad payloads are refused at enqueue, before anything is wri
     @handler("send_email", validate=lambda p: require_keys(p, "to"))
     async def send_email(job: JobContext) -> None: ...
 
+A handler may create follow-up jobs with `job.enqueue(name, kind=..., payload=...,
+**fields)` (the fields of `POST /jobs`). Each is validated at the call, as `POST /jobs`
+validates (a bad one raises JobValidationError there, which fails the attempt unless the
+handler catches it), and they are written with the attempt's success, in the same fenced
+statement: they exist if and only if the success commits (docs/workflows.md, chaining).
+
 Modules holding handlers are imported from BOUNDQ_HANDLERS (comma-separated import paths)
 or `--handlers` on the command line.
 """
@@ -21,13 +27,20 @@ from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 
 from boundq.core.errors import JobValidationError
 
+if TYPE_CHECKING:
+    from boundq.core.validation import JobSpec
+
 Connect = Callable[[], AbstractAsyncContextManager[psycopg.AsyncConnection[Any]]]
+# Validates one job given as the fields of a `POST /jobs` body (core/validation.py).
+MakeJob = Callable[[Mapping[str, Any]], "JobSpec"]
+# Most follow-up jobs one attempt may create.
+MAX_FOLLOWUPS = 100
 
 
 @dataclass(slots=True)
@@ -48,6 +61,30 @@ class JobContext:
     claimed_at: datetime | None = None
     timeout_s: float | None = None  # the job's own timeout per attempt, if it has one
     connect: Connect | None = field(default=None, repr=False)
+    make_job: MakeJob | None = field(default=None, repr=False)
+    # The follow-up jobs this attempt created (enqueue), written with its success.
+    followups: list[JobSpec] = field(default_factory=list)
+
+    def enqueue(self, name: str, *, kind: str = "noop",
+                payload: Mapping[str, Any] | None = None, **fields: Any) -> None:
+        """Create a follow-up job (fields as in `POST /jobs`: queue, priority, run_at, delay,
+        max_attempts, timeout, dedupe_key). Validated now: a bad one raises
+        JobValidationError naming `followup.<field>`. Nothing is written yet: the
+        follow-ups go into the statement that writes this attempt's success, so they exist
+        if and only if that success commits (never from a fenced attempt, once after a
+        lost answer). A follow-up whose dedupe_key a live job holds is skipped."""
+        if self.make_job is None:
+            raise RuntimeError("this job's worker takes no follow-up jobs")
+        if len(self.followups) >= MAX_FOLLOWUPS:
+            raise JobValidationError("followup", f"at most {MAX_FOLLOWUPS} follow-up jobs per "
+                                                 f"attempt")
+        item = {"name": name, "kind": kind, "payload": {} if payload is None else payload,
+                **fields}
+        try:
+            spec = self.make_job(item)
+        except JobValidationError as exc:
+            raise JobValidationError(f"followup.{exc.field}", exc.message) from None
+        self.followups.append(spec)
 
     def connection(self) -> AbstractAsyncContextManager[psycopg.AsyncConnection[Any]]:
         """A database connection for the block (autocommit; returned to the pool after)."""
@@ -139,6 +176,38 @@ async def _fail(job: JobContext) -> None:
         raise RuntimeError(f"fail kind: attempt {job.attempt} of {times} planned failures")
 
 
+async def _echo(job: JobContext) -> Any:
+    """{value, then?}: returns `value` as the result; `then` (a job: the fields of
+    `POST /jobs`, `name` optional) becomes a follow-up written with the success."""
+    then = job.payload.get("then")
+    if then is not None:
+        fields = dict(then)
+        name = fields.pop("name", None) or f"then of job {job.id}"
+        job.enqueue(name, **fields)
+    return job.payload.get("value")
+
+
+def validate_echo(payload: Any, registry: Registry) -> None:
+    """`value` is required (any JSON); `then`, when given, must be a job POST /jobs would
+    take (its errors name `payload.then.<field>`)."""
+    if not isinstance(payload, Mapping):
+        raise JobValidationError("payload", "must be a JSON object")
+    if "value" not in payload:
+        raise JobValidationError("payload.value", "is required (any JSON value)")
+    then = payload.get("then")
+    if then is None:
+        return
+    if not isinstance(then, Mapping):
+        raise JobValidationError("payload.then", "must be a job: an object with the fields "
+                                                 "of POST /jobs (name optional)")
+    from boundq.core.validation import check_template  # validation imports this module
+
+    try:
+        check_template({**then, "name": then.get("name") or "then"}, registry)
+    except JobValidationError as exc:
+        raise JobValidationError(f"payload.then.{exc.field}", exc.message) from None
+
+
 async def _effect(job: JobContext) -> None:
     # The effect row itself is written by the fenced completion (job_complete_batch).
     return None
@@ -152,6 +221,7 @@ def register_builtins(registry: Registry) -> None:
     registry.register("cpu", _cpu, lambda p: _int_field(p, "n", 0, 1_000_000_000))
     registry.register("fail", _fail, lambda p: _int_field(p, "times", 0, 1000, required=False))
     registry.register("effect", _effect)
+    registry.register("echo", _echo, lambda p: validate_echo(p, registry))
     registry.register("wasm", run_wasm, validate_payload)
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
+import msgspec
 import psycopg
 from psycopg.rows import dict_row
 
@@ -60,6 +61,9 @@ class Outcome:
     error: str | None = None
     retryable: bool = True
     result_json: str | None = None  # a success's result, encoded; None = no result
+    # a success's follow-up jobs (JobContext.enqueue), encoded as one JSON array of job
+    # rows (followups_json); None = none. Inserted by the statement that writes the success.
+    followups_json: str | None = None
 
 
 def int_array(values: Iterable[int]) -> str:
@@ -262,23 +266,41 @@ async def _insert_deduped(conn: Conn, specs: Sequence[JobSpec], keyed: list[int]
         ids[index] = by_key[str(specs[index].dedupe_key)]
 
 
+def followups_json(specs: Sequence[JobSpec]) -> str:
+    """Validated follow-up jobs as one JSON array of rows with job_insert_batch's fields,
+    the value of one job id in job_complete_and_claim's `followups` (payloads go in as
+    their encoded text, not decoded and encoded again)."""
+    return _followup_encoder.encode([
+        {"name": s.name, "kind": s.kind, "queue": s.queue,
+         "payload": msgspec.Raw(s.payload_json), "priority": s.priority, "run_at": s.run_at,
+         "delay_s": s.delay_s, "max_attempts": s.max_attempts, "timeout_s": s.timeout_s,
+         "dedupe_key": s.dedupe_key, "trace_parent": s.trace_parent}
+        for s in specs]).decode()
+
+
+_followup_encoder = msgspec.json.Encoder()
+
+
 async def complete_and_claim(
     conn: Conn, owner: str, done: Sequence[tuple[int, int]], plan: ClaimPlan, lease_s: float,
     results: Mapping[int, str] | None = None, *, free: int | None = None,
-    oldest: Mapping[str, int] | None = None,
+    oldest: Mapping[str, int] | None = None, followups: Mapping[int, str] | None = None,
 ) -> tuple[set[int], list[ClaimedRow]]:
     """Finish successful attempts (id, attempt) and claim per the plan, in one statement.
     The claim takes no more than the completions that commit plus `free` (the permits that
     were free before; default: the plan's total less len(done)). Returns the ids whose
     success committed now and the rows claimed. `results` maps a job id to its result,
-    already encoded as JSON; `oldest` says how many of a queue's claims take its
-    longest-waiting jobs whatever their priority (the aging lane)."""
+    already encoded as JSON; `followups` maps a job id to the follow-up jobs its handler
+    created (followups_json), inserted only if that job's success commits here; `oldest`
+    says how many of a queue's claims take its longest-waiting jobs whatever their priority
+    (the aging lane)."""
     total = sum(p[1] for p in plan)
     ages = oldest or {}
     cur = await conn.execute(
         Q.job_complete_and_claim,
         {"owner": owner, "ids": int_array(d[0] for d in done),
          "attempts": int_array(d[1] for d in done), "results": _results_object(results),
+         "followups": _results_object(followups),
          "queues": [p[0] for p in plan], "limits": int_array(p[1] for p in plan),
          "oldest": int_array(min(ages.get(p[0], 0), p[1]) for p in plan),
          "total": total, "free": max(0, total - len(done)) if free is None else free,
@@ -296,7 +318,8 @@ async def complete_and_claim(
 
 
 def _results_object(results: Mapping[int, str] | None) -> str:
-    """{"<id>": <result JSON>, ...}: one parameter, read with `-> id::text`."""
+    """{"<id>": <JSON>, ...}: one parameter, read with `-> id::text` (results) or
+    json_each (follow-ups)."""
     if not results:
         return "{}"
     return "{" + ",".join(f'"{job_id}":{text}' for job_id, text in results.items()) + "}"
@@ -344,12 +367,15 @@ async def heartbeat(
 
 
 async def complete_batch(conn: Conn, owner: str, done: Sequence[tuple[int, int]],
-                         results: Mapping[int, str] | None = None) -> set[int]:
-    """Mark (id, attempt) pairs successful; returns the ids whose success is committed
-    (others were fenced): written now, or by this owner's earlier try whose answer was lost."""
+                         results: Mapping[int, str] | None = None, *,
+                         followups: Mapping[int, str] | None = None) -> set[int]:
+    """Mark (id, attempt) pairs successful (with their follow-up jobs); returns the ids
+    whose success is committed (others were fenced): written now, or by this owner's
+    earlier try whose answer was lost."""
     if not done:
         return set()
-    committed, _ = await complete_and_claim(conn, owner, done, (), 0.0, results)
+    committed, _ = await complete_and_claim(conn, owner, done, (), 0.0, results,
+                                            followups=followups)
     return committed | await settled_successes(conn, owner,
                                                [d for d in done if d[0] not in committed])
 

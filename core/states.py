@@ -28,11 +28,16 @@ Who moves a job, and the SQL block that does it (core/sql/queries.sql):
                                                          finished); job_cancel (API)
     scheduled   enqueue with a future run_at (job_insert, job_stage_due (the stager, any
                 COPY), job_fail_batch with attempts left     worker), job_cancel (API)
-                and a backoff, job_schedule_early (scout)
+                and a backoff, job_schedule_early (scout),
+                a follow-up with a future run_at
+                (job_complete_and_claim), the unblocking
+                above
     new         enqueue, job_stage_due, job_fail_batch,      job_complete_and_claim (a claim
                 with no backoff, job_reap_expired with       loop), job_cancel,
                 attempts left, job_release_batch,            job_schedule_early
-                job_retry (API), the unblocking above
+                job_retry (API), the unblocking above,
+                a follow-up (job_complete_and_claim,
+                with its job's success)
     processing  job_complete_and_claim                       job_complete_and_claim,
                                                              job_fail_batch (the owning
                                                              worker, fenced),

@@ -247,3 +247,12 @@ def validate_job(
         depends_on=depends_on,
         depends_on_index=depends_on_index,
     )
+
+
+_TEMPLATE_SETTINGS = Settings()
+
+
+def check_template(item: Mapping[str, Any], registry: Registry) -> None:
+    """Check a job given inside another job's payload (kind `echo`'s `then`), as POST /jobs
+    would check it; the defaults it would get are filled in when it is created."""
+    validate_job(item, registry, _TEMPLATE_SETTINGS, allow_status=False)

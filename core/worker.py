@@ -21,7 +21,7 @@ import signal
 import socket
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,10 +50,13 @@ from boundq.core.planner import QueuePlanner
 from boundq.core.queue import ClaimedRow, Outcome
 from boundq.core.scheduler import Scheduler
 from boundq.core.states import AttemptOutcome
+from boundq.core.validation import JobSpec, validate_job
 
 log = logging.getLogger("boundq.worker")
 
 MAX_RESULT_BYTES = 1024 * 1024
+# Most bytes an attempt's follow-up jobs (JobContext.enqueue) may encode to, all together.
+MAX_FOLLOWUP_BYTES = 4 * 1024 * 1024
 # A claim loop retries a failed statement within a second: processing resumes within
 # about that long once PostgreSQL accepts connections again, whatever the outage's length.
 CYCLE_BACKOFF_MAX_S = 1.0
@@ -217,7 +220,12 @@ class Worker:
     def _context(self, claim: Claim) -> JobContext:
         return JobContext(claim.id, claim.attempt, claim.kind, claim.payload, claim.owner,
                           claim.queue, claim.created_at, claim.run_at, claim.claimed_at,
-                          claim.timeout_s, self.handler_connections.connection)
+                          claim.timeout_s, self.handler_connections.connection,
+                          self._follow_up)
+
+    def _follow_up(self, item: Mapping[str, Any]) -> JobSpec:
+        """A handler's follow-up job (JobContext.enqueue), checked as POST /jobs checks."""
+        return validate_job(item, self.registry, self.settings, allow_status=False)
 
     async def _execute(self, claim: Claim) -> Outcome | None:
         handler = self.registry.get(claim.kind)
@@ -234,6 +242,7 @@ class Worker:
                 async with asyncio.timeout(claim.timeout_s):
                     result = await handler.run(context)
             encoded = None if result is None else encode_result(result)
+            chained = encode_followups(context.followups) if context.followups else None
         except TimeoutError as exc:
             timed_out = claim.timeout_s is not None and time.perf_counter() - started >= claim.timeout_s
             return self._failed(context, Outcome(
@@ -261,7 +270,8 @@ class Worker:
         if claim.lost:
             return None
         self._hook(self.hooks.succeeded, context, result)
-        return Outcome(claim.id, claim.attempt, AttemptOutcome.SUCCESS, result_json=encoded)
+        return Outcome(claim.id, claim.attempt, AttemptOutcome.SUCCESS, result_json=encoded,
+                       followups_json=chained)
 
     def _failed(self, context: JobContext, outcome: Outcome) -> Outcome:
         self._hook(self.hooks.failed, context, outcome.error or "")
@@ -392,3 +402,13 @@ def encode_result(result: Any) -> str:
         raise ValueError("the handler's result contains a NUL character (\\u0000), which "
                          "PostgreSQL's jsonb cannot store")
     return data.decode()
+
+
+def encode_followups(specs: list[JobSpec]) -> str:
+    """An attempt's follow-up jobs as job_complete_and_claim takes them; raises ValueError
+    with a clear message when they are too big to carry."""
+    data = queue.followups_json(specs)
+    if len(data) > MAX_FOLLOWUP_BYTES:
+        raise ValueError(f"the handler's {len(specs)} follow-up jobs are {len(data)} bytes "
+                         f"encoded; at most {MAX_FOLLOWUP_BYTES} are carried")
+    return data

@@ -206,6 +206,42 @@ async def fire_in_two_statements(conn: Any, f: schedules.Fire, keep: int) -> sch
     return schedules.Fired(True, f.ticks, tuple(ids), 0)
 
 
+# Follow-up jobs inserted by a statement of their own, before the completion that writes
+# their job's success: a completion then fenced (a reaper or a cancel took the job), lost
+# with its connection and written again, or never sent (the worker killed in between)
+# leaves follow-ups of an attempt that did not succeed, or a second set.
+CHAIN_INSERT = """
+INSERT INTO jobs (name, kind, queue, payload, priority, run_at, status, max_attempts,
+                  timeout_s, dedupe_key, trace_parent)
+SELECT f.name, f.kind, f.queue, f.payload, f.priority, at.run_at,
+       CASE WHEN at.run_at > now() THEN 'scheduled'::job_status ELSE 'new'::job_status END,
+       f.max_attempts, f.timeout_s, f.dedupe_key, f.trace_parent
+FROM json_each(%(followups)s::json) AS fu(job_id, rows)
+CROSS JOIN LATERAL json_to_recordset(fu.rows) AS f(
+    name text, kind text, queue text, payload jsonb, priority smallint, run_at timestamptz,
+    delay_s float8, max_attempts int, timeout_s float8, dedupe_key text, trace_parent text)
+CROSS JOIN LATERAL (SELECT coalesce(f.run_at, now())
+                           + make_interval(secs => f.delay_s) AS run_at) AS at
+"""
+# What a worker does between the two statements (a round trip, a log line).
+CHAIN_GAP_S = 1.0
+
+
+def followups_outside_completion(complete: Any) -> Any:
+    """queue.complete_and_claim with the follow-ups inserted before it, separately."""
+
+    async def complete_and_claim(conn: Any, owner: str, done: Any, plan: Any, lease_s: float,
+                                 results: Any = None, *, free: int | None = None,
+                                 oldest: Any = None, followups: Any = None) -> Any:
+        if followups:
+            await conn.execute(CHAIN_INSERT, {"followups": queue._results_object(followups)})
+            await asyncio.sleep(CHAIN_GAP_S)
+        return await complete(conn, owner, done, plan, lease_s, results, free=free,
+                              oldest=oldest)
+
+    return complete_and_claim
+
+
 def _sub(block: str, pattern: str, replacement: str, count: int = 0) -> None:
     text, n = re.subn(pattern, replacement, Q.text(block), count=count)
     if n == 0:
@@ -238,6 +274,8 @@ def patch(variant: str) -> None:
         queue.claim_limited = limited_claim(ROOM_LOCAL, 0.0)
     elif variant == "limit_outside_claim":
         queue.claim_limited = limited_claim(ROOM_GLOBAL, CHECK_GAP_S)
+    elif variant == "followups_outside_completion":
+        queue.complete_and_claim = followups_outside_completion(queue.complete_and_claim)
     elif variant == "split_tick_scheduler":
         schedules.fire = fire_in_two_statements
     elif variant == "unblock_on_any_end":

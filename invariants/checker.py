@@ -44,9 +44,10 @@ BOUNDED_CONCURRENCY = "bounded_concurrency"
 EXACTLY_ONCE_EFFECT = "exactly_once_effect"
 ONE_JOB_PER_TICK = "one_job_per_tick"
 DEPENDENCY_ORDER = "dependency_order"
+EXACTLY_ONCE_CHAIN = "exactly_once_chain"
 INVARIANTS = (NO_LOST_JOB, SINGLE_OWNER, ONE_TERMINAL, ATTEMPTS_BOUNDED, BOUNDED_CONCURRENCY,
               EXACTLY_ONCE_EFFECT, QUEUE_CONCURRENCY_BOUND, RATE_LIMIT_RESPECTED,
-              ONE_JOB_PER_TICK, DEPENDENCY_ORDER)
+              ONE_JOB_PER_TICK, DEPENDENCY_ORDER, EXACTLY_ONCE_CHAIN)
 # Auxiliary: a job in the database that no create asked for (Jepsen's "unexpected").
 NO_PHANTOM_JOB = "no_phantom_job"
 
@@ -71,6 +72,8 @@ class Job:
     lease_owner: str | None = None
     finished_at: datetime | None = None
     queue: str = "default"
+    # An `echo` job's follow-up (payload.then.name): the job its success must create once.
+    then_name: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,8 +259,11 @@ class _Checker:
                                                "the database")
             asked = {n for c in creates if c.result in ("ok", "info") for n in c.names}
             refused = {n for c in creates if c.result == "fail" for n in c.names}
-            # A schedule's jobs come from no create: one_job_per_tick accounts for them.
+            # A schedule's jobs come from no create: one_job_per_tick accounts for them; a
+            # job's follow-ups neither: exactly_once_chain does.
+            chained = {j.then_name for j in self.jobs.values() if j.then_name}
             phantom = sorted(j.id for j in self.jobs.values() if j.name not in asked
+                             and j.name not in chained
                              and not scheduled_job(j.name, self.h.schedules))
             if phantom:
                 made = [i for i in phantom if self.jobs[i].name in refused]
@@ -435,6 +441,29 @@ class _Checker:
                                                         f"has {len(effs)} effect rows")
 
 
+    # --- exactly_once_chain ----------------------------------------------------------------
+    def exactly_once_chain(self) -> None:
+        """A job's follow-ups are written by the statement that writes its success: a
+        successful job's follow-up exists exactly once (at every instant: they commit
+        together), and a job that has not succeeded (its attempts fenced, failed, lost or
+        cancelled) has none. Follow-ups are told by name (unique per run)."""
+        named: dict[str, list[int]] = defaultdict(list)
+        for j in self.jobs.values():
+            named[j.name].append(j.id)
+        for job_id, job in self.jobs.items():
+            if not job.then_name:
+                continue
+            made = named.get(job.then_name, [])
+            if job.status == "success" and len(made) != 1:
+                self.bad(EXACTLY_ONCE_CHAIN, [job_id, *made],
+                         f"successful job's follow-up {job.then_name!r} exists {len(made)} "
+                         f"times")
+            elif job.status != "success" and made:
+                self.bad(EXACTLY_ONCE_CHAIN, [job_id, *made],
+                         f"{job.status} job (attempt {job.attempts}) has {len(made)} "
+                         f"follow-up(s) {job.then_name!r}: written outside a committed "
+                         f"success")
+
     # --- queue_concurrency_bound, rate_limit_respected (invariants/flow_checks.py) ------------
     def flow_limits(self) -> None:
         if not self.h.limit_changes:
@@ -496,6 +525,7 @@ def check(history: History, *, final: bool) -> Report:
     c.attempts_bounded()
     c.bounded_concurrency()
     c.exactly_once_effect()
+    c.exactly_once_chain()
     c.flow_limits()
     c.one_job_per_tick()
     c.dependency_order()

@@ -8,6 +8,9 @@
   class). Every attempt stalls; long stalls end in the dead-letter set.
 - `poison` {times}: SIGKILLs its own worker process while attempt <= times (default: every
   attempt), the job that kills every worker that takes it.
+- `echo` is re-registered so it can take time ({ms}: awaited sleep) before the built-in
+  echo returns `value` and creates `then`: faults then land while a chaining job is in
+  flight. Its follow-up is still written only by the fenced completion.
 """
 
 from __future__ import annotations
@@ -56,3 +59,21 @@ async def poison(job: JobContext) -> None:
 default_registry.register("effect", effect, _validate)
 default_registry.register("stall", stall, _validate)
 default_registry.register("poison", poison, _validate)
+
+_builtin_echo = default_registry.get("echo")
+assert _builtin_echo is not None and _builtin_echo.validate is not None
+_validate_builtin_echo = _builtin_echo.validate
+_run_builtin_echo = _builtin_echo.run
+
+
+def _validate_echo(payload: Any) -> None:
+    _validate_builtin_echo(payload)
+    _ms(payload, "ms")
+
+
+async def echo(job: JobContext) -> Any:
+    await asyncio.sleep(_ms(job.payload, "ms") / 1000)
+    return await _run_builtin_echo(job)
+
+
+default_registry.register("echo", echo, _validate_echo)

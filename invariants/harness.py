@@ -231,7 +231,8 @@ class Harness:
     def job(self, kind: str = "noop", payload: dict[str, Any] | None = None,
             **fields: Any) -> dict[str, Any]:
         self._names += 1
-        return {"name": f"{self.label}-{self._names}", "kind": kind, "payload": payload or {},
+        name = f"{self.label}-{self._names}"
+        return {"name": name, "kind": kind, "payload": _name_chain(payload or {}, name),
                 **fields}
 
     def enqueue(self, items: list[dict[str, Any]]) -> list[int]:
@@ -440,6 +441,7 @@ class Harness:
             stats.checks += 1
             stats.schedules_checked += len(history.schedules)
             stats.ticks_checked += len(history.ticks)
+            stats.chains_checked += sum(1 for j in history.jobs if j.then_name)
             for r in history.reports:
                 stats.fenced[r.what] += 1
         if report.ok:
@@ -483,3 +485,16 @@ class Harness:
         with contextlib.suppress(psycopg.Error):
             self.ctx.cluster.drop(self.db)
         self._loop.close()
+
+
+def _name_chain(payload: dict[str, Any], root: str, depth: int = 1) -> dict[str, Any]:
+    """An echo payload's follow-ups (`then`, and its own `then`) named after the root job,
+    unique per run: exactly_once_chain counts each by its name."""
+    then = payload.get("then")
+    if not isinstance(then, dict):
+        return payload
+    inner = then.get("payload")
+    named = {**then, "name": f"{root}>then{depth}"}
+    if isinstance(inner, dict):
+        named["payload"] = _name_chain(inner, root, depth + 1)
+    return {**payload, "then": named}

@@ -83,7 +83,8 @@ def load(url: str, *, creates: list[Create] | None, processes: list[Process],
         conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         jobs = [Job(*r) for r in conn.execute(
             "SELECT id, kind, status::text, attempts, max_attempts, name, lease_owner, "
-            "finished_at, queue FROM jobs ORDER BY id")]
+            "finished_at, queue, "
+            "CASE WHEN kind = 'echo' THEN payload #>> '{then,name}' END FROM jobs ORDER BY id")]
         # job_attempts holds ended attempts only; a processing job's running attempt is its
         # jobs row, so the checker sees it as an open attempt read from that row.
         attempts = [Attempt(*r) for r in conn.execute(

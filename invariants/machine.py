@@ -55,6 +55,19 @@ _PAYLOADS: dict[str, st.SearchStrategy[dict[str, Any]]] = {
 _KINDS = ["noop", "sleep", "sleep", "effect", "effect", "effect", "effect", "fail", "stall",
           "poison"]
 
+# Chaining: an echo job's `then` is a noop, or an echo with a `then` of its own (a chain of
+# depth 2). The harness names every follow-up after its root job (Harness.job), so the
+# checker can count each one (exactly_once_chain).
+_THEN_LEAF = st.fixed_dictionaries({"kind": st.just("noop")}, optional={
+    "queue": st.just("mail"), "delay": st.sampled_from([0, 0.3])})
+_THEN = _THEN_LEAF | st.fixed_dictionaries({
+    "kind": st.just("echo"),
+    "payload": st.fixed_dictionaries({"value": st.integers(0, 9), "then": _THEN_LEAF})})
+# Chains come from the first step (a few among the backlog) and from enqueue_chains;
+# the other rules' mix of kinds is left as it was.
+CHAIN = st.fixed_dictionaries({"kind": st.just("echo"), "payload": st.fixed_dictionaries({
+    "value": st.integers(0, 99), "ms": st.integers(0, 600), "then": _THEN})})
+
 
 # Flow control: jobs spread over two queues; limits put on either queue or on two kinds
 # while jobs run.
@@ -126,18 +139,19 @@ class QueueMachine(RuleBasedStateMachine):
 
     # --- work ------------------------------------------------------------------------------
     @initialize(target=workers, backlog=st.lists(JOBS, min_size=5, max_size=40),
+                chains=st.lists(CHAIN, min_size=1, max_size=3),
                 first=st.tuples(st.integers(1, 4), SKEW),
                 second=st.none() | st.tuples(st.integers(1, 4), SKEW), cron=SCHEDULES,
                 family=FAMILY)
-    def first_workers(self, backlog: list[dict[str, Any]], first: tuple[int, float],
-                      second: tuple[int, float] | None,
+    def first_workers(self, backlog: list[dict[str, Any]], chains: list[dict[str, Any]],
+                      first: tuple[int, float], second: tuple[int, float] | None,
                       cron: tuple[int, int, str, dict[str, Any]],
                       family: tuple[dict[str, Any], list[dict[str, Any]], bool]
                       ) -> MultipleResults[WorkerProc]:
-        # Always work in flight (swarm testing may switch the enqueue rules off), a cron
-        # schedule ticking, and one or two workers (concurrency, clock skew; each runs a
-        # scheduler) from the first step on.
-        self.h.enqueue([self.h.job(**job) for job in backlog])
+        # Always work in flight (swarm testing may switch the enqueue rules off), chains
+        # and a family of dependent jobs among it, a cron schedule ticking, and one or two
+        # workers (concurrency, clock skew; each runs a scheduler) from the first step on.
+        self.h.enqueue([self.h.job(**job) for job in [*chains, *backlog]])
         self._family(family)
         self.h.put_schedule(*cron)
         specs = [first] if second is None else [first, second]
@@ -165,6 +179,10 @@ class QueueMachine(RuleBasedStateMachine):
         kids = self.h.enqueue([self.h.job(**child, depends_on=ids) for child in children])
         if kids and grandchild:
             self.h.enqueue([self.h.job(depends_on=[ids[0], kids[0]])])
+
+    @rule(jobs=st.lists(CHAIN, min_size=1, max_size=6))
+    def enqueue_chains(self, jobs: list[dict[str, Any]]) -> None:
+        self.h.enqueue([self.h.job(**job) for job in jobs])
 
     @rule(jobs=st.lists(JOBS, min_size=2, max_size=25))
     def enqueue_bulk(self, jobs: list[dict[str, Any]]) -> None:

@@ -68,6 +68,7 @@ class Stats:
     checks: int = 0
     schedules_checked: int = 0  # cron schedules judged by one_job_per_tick (final checks)
     ticks_checked: int = 0  # their tick rows
+    chains_checked: int = 0  # jobs with a follow-up judged by exactly_once_chain (final)
     violations: Counter[str] = field(default_factory=Counter)  # boundq itself: must stay 0
     fenced: Counter[str] = field(default_factory=Counter)  # lease_lost / write_fenced reports
     detected: dict[str, set[str]] = field(default_factory=dict)  # broken variant -> invariants
@@ -85,6 +86,7 @@ class Stats:
             f"{self.fenced['write_fenced']}",
             f"cron: {self.ticks_checked} ticks of {self.schedules_checked} schedules checked "
             f"(one_job_per_tick)",
+            f"chains: {self.chains_checked} follow-ups of echo jobs checked (exactly_once_chain)",
             f"violations: {sum(self.violations.values())}"
             + (f" ({', '.join(f'{k}={v}' for k, v in sorted(self.violations.items()))})"
                if self.violations else ""),

@@ -13,6 +13,7 @@ from invariants.checker import (
     ATTEMPTS_BOUNDED,
     BOUNDED_CONCURRENCY,
     DEPENDENCY_ORDER,
+    EXACTLY_ONCE_CHAIN,
     EXACTLY_ONCE_EFFECT,
     NO_LOST_JOB,
     NO_PHANTOM_JOB,
@@ -273,6 +274,39 @@ def test_effect_of_unsuccessful_job() -> None:
     h = good()
     h.effects.append(Effect(2, 1))
     assert ids(h, EXACTLY_ONCE_EFFECT) == {2}
+
+
+# --- exactly_once_chain -----------------------------------------------------------------
+def chain_history(parent: str = "success", followups: int = 1) -> History:
+    """Job 10 (echo, created by a client) chains `j10>then1`; `followups` copies of it exist."""
+    jobs = [Job(10, "echo", parent, 1, 3, "j10", finished_at=t(2), then_name="j10>then1")]
+    jobs += [Job(11 + i, "noop", "success", 1, 3, "j10>then1", finished_at=t(4))
+             for i in range(followups)]
+    attempts = [Attempt(10, 1, A, t(1), t(2), "success" if parent == "success" else "error")]
+    attempts += [Attempt(11 + i, 1, A, t(3), t(4), "success") for i in range(followups)]
+    return History(jobs=jobs, attempts=attempts, creates=[Create("ok", ("j10",), (10,))])
+
+
+def test_chained_followup_once_passes() -> None:
+    for final in (False, True):
+        report = check(chain_history(), final=final)
+        assert report.ok, report.explain()
+
+
+@pytest.mark.parametrize(("parent", "followups", "caught"),
+                         [("success", 0, {10}), ("success", 2, {10, 11, 12}),
+                          ("failed", 1, {10, 11}), ("cancelled", 1, {10, 11})])
+def test_followup_missing_duplicated_or_orphaned(parent: str, followups: int,
+                                                 caught: set[int]) -> None:
+    h = chain_history(parent, followups)
+    assert ids(h, EXACTLY_ONCE_CHAIN) == caught
+    assert NO_PHANTOM_JOB not in names(h)  # a follow-up is no phantom: this check judges it
+
+
+def test_followup_without_its_parent_is_a_phantom() -> None:
+    h = chain_history()
+    h.jobs = h.jobs[1:]
+    assert ids(h, NO_PHANTOM_JOB) == {11}
 
 
 # --- one_job_per_tick ------------------------------------------------------------------

@@ -17,6 +17,7 @@ from invariants.broken_worker import reap_fetch_then_update
 from invariants.checker import (
     BOUNDED_CONCURRENCY,
     DEPENDENCY_ORDER,
+    EXACTLY_ONCE_CHAIN,
     EXACTLY_ONCE_EFFECT,
     NO_LOST_JOB,
     ONE_JOB_PER_TICK,
@@ -127,6 +128,9 @@ BROKEN: tuple[Variant, ...] = (
             "leases written and judged on the worker's clock instead of the database's",
             broken=True, expected=frozenset({SINGLE_OWNER, NO_LOST_JOB}),
             db_prepare=(DROP_TRANSITION_GUARD,)),
+    Variant("followups_outside_completion",
+            "a job's follow-ups inserted by a statement of their own before its completion",
+            broken=True, expected=frozenset({EXACTLY_ONCE_CHAIN})),
     Variant("split_tick_scheduler",
             "cron scheduler checks the tick is due, creates its job, then records the tick in "
             "a second statement",

@@ -31,6 +31,7 @@ def _execute_args(limit: int, oldest: int = 0) -> str:
     """A pure claim of `limit` jobs from the default queue (nothing to complete), `oldest`
     of them through the aging lane."""
     values = {"owner": f"'{OWNER}'", "ids": "'{}'", "attempts": "'{}'", "results": "'{}'",
+              "followups": "'{}'",
               "queues": "'{default}'", "limits": f"'{{{limit}}}'", "oldest": f"'{{{oldest}}}'",
               "total": str(limit), "free": str(limit), "lease_s": "30"}
     return ", ".join(values[name] for name in placeholders(Q.job_complete_and_claim))

@@ -104,7 +104,8 @@ async def test_fenced_writes_reach_rows_by_key(db_url: str, conn: Any, statistic
         await _assert_by_key(worker, "job_reap_expired", {"limit": 1000}, BATCH)
         half = BATCH // 2
         first = {"owner": OWNER, "ids": ids[:half], "attempts": attempts[:half],
-                 "results": "{}", "queues": [], "limits": [], "oldest": [], "total": 0,
+                 "results": "{}", "followups": "{}", "queues": [], "limits": [], "oldest": [],
+                 "total": 0,
                  "free": 0,
                  "lease_s": 30}
         await _assert_by_key(worker, "job_complete_and_claim", first, half)

@@ -50,6 +50,7 @@ async def test_named_queries_run_through_psycopg_with_prepare(conn) -> None:
     statement with real Python values (types must adapt, not just parse)."""
     params = {
         "job_complete_and_claim": {"owner": "o", "ids": [1], "attempts": [1], "results": "{}",
+                                   "followups": "{}",
                                    "queues": ["default"], "limits": [5], "oldest": [1], "total": 5,
                                    "free": 4,
                                    "lease_s": 1.5},

@@ -90,6 +90,12 @@ ORDER BY attempt
 -- runnable rows with SKIP LOCKED in a materialized CTE (LIMIT applies before locking, so
 -- never more than the limit) and leases them. No job_attempts row is written for a claim:
 -- while a job is processing its jobs row describes the running attempt.
+--
+-- Chaining: `followups` maps a finished job's id to the jobs its handler created (an
+-- array of validated job rows, the fields of job_insert_batch's items). They are inserted
+-- from `done`, so they exist if and only if their job's success commits here: a fenced
+-- attempt creates none, and a success written again after a lost answer (its first
+-- write did not commit) creates them once. '{}' (no follow-ups) reads no row.
 WITH done AS (
     UPDATE jobs AS j
     SET status = 'success',
@@ -112,6 +118,32 @@ WITH done AS (
 ), effects AS (
     INSERT INTO job_effects (job_id, attempt)
     SELECT id, attempts FROM done WHERE kind = 'effect'
+), asked AS MATERIALIZED (
+    -- the follow-up parameter read once (a join's inner side would re-read it per row)
+    SELECT key::bigint AS job_id, value AS rows FROM json_each(%(followups)s::json)
+), chained AS (
+    -- Follow-ups are plain jobs: `scheduled` when their run_at is ahead, `new` otherwise
+    -- (claimed from the next cycle on: this statement's claim does not see them); one
+    -- whose dedupe_key a live job holds is skipped, as a create returns the holder.
+    INSERT INTO jobs (name, kind, queue, payload, priority, run_at, status, max_attempts,
+                      timeout_s, dedupe_key, trace_parent)
+    SELECT f.name, f.kind, f.queue, f.payload, f.priority, at.run_at,
+           CASE WHEN at.run_at > now() THEN 'scheduled'::job_status ELSE 'new'::job_status END,
+           f.max_attempts, f.timeout_s, f.dedupe_key, f.trace_parent
+    FROM asked AS fu
+    JOIN done ON done.id = fu.job_id
+    CROSS JOIN LATERAL ROWS FROM (json_to_recordset(fu.rows) AS (
+        name text, kind text, queue text, payload jsonb, priority smallint,
+        run_at timestamptz, delay_s float8, max_attempts int, timeout_s float8,
+        dedupe_key text, trace_parent text
+    )) WITH ORDINALITY AS f(name, kind, queue, payload, priority, run_at, delay_s,
+                            max_attempts, timeout_s, dedupe_key, trace_parent, ord)
+    CROSS JOIN LATERAL (SELECT coalesce(f.run_at, now())
+                               + make_interval(secs => f.delay_s) AS run_at) AS at
+    ORDER BY done.id, f.ord
+    ON CONFLICT (dedupe_key)
+        WHERE dedupe_key IS NOT NULL AND status IN ('scheduled', 'blocked', 'new', 'processing')
+    DO NOTHING
 ), served AS MATERIALIZED (
     -- Queues with a limit or a pause are claimed by boundq_claim_limited (under their
     -- locks), never here; nor are jobs of a kind that has one (they wait for the limited
