@@ -46,6 +46,9 @@ FORBIDDEN_TEMPLATE_FIELDS = {
     "run_at": "a schedule's job runs at its tick; give delay to run it later than the tick",
     "dedupe_key": "each tick makes exactly one job; a dedupe_key would let a live job "
                   "swallow a tick",
+    "depends_on": "a tick's job cannot wait for other jobs: every tick would wait for the "
+                  "same ones",
+    "depends_on_index": "a schedule's job is not part of a bulk upload",
 }
 # When an expression has no next tick croniter can find (it never fires again), the
 # watermark moves here: the schedule is never due again.

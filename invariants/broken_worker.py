@@ -255,6 +255,13 @@ def patch(variant: str) -> None:
         _sub("job_complete_and_claim",
              r"\n\s*AND j\.attempts = mine\.attempt\s*\n\s*AND j\.lease_owner = %\(owner\)s"
              r"\s*\n\s*AND j\.status = 'processing'", "", count=1)
+        # A job the stale owner overwrites may be waiting again (reaped, so started_at is
+        # null): the attempt row keeps the NOT NULL claimed_at, or every batch holding it
+        # would fail and the worker wedge (reported as no_lost_job, not as this bug).
+        _sub("job_complete_and_claim",
+             r"SELECT id, attempts, %\(owner\)s, started_at, now\(\), 'success' FROM done",
+             "SELECT id, attempts, %(owner)s, coalesce(started_at, now()), now(), 'success' "
+             "FROM done", count=1)
         # Its attempt row goes over the row the attempt already has. Refused by the primary
         # key instead, a stale completion of an attempt that had ended would fail its whole
         # batch again and again: a wedged worker, not the wrong history this variant shows.

@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# The suite as `make test` runs it: invariants/ (the Hypothesis state machine, mostly
-# waiting on killed workers and restarted PostgreSQL) beside tests/, as two pytest
-# processes, each with its own throwaway cluster. The invariants' output is kept and
-# printed whole after tests/ finish, so the two never interleave. Exit status: non-zero
-# when either failed. Usage: scripts/run-suite.sh PYTHON [pytest options for both]
+# The suite as `make test` runs it. Most of its time is waiting (on killed workers,
+# restarted PostgreSQL, floods that run for seconds), not CPU, so it runs in parallel:
+# invariants/ (the Hypothesis state machine) as one pytest process, and tests/ as two
+# pytest-xdist workers that each take whole files (--dist loadfile: a module's fixtures,
+# such as the installed wheel, are made once). Each process has its own throwaway
+# cluster. The invariants' output is kept and printed whole after tests/ finish, so the
+# two never interleave. Exit status: non-zero when either failed.
+# Usage: scripts/run-suite.sh PYTHON [pytest options for both]
 set -uo pipefail
 py="$1"; shift
 log="$(mktemp -t boundq-invariants.XXXXXX)"
@@ -11,7 +14,7 @@ log="$(mktemp -t boundq-invariants.XXXXXX)"
 inv=$!
 trap 'kill -TERM "$inv" 2>/dev/null; wait "$inv"; rm -f "$log"; exit 130' INT TERM
 echo "invariants/ runs beside tests/ (its output follows when tests/ are done)"
-"$py" -m pytest tests -q "$@"
+"$py" -m pytest tests -q -n "${TEST_PROCESSES:-2}" --dist loadfile "$@"
 tests_rc=$?
 if kill -0 "$inv" 2>/dev/null; then echo "waiting for invariants/ ..."; fi
 wait "$inv"

