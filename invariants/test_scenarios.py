@@ -382,9 +382,13 @@ def test_cron_one_job_per_tick_through_kills_and_a_restart(harness: Harness) -> 
         with contextlib.suppress(psycopg.Error):
             lock.close()
     racers.append(h.start_worker(concurrency=2))
-    before = len(h.sql("SELECT 1 FROM job_schedule_ticks"))
-    wait_until("ticks after the restart",
-               lambda: len(h.sql("SELECT 1 FROM job_schedule_ticks")) >= before + 4)
+    def made_so_far() -> int:
+        return len(h.sql("SELECT 1 FROM job_schedule_ticks WHERE schedule = %s", (every,)))
+
+    # At least 4 ticks after the restart, and 6 in all: on a busy machine the ticks before
+    # it may be fewer than the schedule's period suggests.
+    before = made_so_far()
+    wait_until("ticks after the restart", lambda: made_so_far() >= max(before + 4, 6))
     history = finish(h)  # one_job_per_tick, with every other invariant
 
     made = [t for t in history.ticks if t.schedule == every]

