@@ -12,7 +12,7 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
-from boundq.core import tracing
+from boundq.core import queue, tracing
 from boundq.core.validation import JobSpec, validate_job
 from boundq.server.body import decode_item, decode_items, media_type, read_body, require_json, too_large
 from boundq.server.bulkwrite import BatchRejected, Validate
@@ -76,8 +76,11 @@ async def bulk_create(request: Request) -> Response:
         # tracing (core/tracing): one create span for the batch; every job stores it
         with tracing.creating(request.headers, count=len(raws), via="bulk") as trace:
             async with state.connection() as conn:
-                ids, errors = await write_bulk_in_scope(
-                    conn, raws, trace.stamping(_validator(state)), atomic, scope)
+                # A deadlock's victim wrote nothing (its transaction rolled back, with
+                # the scope's outer one): the whole upload runs again, validation too.
+                ids, errors = await queue.retrying_deadlocks(
+                    lambda: write_bulk_in_scope(
+                        conn, raws, trace.stamping(_validator(state)), atomic, scope))
     except BatchRejected as rejected:
         errors = rejected.errors
         first = errors[0]
