@@ -43,7 +43,9 @@ def _flood(args: argparse.Namespace, interrupts: Any) -> int:
         max_concurrent_jobs=args.max_concurrent_jobs, max_db_connections=args.pool_size,
         ui_port=args.ui_port if args.ui else None, locust_processes=args.locust_processes,
         calibration_s=args.calibration_seconds, calibration_jobs=args.calibration_jobs,
-        pace_threshold=args.pace_threshold, extra_workers=args.extra_workers,
+        pace_threshold=args.pace_threshold, probe_rate=args.probe_rate,
+        refusal_p99_ms=args.refusal_p99_ms, accepted_p99_ms=args.accepted_p99_ms,
+        extra_workers=args.extra_workers,
         proxied_worker=args.proxied_worker, partition_s=args.partition,
         alone_s=args.alone_seconds, limit_rate=args.limit_rate, limit_burst=args.limit_burst,
         isolation_threshold=args.isolation_threshold, flow_threshold=args.flow_threshold)
@@ -206,6 +208,17 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    default=float(e("FLOOD_PACE_THRESHOLD", "0.9")),
                    help="fail when processing under flood is below this times the idle "
                    "pace, if the flood saturated the workers (FLOOD_PACE_THRESHOLD, 0.9)")
+    p.add_argument("--probe-rate", type=float, default=float(e("FLOOD_PROBE_RATE", "20")),
+                   help="the door probe: one client's creates/s beside the load, timed at "
+                   "the socket (FLOOD_PROBE_RATE, default 20; 0 = no probe)")
+    p.add_argument("--refusal-p99-ms", type=float,
+                   default=float(e("FLOOD_REFUSAL_P99_MS", "5")),
+                   help="fail when the probe's 429 answers take p99 above this "
+                   "(FLOOD_REFUSAL_P99_MS, default 5; 0 = not judged)")
+    p.add_argument("--accepted-p99-ms", type=float,
+                   default=float(e("FLOOD_ACCEPTED_P99_MS", "50")),
+                   help="fail when the probe's 201 answers take p99 above this "
+                   "(FLOOD_ACCEPTED_P99_MS, default 50; 0 = not judged)")
     p.add_argument("--extra-workers", type=int, default=int(e("FLOOD_EXTRA_WORKERS", "0")),
                    help="`boundq worker` processes beside `boundq serve`, each in its own "
                    "process group (FLOOD_EXTRA_WORKERS, default 0)")

@@ -38,6 +38,7 @@ from boundq.core.pgembed import free_port, resolve_database_url
 from boundq.core.runinfo import run_metadata, timestamp
 from boundq.loadtests import flow_scenarios as flows
 from boundq.loadtests import pace as pacing
+from boundq.loadtests import probe
 from boundq.loadtests import processes as procs
 from boundq.loadtests.hosts import Hosts, HostsError
 from boundq.loadtests.outcome import print_summary, summarize
@@ -73,6 +74,9 @@ class FloodOptions:
     calibration_s: float = 5.0  # idle calibration: seconds of work at the capacity bound
     calibration_jobs: int | None = None  # or exactly this many jobs
     pace_threshold: float = 0.9  # fail when processing under flood < this x idle
+    probe_rate: float = probe.DEFAULT_RATE  # the door probe's creates/s; 0 = no probe
+    refusal_p99_ms: float = 0.0  # fail when the probe's 429 p99 is above this (0: not judged)
+    accepted_p99_ms: float = 0.0  # the same for its 201s (the CLI judges 5 and 50 ms)
     extra_workers: int = 0  # `boundq worker` processes beside `boundq serve`
     proxied_worker: bool = False  # the last extra worker goes through the fault proxy
     partition_s: float = 0.0  # black-hole the proxied worker this long during the load
@@ -196,6 +200,7 @@ def _run_flood(o: FloodOptions, out: TextIO, interrupts: Interrupts) -> FloodRes
     alone: tuple[datetime, datetime] | None = None
     drained = False
     server_code: int | None = None
+    probed: probe.ProbeResult | None = None
     try:
         run.server = procs.start_server(server_env, run_dir / "server.log")
         procs.wait_ready(base, run.server)
@@ -238,7 +243,11 @@ def _run_flood(o: FloodOptions, out: TextIO, interrupts: Interrupts) -> FloodRes
                                 interrupts.stop_load.is_set)
                 run.say(f"Locust web UI: http://127.0.0.1:{o.ui_port}  (API {base}); Ctrl-C "
                         "ends the run, drains and verifies")
-            run.load_phase(progress)
+            door = _start_probe(o, base, run_dir, flow)
+            try:
+                run.load_phase(progress)
+            finally:
+                probed = door.stop() if door is not None else None
         run.tick("load")  # a signal that came as the load was about to start stopped it
         load_end = pacing.db_now(db_url)
         if flow is not None:
@@ -283,6 +292,10 @@ def _run_flood(o: FloodOptions, out: TextIO, interrupts: Interrupts) -> FloodRes
         extra_lines.append(f"attempts by process: {by or 'unknown'}")
         extra_lines += run.hosts.notes
     failures = _failures(summary, verdict, pace, run.notes)
+    if probed is not None:
+        summary["door_probe"] = probed.as_dict()
+        extra_lines.append(probed.line(o.refusal_p99_ms, o.accepted_p99_ms))
+        failures += probed.failures(o.refusal_p99_ms, o.accepted_p99_ms)
     if flow is not None:
         flow_verdict = (flow.measure(db_url, alone, load_start, load_end)
                         if load_start is not None and load_end is not None else None)
@@ -304,6 +317,18 @@ def _run_flood(o: FloodOptions, out: TextIO, interrupts: Interrupts) -> FloodRes
             path.unlink()  # thousands of ids; kept only when something is wrong
     print_summary(summary, verdict, pace, run_dir, out, extra_lines)
     return FloodResult(run_dir, not failures, summary)
+
+
+def _start_probe(o: FloodOptions, base: str, run_dir: Path, flow: flows.FlowPlan | None
+                 ) -> probe.DoorProbe | None:
+    """The door probe (loadtests/probe.py) beside the load; not in the flow scenarios, which
+    time their own steady queue and whose default queue it would add to."""
+    if o.probe_rate <= 0 or flow is not None:
+        return None
+    kind, payload = ("sleep", {"ms": o.job_ms}) if o.job_ms else ("noop", {})
+    door = probe.DoorProbe(base, run_dir, payload, kind, o.probe_rate)
+    door.start()
+    return door
 
 
 def _alone_phase(run: FloodRun, o: FloodOptions, flow: flows.FlowPlan, base: str,
