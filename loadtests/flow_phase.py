@@ -40,7 +40,7 @@ def alone_phase(run: FloodRun, o: FloodOptions, flow: flows.FlowPlan, base: str,
     tallies and ids in run_dir/alone; timed by the database. The window ends when its
     user stops; its work is then let finish (flow.settled) before the flood starts."""
     run.say(f"alone: queue {flow.steady_queue!r} by itself for {o.alone_s:.0f} s "
-            f"({flow.steady_rate:g}/s)")
+            f"({flow.steady_rate:g} {flow.rate_unit})")
     folder = run_dir / "alone"
     env = procs.child_env(locust_vars | {"FLOOD_OUT_DIR": str(folder.resolve())})
     limit_s = o.alone_s + 120

@@ -61,6 +61,7 @@ class FlowPlan:
     flow_threshold: float = 0.5
     default_rate: float = DEFAULT_STEADY_RATE  # the steady user's rate without --rate
     steady_class: str = "SteadyQueueUser"  # the Locust user of the alone phase
+    rate_unit: str = "creates/s"
     admin_token: str = field(default_factory=lambda: secrets.token_urlsafe(16))
     tenant_tokens: dict[str, str] = field(default_factory=lambda: {
         "a": secrets.token_urlsafe(12), "b": secrets.token_urlsafe(12)})

@@ -49,6 +49,7 @@ class WorkflowPlan(FlowPlan):
     fan_out: int = DEFAULT_FAN_OUT
     default_rate: float = DEFAULT_GRAPH_RATE
     steady_class: str = "WorkflowUser"
+    rate_unit: str = "graphs/s"
 
     @property
     def flood_queue(self) -> str:
