@@ -159,7 +159,8 @@ def _run_flood(o: FloodOptions, out: TextIO, interrupts: Interrupts) -> FloodRes
         raise FloodError("--partition needs --proxied-worker")
     if o.proxied_worker and o.extra_workers < 1:
         raise FloodError("--proxied-worker needs --extra-workers 1 or more")
-    if not 1 <= o.fan_out <= MAX_DEPENDENCIES:  # the sink waits for every child
+    # the sink names every child in its depends_on_index
+    if o.scenario == "workflow" and not 1 <= o.fan_out <= MAX_DEPENDENCIES:
         raise FloodError(f"--fan-out must be between 1 and {MAX_DEPENDENCIES}")
     base_url = resolve_database_url(o.database_url or load_settings().database_url)
     db_url = dbadmin.fresh_database(base_url, FLOOD_DB) if o.fresh_db else base_url

@@ -29,7 +29,7 @@ import pandas as pd
 
 from boundq.core import dbadmin
 from boundq.core.pgembed import EmbeddedPostgres
-from boundq.loadtests.flood import FLOOD_DB, FloodOptions, run_flood
+from boundq.loadtests.flood import FLOOD_DB, FloodError, FloodOptions, run_flood
 from boundq.reports.flood_figures import workflow_latency
 from boundq.reports.flood_report import write_flood_report
 
@@ -112,3 +112,14 @@ def test_workflow_flood_measures_graph_latency(pg_cluster: EmbeddedPostgres,
     assert "## Workflow" in summary and "![workflow latency](flood-workflow.png)" in summary
     assert (result.run_dir / "flood-workflow.png").stat().st_size > 0
     assert f"p99 {flow['flooded']['p99_ms']} ms" in summary
+
+
+@pytest.mark.parametrize("fan_out", [0, 101])
+def test_fan_out_outside_the_dependency_limit_is_refused(tmp_path: Path, fan_out: int) -> None:
+    """The sink names every child in depends_on_index (at most 100): refused before any
+    database or process is touched."""
+    options = FloodOptions(scenario="workflow", fan_out=fan_out, out_root=tmp_path,
+                           database_url="postgresql://127.0.0.1:1/never")
+    with pytest.raises(FloodError, match="--fan-out must be between 1 and 100"):
+        run_flood(options, stream=io.StringIO())
+    assert list(tmp_path.iterdir()) == []
