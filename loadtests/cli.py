@@ -48,7 +48,8 @@ def _flood(args: argparse.Namespace, interrupts: Any) -> int:
         extra_workers=args.extra_workers,
         proxied_worker=args.proxied_worker, partition_s=args.partition,
         alone_s=args.alone_seconds, limit_rate=args.limit_rate, limit_burst=args.limit_burst,
-        isolation_threshold=args.isolation_threshold, flow_threshold=args.flow_threshold)
+        isolation_threshold=args.isolation_threshold, flow_threshold=args.flow_threshold,
+        fan_out=args.fan_out, workflow_threshold=args.workflow_threshold)
     if options.proxied_worker and options.extra_workers < 1:
         options.extra_workers = 1
     try:
@@ -149,12 +150,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     e = _env
     p.add_argument("--scenario", default=e("FLOOD_SCENARIO", "mixed"),
                    choices=["mixed", "create", "bulk", "arrival", "step", "tenants",
-                            "ratelimited"],
+                            "ratelimited", "workflow"],
                    help="Locust users: mixed reads/writes, single creates, bulk uploads, "
                    "open-loop arrivals at --rate, a step-load shape; flow control: tenants "
                    "(tenant A floods its queue beside tenant B's steady --rate) or "
                    "ratelimited (a rate-limited kind flooded beside unlimited jobs at "
-                   "--rate) (FLOOD_SCENARIO)")
+                   "--rate); workflow: fan-out/fan-in graphs (1 -> --fan-out -> 1, one atomic "
+                   "bulk upload each, --rate graphs/s) beside single creates (FLOOD_SCENARIO)")
     p.add_argument("--users", type=int, default=int(e("FLOOD_USERS", "50")),
                    help="Locust users (FLOOD_USERS, default 50)")
     p.add_argument("--spawn-rate", type=float, default=float(e("FLOOD_SPAWN_RATE", "0")),
@@ -164,10 +166,19 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--rate", default=e("FLOOD_RATE", ""),
                    help="arrival scenario: jobs/s, or Nx = N times the capacity bound "
                    "MAX_CONCURRENT_JOBS x 1000 / job ms; tenants and ratelimited: the steady "
-                   "queue's creates/s (default 20) (FLOOD_RATE)")
+                   "queue's creates/s (default 20); workflow: graphs/s (default 1) "
+                   "(FLOOD_RATE)")
     p.add_argument("--alone-seconds", type=float, default=float(e("FLOOD_ALONE_S", "10")),
-                   help="tenants, ratelimited: the steady queue alone this long before the "
-                   "flood, its pickup p99 the reference (FLOOD_ALONE_S, default 10)")
+                   help="tenants, ratelimited, workflow: the steady queue alone this long "
+                   "before the flood, its pickup p99 (workflow: graph latency) the reference "
+                   "(FLOOD_ALONE_S, default 10)")
+    p.add_argument("--fan-out", type=int, default=int(e("FLOOD_FAN_OUT", "100")),
+                   help="workflow: children per graph, 1..100 (FLOOD_FAN_OUT, default 100)")
+    p.add_argument("--workflow-threshold", type=float,
+                   default=float(e("FLOOD_WORKFLOW_THRESHOLD", "0")),
+                   help="workflow: fail when the graphs' latency p99 while flooded is above "
+                   "this times alone; 0 = printed, not judged (FLOOD_WORKFLOW_THRESHOLD, "
+                   "default 0)")
     p.add_argument("--limit-rate", type=float, default=float(e("FLOOD_LIMIT_RATE", "20")),
                    help="ratelimited: the kind's rate_per_s (FLOOD_LIMIT_RATE, default 20)")
     p.add_argument("--limit-burst", type=int, default=int(e("FLOOD_LIMIT_BURST", "10")),
