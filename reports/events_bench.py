@@ -35,33 +35,49 @@ import psycopg
 
 from boundq.core.config import load_settings
 from boundq.core.pgembed import free_port, resolve_database_url
+from boundq.reports.dbwatch import wait_for_backends_to_exit
 from boundq.reports.drain_run import drain_cli, prepare
+from boundq.reports.server_cpu import postmaster_pid, server_cpu_seconds
 
 LOG_TRIGGERS = ("jobs_log_insert", "jobs_log_update")
 
 
 # --- trigger ---------------------------------------------------------------------------
-def _drain(base: str, jobs: int, concurrency: int, triggers: bool) -> float:
+def _drain(base: str, jobs: int, concurrency: int, triggers: bool) -> tuple[float, float]:
+    """jobs/s, and the database server's CPU per job (µs) over the drain."""
     url = prepare(base, "boundq", jobs, name="boundq_events_bench")
     if not triggers:
         with psycopg.connect(url, autocommit=True) as conn:
             for name in LOG_TRIGGERS:
                 conn.execute(f"ALTER TABLE jobs DISABLE TRIGGER {name}".encode())
+    postmaster = postmaster_pid(url)
+    cpu_before = server_cpu_seconds(postmaster) if postmaster else 0.0
     result = drain_cli(url, {"NUM_WORKERS": "3", "MAX_CONCURRENT_JOBS": str(concurrency)},
                        show_progress=False)
-    return float(result["jobs_per_s"])
+    cpu_us = float("nan")
+    if postmaster:
+        wait_for_backends_to_exit(url)
+        cpu_us = (server_cpu_seconds(postmaster) - cpu_before) / result["finished"] * 1e6
+    return float(result["jobs_per_s"]), cpu_us
 
 
 def trigger(base: str, args: argparse.Namespace) -> None:
+    """Off and on in each round, in alternating order (neither always runs first)."""
     ratios: list[float] = []
+    cpu_ratios: list[float] = []
     for round_no in range(1, args.repeat + 1):
-        off = _drain(base, args.jobs, args.concurrency, triggers=False)
-        on = _drain(base, args.jobs, args.concurrency, triggers=True)
+        order = (False, True) if round_no % 2 else (True, False)
+        got = {on: _drain(base, args.jobs, args.concurrency, triggers=on) for on in order}
+        (off, off_cpu), (on, on_cpu) = got[False], got[True]
         ratios.append(on / off)
-        print(f"round {round_no}: triggers off {off:,.0f} jobs/s, on {on:,.0f} jobs/s, "
-              f"on/off {on / off:.3f}", flush=True)
-    print(f"median on/off over {args.repeat} rounds: {statistics.median(ratios):.3f} "
-          f"(min {min(ratios):.3f}, max {max(ratios):.3f})")
+        cpu_ratios.append(on_cpu / off_cpu)
+        print(f"round {round_no}: triggers off {off:,.0f} jobs/s ({off_cpu:,.0f} µs server "
+              f"CPU/job), on {on:,.0f} jobs/s ({on_cpu:,.0f} µs); on/off pace {on / off:.3f}, "
+              f"server CPU {on_cpu / off_cpu:.3f}", flush=True)
+    print(f"median over {args.repeat} rounds: on/off pace {statistics.median(ratios):.3f} "
+          f"(min {min(ratios):.3f}, max {max(ratios):.3f}); on/off server CPU per job "
+          f"{statistics.median(cpu_ratios):.3f} (min {min(cpu_ratios):.3f}, "
+          f"max {max(cpu_ratios):.3f})")
 
 
 # --- fanout ----------------------------------------------------------------------------
@@ -133,15 +149,14 @@ def _log_rows(url: str) -> int:
 def _metric(port: int, name: str) -> float:
     import httpx
 
-    text = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=120).text
     for line in text.splitlines():
         if line.startswith(name + " "):
             return float(line.split()[1])
     return 0.0
 
 
-async def fanout_once(base: str, jobs: int, concurrency: int, n_clients: int) -> None:
-    url = prepare(base, "boundq", jobs, name="boundq_events_bench")
+async def fanout_once(url: str, concurrency: int, n_clients: int) -> None:
     with api_process(url) as (proc, port):
         rss_before = proc.memory_info().rss / 2**20
         clients = [Client() for _ in range(n_clients)]
@@ -182,7 +197,8 @@ async def fanout_once(base: str, jobs: int, concurrency: int, n_clients: int) ->
 
 def fanout(base: str, args: argparse.Namespace) -> None:
     for n in (int(x) for x in args.clients.split(",")):
-        asyncio.run(fanout_once(base, args.jobs, args.concurrency, n))
+        url = prepare(base, "boundq", args.jobs, name="boundq_events_bench")
+        asyncio.run(fanout_once(url, args.concurrency, n))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,7 +21,6 @@ from boundq.core.validation import QUEUE_NAME
 from boundq.server.auth import Scope
 from boundq.server.errors import ApiError
 from boundq.server.events import (
-    Change,
     Dropped,
     EventFilter,
     EventHub,
@@ -81,54 +80,64 @@ def parse_last_event_id(request: Request) -> Position | None:
         raise _bad(LAST_EVENT_ID, str(exc)) from None
 
 
-def _change_event(change: Change) -> ServerSentEvent:
-    return ServerSentEvent(data=change.data, id=format_position(change.position))
+MAX_CHUNK = 500  # queued changes written to a client in one send
 
 
-def _missed_event(after: Position, position: Position) -> ServerSentEvent:
+def missed_frame(after: Position, position: Position) -> bytes:
     data = json.dumps({"after": format_position(after),
                        "resumed_from": format_position(position)})
-    return ServerSentEvent(data=data, id=format_position(position), event="missed")
+    return ServerSentEvent(data=data, id=format_position(position), event="missed").encode()
 
 
 async def _stream(hub: EventHub, sub: Subscriber, start: Position,
-                  after: Position | None) -> AsyncIterator[ServerSentEvent]:
+                  after: Position | None) -> AsyncIterator[bytes | ServerSentEvent]:
+    """The catch-up (when resuming), then the live queue; what is queued at once goes out
+    in one write of frames encoded once for every client."""
     try:
         sent = start
         if after is not None:
             sent = after
-            async for event, position in _catch_up(hub, sub.where, after, start):
-                yield event
+            async for page, position in _catch_up(hub, sub.where, after, start):
+                yield page
                 sent = position
         while True:
-            item = await sub.queue.get()
-            if isinstance(item, Dropped):
-                yield ServerSentEvent(data='{"reason":"fell behind"}', event="dropped")
-                return
-            if item.position <= sent:  # the catch-up sent it already
-                continue
-            if isinstance(item, Missed):
-                yield _missed_event(sent, item.position)
-            else:
-                yield _change_event(item)
-            sent = item.position
+            items = [await sub.queue.get()]
+            while len(items) < MAX_CHUNK and not sub.queue.empty():
+                items.append(sub.queue.get_nowait())
+            chunk = bytearray()
+            for item in items:
+                if isinstance(item, Dropped):
+                    if chunk:
+                        yield bytes(chunk)
+                    yield ServerSentEvent(data='{"reason":"fell behind"}', event="dropped")
+                    return
+                if item.position <= sent:  # the catch-up sent it already
+                    continue
+                chunk += (missed_frame(sent, item.position) if isinstance(item, Missed)
+                          else item.frame)
+                sent = item.position
+            if chunk:
+                yield bytes(chunk)
     finally:
         hub.unsubscribe(sub)
 
 
 async def _catch_up(hub: EventHub, where: EventFilter, after: Position, upto: Position
-                    ) -> AsyncIterator[tuple[ServerSentEvent, Position]]:
-    """The log's changes in (after, upto] within the filter, page by page."""
+                    ) -> AsyncIterator[tuple[bytes, Position]]:
+    """The log's changes in (after, upto] within the filter, a page per write."""
     position = after
     while position < upto:
         async with hub.connect() as conn:
             page = await read_page(conn, position, upto, where, hub.settings.batch)
+        chunk = bytearray()
         if page.horizon > position:
-            yield _missed_event(position, page.horizon), page.horizon
+            chunk += missed_frame(position, page.horizon)
             position = page.horizon
         for change in page.changes:
-            yield _change_event(change), change.position
+            chunk += change.frame
             position = change.position
+        if chunk:
+            yield bytes(chunk), position
         if len(page.changes) < hub.settings.batch:
             return
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import msgspec
+from sse_starlette import ServerSentEvent
 
 from boundq.core.loops import BackgroundLoop, LoopSettings
 from boundq.core.maintenance import Listener
@@ -86,7 +87,7 @@ class Change:
     queue: str
     kind: str
     job_id: int
-    data: str  # the event's JSON body, encoded once for every client
+    frame: bytes  # the whole SSE event, encoded once for every client
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,8 +132,10 @@ def _change(row: dict[str, Any]) -> Change:
                             "status": row["status"], "attempt": row["attempt"]}
     if row["status"] == "success":
         body["result"] = row["result"]
-    return Change((int(row["txid"]), row["seq"]), row["queue"], row["kind"], row["job_id"],
-                  _encoder.encode(body).decode())
+    position = (int(row["txid"]), int(row["seq"]))
+    frame = ServerSentEvent(data=_encoder.encode(body).decode(),
+                            id=format_position(position)).encode()
+    return Change(position, row["queue"], row["kind"], row["job_id"], frame)
 
 
 async def read_page(conn: Any, after: Position, upto: Position | None, where: EventFilter,

@@ -23,10 +23,9 @@ CREATE TABLE job_events (
     at      timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (txid, seq)
 );
--- Append-only and read in key order: no HOT to keep room for, and vacuum has only the
--- retention's deletes to clean up.
-ALTER TABLE job_events SET (autovacuum_vacuum_scale_factor = 0.05,
-                            autovacuum_vacuum_insert_scale_factor = 0.1);
+-- Append-only: vacuum has only retention's deletes to clean up, a batch at a time from
+-- the oldest end.
+ALTER TABLE job_events SET (autovacuum_vacuum_scale_factor = 0.05);
 
 -- The newest position retention has deleted: a reader whose position is older has missed
 -- events. One row, (0, 0) until the first deletion.
@@ -41,7 +40,7 @@ CREATE FUNCTION boundq_log_inserted_jobs() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
     INSERT INTO job_events (job_id, queue, kind, status, attempt)
-    SELECT n.id, n.queue, n.kind, n.status, n.attempts FROM inserted_jobs AS n ORDER BY n.id;
+    SELECT n.id, n.queue, n.kind, n.status, n.attempts FROM inserted_jobs AS n;
     RETURN NULL;
 END;
 $$;
@@ -54,8 +53,7 @@ BEGIN
     INSERT INTO job_events (job_id, queue, kind, status, attempt)
     SELECT n.id, n.queue, n.kind, n.status, n.attempts
     FROM new_jobs AS n JOIN old_jobs AS o ON o.id = n.id
-    WHERE n.status <> o.status OR n.attempts <> o.attempts
-    ORDER BY n.id;
+    WHERE n.status <> o.status OR n.attempts <> o.attempts;
     RETURN NULL;
 END;
 $$;
