@@ -100,6 +100,8 @@ async def _stream(hub: EventHub, sub: Subscriber, start: Position,
             async for page, position in _catch_up(hub, sub.where, after, start):
                 yield page
                 sent = position
+                if sub.dropped:  # fell behind while catching up: its queue says so
+                    break
         while True:
             items = [await sub.queue.get()]
             while len(items) < MAX_CHUNK and not sub.queue.empty():
