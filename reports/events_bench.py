@@ -4,9 +4,10 @@
     python -m boundq.reports.events_bench fanout --jobs 20000 --concurrency 200 --clients 10,100
 
 trigger   the change log's triggers (migration 0009) on the drain: `boundq worker` drains
-          the same backlog of no-op jobs with the triggers disabled and enabled
-          (ALTER TABLE jobs DISABLE TRIGGER), interleaved in each round, timed by the
-          database (reports/drain_run.py); prints jobs/s of each and their ratio.
+          the same backlog of no-op jobs with the triggers disabled, enabled, and (to
+          split the cost) enabled with an UPDATE trigger function that does nothing, in
+          each round in alternating order, timed by the database (reports/drain_run.py);
+          prints jobs/s and the database server's CPU per job, and the ratios to off.
 fanout    N SSE clients on one API process (the real app under uvicorn, in a child
           process) while `boundq worker` drains a backlog: the log's events/s during the
           drain, each client's delivered events/s and share of the log's events, the
@@ -43,13 +44,22 @@ LOG_TRIGGERS = ("jobs_log_insert", "jobs_log_update")
 
 
 # --- trigger ---------------------------------------------------------------------------
-def _drain(base: str, jobs: int, concurrency: int, triggers: bool) -> tuple[float, float]:
+# The UPDATE trigger's function replaced by one that inserts nothing: what capturing the
+# transition tables and firing the trigger cost without the log's rows.
+NOOP_FUNCTION = (b"CREATE OR REPLACE FUNCTION boundq_log_updated_jobs() RETURNS trigger "
+                 b"LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; END $$")
+MODES = ("off", "on", "noop")
+
+
+def _drain(base: str, jobs: int, concurrency: int, mode: str) -> tuple[float, float]:
     """jobs/s, and the database server's CPU per job (µs) over the drain."""
     url = prepare(base, "boundq", jobs, name="boundq_events_bench")
-    if not triggers:
-        with psycopg.connect(url, autocommit=True) as conn:
+    with psycopg.connect(url, autocommit=True) as conn:
+        if mode == "off":
             for name in LOG_TRIGGERS:
                 conn.execute(f"ALTER TABLE jobs DISABLE TRIGGER {name}".encode())
+        elif mode == "noop":
+            conn.execute(NOOP_FUNCTION)
     postmaster = postmaster_pid(url)
     cpu_before = server_cpu_seconds(postmaster) if postmaster else 0.0
     result = drain_cli(url, {"NUM_WORKERS": "3", "MAX_CONCURRENT_JOBS": str(concurrency)},
@@ -62,22 +72,23 @@ def _drain(base: str, jobs: int, concurrency: int, triggers: bool) -> tuple[floa
 
 
 def trigger(base: str, args: argparse.Namespace) -> None:
-    """Off and on in each round, in alternating order (neither always runs first)."""
-    ratios: list[float] = []
-    cpu_ratios: list[float] = []
+    """Every mode once a round, in alternating order (none always runs first)."""
+    got: dict[str, list[tuple[float, float]]] = {mode: [] for mode in MODES}
     for round_no in range(1, args.repeat + 1):
-        order = (False, True) if round_no % 2 else (True, False)
-        got = {on: _drain(base, args.jobs, args.concurrency, triggers=on) for on in order}
-        (off, off_cpu), (on, on_cpu) = got[False], got[True]
-        ratios.append(on / off)
-        cpu_ratios.append(on_cpu / off_cpu)
-        print(f"round {round_no}: triggers off {off:,.0f} jobs/s ({off_cpu:,.0f} µs server "
-              f"CPU/job), on {on:,.0f} jobs/s ({on_cpu:,.0f} µs); on/off pace {on / off:.3f}, "
-              f"server CPU {on_cpu / off_cpu:.3f}", flush=True)
-    print(f"median over {args.repeat} rounds: on/off pace {statistics.median(ratios):.3f} "
-          f"(min {min(ratios):.3f}, max {max(ratios):.3f}); on/off server CPU per job "
-          f"{statistics.median(cpu_ratios):.3f} (min {min(cpu_ratios):.3f}, "
-          f"max {max(cpu_ratios):.3f})")
+        for mode in (MODES if round_no % 2 else MODES[::-1]):
+            got[mode].append(_drain(base, args.jobs, args.concurrency, mode))
+        line = ", ".join(f"{mode} {got[mode][-1][0]:,.0f} jobs/s {got[mode][-1][1]:,.0f} µs"
+                         for mode in MODES)
+        print(f"round {round_no}: {line} (server CPU per job)", flush=True)
+    off = got["off"]
+    for mode in ("on", "noop"):
+        pace = [m[0] / o[0] for m, o in zip(got[mode], off, strict=True)]
+        cpu = [m[1] / o[1] for m, o in zip(got[mode], off, strict=True)]
+        print(f"{mode}/off over {args.repeat} rounds: pace median {statistics.median(pace):.3f}"
+              f" (min {min(pace):.3f}, max {max(pace):.3f}); server CPU per job median "
+              f"{statistics.median(cpu):.3f} (min {min(cpu):.3f}, max {max(cpu):.3f}); "
+              f"µs per job median {statistics.median(m[1] for m in got[mode]):,.0f} vs "
+              f"{statistics.median(o[1] for o in off):,.0f}")
 
 
 # --- fanout ----------------------------------------------------------------------------
