@@ -146,6 +146,10 @@ class Settings:
     metrics_port: int = 0  # `boundq worker` and `boundq serve`: /metrics here (0 = off)
     replica_database_url: str | None = None  # reads of the API go here when set
     replica_max_lag_seconds: float = 5.0  # past this, reads go to the primary
+    events_retention_seconds: float = 600.0  # GET /events: how long changes stay resumable
+    events_poll_seconds: float = 0.25  # how often an API process reads them while streaming
+    events_max_clients: int = 1000  # event streams one API process holds at once
+    events_client_buffer: int = 1000  # changes queued per stream before it is dropped
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -209,6 +213,10 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "METRICS_PORT": ("metrics_port", _int(0, 65535)),
     "REPLICA_DATABASE_URL": ("replica_database_url", _postgres_url),
     "REPLICA_MAX_LAG_SECONDS": ("replica_max_lag_seconds", _float(1, 86_400)),
+    "EVENTS_RETENTION_SECONDS": ("events_retention_seconds", _float(10, 30 * 86_400)),
+    "EVENTS_POLL_SECONDS": ("events_poll_seconds", _float(0.01, 60)),
+    "EVENTS_MAX_CLIENTS": ("events_max_clients", _int(1, 1_000_000)),
+    "EVENTS_CLIENT_BUFFER": ("events_client_buffer", _int(1, 1_000_000)),
 }
 
 ENV_VARIABLES = tuple(_VARIABLES)

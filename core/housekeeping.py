@@ -6,7 +6,9 @@ process (each statement is safe to run concurrently):
   moves `new` rows with a future run_at (plain SQL inserts) to `scheduled`;
 - the tally folder folds per-second tallies into minutes and old minutes into totals;
 - the retention sweeper deletes finished jobs older than RETENTION_SECONDS (success,
-  cancelled) and FAILED_RETENTION_SECONDS (failed), in small batches.
+  cancelled) and FAILED_RETENTION_SECONDS (failed), in small batches;
+- the event log trimmer deletes changes (GET /events) older than
+  EVENTS_RETENTION_SECONDS, in small batches, and moves the log's horizon.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from boundq.core import flow, queue
 from boundq.core.lanes import Lane
 from boundq.core.loops import BackgroundLoop, LoopSettings
 from boundq.core.planner import QueuePlanner
+from boundq.core.queries import Q
 
 log = logging.getLogger("boundq.worker")
 
@@ -107,3 +110,34 @@ class RetentionSweeper(BackgroundLoop):
 
     def full(self, handled: int) -> bool:
         return self._full
+
+
+class EventLogTrimmer(BackgroundLoop):
+    """Deletes the oldest changes of the event log (job_events) past `keep_s`, a prefix in
+    delivery order of at most `batch` rows per statement, and records the newest deleted
+    position as the horizon: a stream resuming from before it is told it missed changes.
+    Deleting history (retention of jobs) writes no events."""
+
+    name = "event-log"
+
+    def __init__(self, settings: LoopSettings, lane: Lane, keep_s: float,
+                 batch: int = 1000) -> None:
+        super().__init__(settings)
+        if not keep_s > 0 or batch < 1:
+            raise ValueError("keep_s must be positive and batch at least 1")
+        self.lane = lane
+        self.keep_s = keep_s
+        self.batch = batch
+        self.deleted = 0
+
+    async def run_once(self) -> int:
+        async with self.lane.connection() as conn:
+            cur = await conn.execute(Q.job_events_delete_before,
+                                     {"keep_s": self.keep_s, "limit": self.batch})
+            row = await cur.fetchone()
+        gone = int(row[0]) if row else 0
+        self.deleted += gone
+        return gone
+
+    def full(self, handled: int) -> bool:
+        return handled >= self.batch

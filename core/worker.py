@@ -35,6 +35,7 @@ from boundq.core.faults import crash_point
 from boundq.core.handlers import JobContext, PermanentJobError, Registry, default_registry
 from boundq.core.heartbeat import Heartbeater, heartbeat_deadline, heartbeat_loop_settings
 from boundq.core.housekeeping import (
+    EventLogTrimmer,
     RetentionPolicy,
     RetentionSweeper,
     Scout,
@@ -139,7 +140,9 @@ class Worker:
         self.exporter = Exporter(self.metrics)
         housekeeping: list[BackgroundLoop] = [TallyFolder(LoopSettings(10.0, jitter=0.3), upkeep),
                                               MetricsFlusher(LoopSettings(1.0), self.exporter),
-                                              Scheduler(upkeep)]
+                                              Scheduler(upkeep),
+                                              EventLogTrimmer(LoopSettings(5.0, jitter=0.3),
+                                                              upkeep, s.events_retention_seconds)]
         retention = RetentionPolicy(s.retention_seconds, s.failed_retention_seconds)
         if retention.active:
             self.retention = RetentionSweeper(LoopSettings(5.0, jitter=0.3), upkeep, retention)

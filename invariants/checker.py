@@ -45,13 +45,15 @@ EXACTLY_ONCE_EFFECT = "exactly_once_effect"
 ONE_JOB_PER_TICK = "one_job_per_tick"
 DEPENDENCY_ORDER = "dependency_order"
 EXACTLY_ONCE_CHAIN = "exactly_once_chain"
+EVENT_LOG_PATH = "event_log_path"
 INVARIANTS = (NO_LOST_JOB, SINGLE_OWNER, ONE_TERMINAL, ATTEMPTS_BOUNDED, BOUNDED_CONCURRENCY,
               EXACTLY_ONCE_EFFECT, QUEUE_CONCURRENCY_BOUND, RATE_LIMIT_RESPECTED,
-              ONE_JOB_PER_TICK, DEPENDENCY_ORDER, EXACTLY_ONCE_CHAIN)
+              ONE_JOB_PER_TICK, DEPENDENCY_ORDER, EXACTLY_ONCE_CHAIN, EVENT_LOG_PATH)
 # Auxiliary: a job in the database that no create asked for (Jepsen's "unexpected").
 NO_PHANTOM_JOB = "no_phantom_job"
 
 TERMINAL = frozenset(s.value for s in _TERMINAL)
+CREATED = frozenset({"new", "scheduled", "blocked"})  # the statuses a job is created in
 TRANSITIONS = frozenset((a.value, b.value) for a, b in _TRANSITIONS)
 # job_release_batch (core/sql/queries.sql): the owner handing a lease back at shutdown.
 # Every other `lost` closing is a revocation by a reaper, which needs an expired lease.
@@ -85,6 +87,15 @@ class Attempt:
     finished_at: datetime | None = None
     outcome: str | None = None
     error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class JobEvent:
+    """A row of the change log (job_events), read in delivery order (txid, seq)."""
+
+    job_id: int
+    status: str
+    attempt: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +171,8 @@ class History:
     ticks: list[Tick] = field(default_factory=list)
     healed_at: datetime | None = None  # final: when faults healed (schedulers must catch up)
     dependencies: list[Dependency] = field(default_factory=list)
+    events: list[JobEvent] | None = None  # the change log in delivery order; None: none read
+    events_trimmed: bool = False  # retention deleted some of the log (its horizon moved)
 
 
 @dataclass(frozen=True, slots=True)
@@ -499,6 +512,38 @@ class _Checker:
                              f"{a.claimed_at}, while it waits for job {d.parent_id}, {when}")
                     break
 
+    # --- event_log_path --------------------------------------------------------------------
+    def event_log_path(self) -> None:
+        """The change log (GET /events) of every job, in delivery order, is a legal path of
+        the state machine: it starts where a create puts a job (at attempt 0; unless
+        retention trimmed the log), each step is an allowed transition or a new attempt,
+        attempts never go back, and it ends in the job's current status and attempt."""
+        if self.h.events is None:
+            return
+        paths = _group(self.h.events, "job_id")
+        for job in self.h.jobs:
+            path = paths.get(job.id, [])
+            if not path:
+                self.bad(EVENT_LOG_PATH, [job.id], f"job {job.id} ({job.status}) has no change "
+                         "in the log")
+                continue
+            first = path[0]
+            if not self.h.events_trimmed and (first.status not in CREATED or first.attempt):
+                self.bad(EVENT_LOG_PATH, [job.id], f"job {job.id}'s log starts at "
+                         f"{first.status} attempt {first.attempt}, not at a create")
+            for a, b in pairwise(path):
+                legal = ((a.status, b.status) in TRANSITIONS
+                         or (a.status == b.status and b.attempt != a.attempt))
+                if not legal or b.attempt < a.attempt:
+                    self.bad(EVENT_LOG_PATH, [job.id], f"job {job.id}'s log goes from "
+                             f"{a.status}/{a.attempt} to {b.status}/{b.attempt}")
+                    break
+            last = path[-1]
+            if (last.status, last.attempt) != (job.status, job.attempts):
+                self.bad(EVENT_LOG_PATH, [job.id], f"job {job.id}'s log ends at "
+                         f"{last.status}/{last.attempt}, the job is "
+                         f"{job.status}/{job.attempts}")
+
 
 def _peak(atts: Sequence[Attempt]) -> tuple[int, datetime | None, set[int]]:
     """Most attempts open at one DB instant (an end at t comes before a start at t)."""
@@ -529,4 +574,5 @@ def check(history: History, *, final: bool) -> Report:
     c.flow_limits()
     c.one_job_per_tick()
     c.dependency_order()
+    c.event_log_path()
     return Report(c.out, len(history.jobs), final)

@@ -19,6 +19,7 @@ from invariants.checker import (
     Effect,
     History,
     Job,
+    JobEvent,
     Process,
     Transition,
     WorkerReport,
@@ -107,6 +108,9 @@ def load(url: str, *, creates: list[Create] | None, processes: list[Process],
             "effective_at FROM job_limit_changes ORDER BY id")]
         dependencies = [Dependency(*r) for r in conn.execute(
             "SELECT child_id, parent_id FROM job_dependencies")]
+        events = [JobEvent(*r) for r in conn.execute(
+            "SELECT job_id, status::text, attempt FROM job_events ORDER BY txid, seq")]
+        horizon = conn.execute("SELECT seq FROM job_events_horizon").fetchone()
         conn.execute("COMMIT")
     retired = retired or {}
     schedules = [replace(s, next_tick_at=retired.get(s.name, s.next_tick_at)) for s in schedules]
@@ -114,7 +118,8 @@ def load(url: str, *, creates: list[Create] | None, processes: list[Process],
                    creates=creates, processes=processes, reports=reports,
                    default_concurrency=default_concurrency, limit_changes=changes,
                    schedules=schedules, ticks=ticks, healed_at=healed_at,
-                   dependencies=dependencies)
+                   dependencies=dependencies, events=events,
+                   events_trimmed=bool(horizon and horizon[0]))
 
 
 def dump(history: History) -> dict[str, Any]:
@@ -126,4 +131,5 @@ def dump(history: History) -> dict[str, Any]:
             "creates": rows(history.creates), "processes": rows(history.processes),
             "reports": rows(history.reports), "limit_changes": rows(history.limit_changes),
             "schedules": rows(history.schedules), "ticks": rows(history.ticks),
-            "dependencies": rows(history.dependencies), "healed_at": history.healed_at}
+            "dependencies": rows(history.dependencies), "healed_at": history.healed_at,
+            "events": rows(history.events), "events_trimmed": history.events_trimmed}

@@ -13,6 +13,7 @@ from invariants.checker import (
     ATTEMPTS_BOUNDED,
     BOUNDED_CONCURRENCY,
     DEPENDENCY_ORDER,
+    EVENT_LOG_PATH,
     EXACTLY_ONCE_CHAIN,
     EXACTLY_ONCE_EFFECT,
     NO_LOST_JOB,
@@ -25,6 +26,7 @@ from invariants.checker import (
     Effect,
     History,
     Job,
+    JobEvent,
     Process,
     Transition,
     WorkerReport,
@@ -405,3 +407,47 @@ def test_a_child_started_before_its_parent_succeeded_is_caught() -> None:
 def test_a_child_of_a_failed_or_cancelled_parent_that_starts_is_caught() -> None:
     assert ids(_with_children(9.0, parent=2), DEPENDENCY_ORDER) == {4, 2}
     assert ids(_with_children(9.0, parent=3), DEPENDENCY_ORDER) == {4, 3}
+
+
+# --- event_log_path ---------------------------------------------------------------------
+def _with_events(**changes: list[JobEvent]) -> History:
+    """good() with its change log: job 1 claimed, lost, claimed again, succeeded; job 2
+    claimed and failed; job 3 cancelled while new. `changes` replaces a job's path."""
+    paths = {
+        "j1": [JobEvent(1, "new", 0), JobEvent(1, "processing", 1), JobEvent(1, "new", 1),
+               JobEvent(1, "processing", 2), JobEvent(1, "success", 2)],
+        "j2": [JobEvent(2, "new", 0), JobEvent(2, "processing", 1), JobEvent(2, "failed", 1)],
+        "j3": [JobEvent(3, "new", 0), JobEvent(3, "cancelled", 0)],
+    }
+    paths.update(changes)
+    h = good()
+    # Interleaved across jobs, as the log holds them; each job's own order kept.
+    h.events = [e for step in range(5) for path in paths.values() for e in path[step:step + 1]]
+    return h
+
+
+def test_a_legal_event_log_passes() -> None:
+    report = check(_with_events(), final=True)
+    assert report.ok, report.explain()
+
+
+def test_an_event_log_with_an_illegal_step_is_caught() -> None:
+    skipped = [JobEvent(2, "new", 0), JobEvent(2, "failed", 1)]  # never processing
+    assert ids(_with_events(j2=skipped), EVENT_LOG_PATH) == {2}
+    back = [JobEvent(1, "new", 0), JobEvent(1, "processing", 2), JobEvent(1, "new", 2),
+            JobEvent(1, "processing", 1), JobEvent(1, "success", 2)]  # attempt went back
+    assert ids(_with_events(j1=back), EVENT_LOG_PATH) == {1}
+
+
+def test_an_event_log_that_does_not_end_in_the_job_s_status_is_caught() -> None:
+    missing_end = [JobEvent(3, "new", 0)]  # the cancel never logged
+    assert ids(_with_events(j3=missing_end), EVENT_LOG_PATH) == {3}
+    assert ids(_with_events(j3=[]), EVENT_LOG_PATH) == {3}
+
+
+def test_an_event_log_must_start_at_a_create_unless_trimmed() -> None:
+    late_start = [JobEvent(3, "cancelled", 0)]
+    assert ids(_with_events(j3=late_start), EVENT_LOG_PATH) == {3}
+    trimmed = _with_events(j3=late_start)
+    trimmed.events_trimmed = True
+    assert check(trimmed, final=True).ok

@@ -27,6 +27,7 @@ from boundq.core.gc_tuning import SERVE_THRESHOLDS, tune_gc
 from boundq.core.handlers import import_handler_modules
 from boundq.core.logs import configure_logging
 from boundq.server.app import create_app
+from boundq.server.events import EventSettings
 from boundq.server.options import ApiOptions
 from boundq.server.serve import API_FD_ENV
 
@@ -55,7 +56,10 @@ def uvicorn_config(app: Starlette, settings: Settings) -> uvicorn.Config:
 
 async def run_api(settings: Settings, url: str, sock: socket.socket) -> int:
     app = create_app(settings, url, options=ApiOptions(
-        group_commit=settings.api_group_commit, shed_lag_s=settings.api_shed_lag_seconds))
+        group_commit=settings.api_group_commit, shed_lag_s=settings.api_shed_lag_seconds,
+        events=EventSettings(poll_s=settings.events_poll_seconds,
+                             max_clients=settings.events_max_clients,
+                             client_buffer=settings.events_client_buffer)))
     server = ApiServer(uvicorn_config(app, settings))
 
     def on_signal() -> None:

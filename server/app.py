@@ -34,6 +34,7 @@ from boundq.server.admission import Door
 from boundq.server.body import MAX_JOB_BODY, decode_job, read_body, require_json
 from boundq.server.bulk import bulk_create
 from boundq.server.errors import ApiError, error_response, exception_handlers, json_response
+from boundq.server.event_stream import events
 from boundq.server.flow import FLOW_ROUTES
 from boundq.server.metrics import MetricsMiddleware
 from boundq.server.modules import MODULE_ROUTES
@@ -298,6 +299,7 @@ ROUTES = [
     Route("/jobs/{job_id:job_id}/cancel", cancel_job, methods=["POST"]),
     Route("/jobs/{job_id:job_id}/retry", retry_job, methods=["POST"]),
     Route("/stats", stats, methods=["GET"]),
+    Route("/events", events, methods=["GET"]),
     Route("/healthz", healthz, methods=["GET"]),
     Route("/readyz", readyz, methods=["GET"]),
     Route("/metrics", metrics, methods=["GET"]),

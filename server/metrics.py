@@ -37,6 +37,7 @@ class ApiMetrics:
     queue_full: int = 0  # 429: MAX_QUEUE_DEPTH reached
     shed: int = 0  # 429: refused at the door (creates in flight, event loop late)
     group_batches: int = 0
+    events_dropped: int = 0  # GET /events streams dropped for falling behind
     group_batch_size: Histogram = field(default_factory=lambda: Histogram(BATCH_BUCKETS))
 
 
@@ -92,11 +93,13 @@ class ApiExporter:
             "shed": counter("boundq_api_shed", "429s answered at the door: too many creates in "
                             "flight, or the event loop running late"),
             "group_batches": counter("boundq_api_group_commits", "group commits written"),
+            "events_dropped": counter("boundq_api_events_dropped", "GET /events streams "
+                                      "dropped because their client fell behind"),
         }
         self._last: dict[str, int] = dict.fromkeys(self._counters, 0)
 
     def flush(self, database_up: bool, waiting: int, pool_stats: Mapping[str, int],
-              loop_lag_s: float) -> None:
+              loop_lag_s: float, event_streams: int = 0) -> None:
         for key, n in self.m.requests.items():
             if n != self._sent[key]:
                 self._requests.labels(key[0], str(key[1])).inc(n - self._sent[key])
@@ -116,5 +119,6 @@ class ApiExporter:
               "MAX_QUEUE_DEPTH + 1)", "livemax").set(waiting)
         gauge("boundq_api_event_loop_lag_seconds", "how late the API's event loop runs",
               "livemax").set(round(loop_lag_s, 6))
+        gauge("boundq_api_event_streams", "GET /events streams open").set(event_streams)
         for stat, value in pool_stats.items():
             gauge(f"boundq_api_pool_{stat}", f"API pool: {stat}").set(value)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from boundq.server.events import EventSettings
 from boundq.server.waits import WaitSettings
 
 
@@ -32,3 +33,4 @@ class ApiOptions:
     max_creates_in_flight: int = 512
     shed_lag_s: float = 0.05
     waits: WaitSettings = field(default_factory=WaitSettings)  # GET /jobs/{id}?wait=S
+    events: EventSettings = field(default_factory=EventSettings)  # GET /events

@@ -16,6 +16,7 @@ from boundq.server.admission import LagProbe
 from boundq.server.auth import Authorizer
 from boundq.server.backpressure import DbMonitor
 from boundq.server.batcher import CreateBatcher
+from boundq.server.events import EventHub
 from boundq.server.metrics import ApiExporter, ApiMetrics
 from boundq.server.options import ApiOptions
 from boundq.server.pool import ApiPool
@@ -46,6 +47,8 @@ class ApiState:
         self.lag = LagProbe()
         self.auth = Authorizer(settings, o.protect_reads)
         self.waits = WaitRoom(self.pool.connection, o.waits, o.retry_after_s)
+        self.events = EventHub(self.pool.connection, url, o.events, self.metrics,
+                               o.retry_after_s)
         # /stats per scope (frozenset of queues; None = every queue): (monotonic, stats)
         self.stats_cache: dict[frozenset[str] | None, tuple[float, dict[str, Any]]] = {}
         self.stats_lock = asyncio.Lock()
@@ -72,6 +75,7 @@ class ApiState:
             return
         self._stop.set()
         await self.waits.close()
+        await self.events.close()
         await self.batcher.drain(timeout_s=5)
         for task in self._tasks:
             task.cancel()
@@ -84,7 +88,7 @@ class ApiState:
         and once a second for a scrape of every process elsewhere (`boundq serve` with
         METRICS_PORT, served by the parent)."""
         self.exporter.flush(self.monitor.up, self.monitor.waiting, self.pool.stats(),
-                            self.lag.lag_s)
+                            self.lag.lag_s, len(self.events.clients))
         self.reads.export()
 
     async def _flush_metrics_every(self, interval_s: float) -> None:
