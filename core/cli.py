@@ -285,6 +285,26 @@ def cmd_schedules(args: argparse.Namespace) -> int:
     return int(code)
 
 
+def cmd_events(args: argparse.Namespace) -> int:
+    """`boundq events on|off|status`: the change log behind GET /events (core/events_log.py)."""
+    import psycopg
+
+    from boundq.core.events_log import events_enabled, switch_events
+    from boundq.core.migrate import migrate
+
+    async def go() -> bool:
+        url = database_url(settings_from(args))
+        await migrate(url)
+        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+            if args.action == "status":
+                return await events_enabled(conn)
+            return await switch_events(conn, args.action == "on")
+
+    on = run(go())
+    print("the change log (GET /events) is " + ("on" if on else "off"))
+    return 0
+
+
 # --- parsers ----------------------------------------------------------------------------
 def worker_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", dest="num_workers", type=int, help="claim loops (NUM_WORKERS)")
@@ -328,6 +348,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     enq.add_argument("--file", help="JSON array of jobs ('-' = stdin)")
     enq.add_argument("--handlers")
     enq.set_defaults(func=cmd_enqueue)
+
+    ev = sub.add_parser("events", help="turn the change log behind GET /events on or off "
+                        "(off by default: it costs a drain CPU), or show it")
+    ev.add_argument("action", choices=["on", "off", "status"])
+    ev.set_defaults(func=cmd_events)
 
     sch = sub.add_parser("schedules", help="cron schedules: put, get, list, delete")
     sch.add_argument("action", choices=["put", "get", "list", "delete"])

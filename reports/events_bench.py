@@ -36,12 +36,10 @@ import psycopg
 
 from boundq.core.config import load_settings
 from boundq.core.pgembed import free_port, resolve_database_url
+from boundq.core.queries import Q
 from boundq.reports.dbwatch import wait_for_backends_to_exit
 from boundq.reports.drain_run import drain_cli, prepare
 from boundq.reports.server_cpu import postmaster_pid, server_cpu_seconds
-
-LOG_TRIGGERS = ("jobs_log_insert", "jobs_log_update")
-
 
 # --- trigger ---------------------------------------------------------------------------
 # The UPDATE trigger's function replaced by one that inserts nothing: what capturing the
@@ -55,10 +53,8 @@ def _drain(base: str, jobs: int, concurrency: int, mode: str) -> tuple[float, fl
     """jobs/s, and the database server's CPU per job (µs) over the drain."""
     url = prepare(base, "boundq", jobs, name="boundq_events_bench")
     with psycopg.connect(url, autocommit=True) as conn:
-        if mode == "off":
-            for name in LOG_TRIGGERS:
-                conn.execute(f"ALTER TABLE jobs DISABLE TRIGGER {name}".encode())
-        elif mode == "noop":
+        conn.execute(Q.job_events_switch, {"on": mode != "off"})  # `boundq events on|off`
+        if mode == "noop":
             conn.execute(NOOP_FUNCTION)
     postmaster = postmaster_pid(url)
     cpu_before = server_cpu_seconds(postmaster) if postmaster else 0.0
@@ -209,6 +205,8 @@ async def fanout_once(url: str, concurrency: int, n_clients: int) -> None:
 def fanout(base: str, args: argparse.Namespace) -> None:
     for n in (int(x) for x in args.clients.split(",")):
         url = prepare(base, "boundq", args.jobs, name="boundq_events_bench")
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(Q.job_events_switch, {"on": True})
         asyncio.run(fanout_once(url, args.concurrency, n))
 
 

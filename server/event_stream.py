@@ -17,6 +17,7 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.requests import Request
 from starlette.responses import Response
 
+from boundq.core.events_log import events_enabled
 from boundq.core.validation import QUEUE_NAME
 from boundq.server.auth import Scope
 from boundq.server.errors import ApiError
@@ -151,6 +152,10 @@ async def events(request: Request) -> Response:
     after = parse_last_event_id(request)
     state.monitor.check_available()
     hub = state.events
+    async with hub.connect() as conn:
+        if not await events_enabled(conn):
+            raise ApiError(409, "events_off", "the change log behind /events is off: "
+                           "`boundq events on` turns it on")
     sub, start = await hub.subscribe(where)
     settings = hub.settings
     headers: dict[str, Any] = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}

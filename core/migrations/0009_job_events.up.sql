@@ -64,3 +64,38 @@ CREATE TRIGGER jobs_log_insert AFTER INSERT ON jobs
 CREATE TRIGGER jobs_log_update AFTER UPDATE ON jobs
     REFERENCING OLD TABLE AS old_jobs NEW TABLE AS new_jobs
     FOR EACH STATEMENT EXECUTE FUNCTION boundq_log_updated_jobs();
+
+-- The log is off until `boundq events on` (core/events_log.py): its rows cost a drain
+-- about 1.6x the database CPU per job, a price only those who stream should pay. Off, the
+-- triggers do not fire at all (no transition tables are captured either).
+ALTER TABLE jobs DISABLE TRIGGER jobs_log_insert;
+ALTER TABLE jobs DISABLE TRIGGER jobs_log_update;
+
+-- `boundq events on|off`. On: the ALTER takes the jobs table's share row exclusive lock,
+-- so every write in flight has ended and the next ones wait for the commit, and from
+-- then on every change is logged. What the log held is from before it was off, so it
+-- goes, and the horizon moves past every position a client may hold: each open stream
+-- gets `missed`, and a Last-Event-ID from before is told it missed changes. Every row
+-- written from now on belongs to a transaction at or above the xmin of a snapshot taken
+-- after the lock (one below it has ended), so it comes after (xmin - 1, max). Turning on
+-- a log that is on changes nothing. Off: the triggers stop firing; open streams stay
+-- open and carry nothing until the log is on again. Returns whether the log is on.
+CREATE FUNCTION boundq_job_events_switch(p_on boolean) RETURNS boolean
+LANGUAGE plpgsql AS $$
+DECLARE
+    enabled integer;
+BEGIN
+    SELECT count(*) FILTER (WHERE tgenabled <> 'D') INTO enabled FROM pg_trigger
+    WHERE tgrelid = 'jobs'::regclass AND tgname IN ('jobs_log_insert', 'jobs_log_update');
+    IF p_on AND enabled < 2 THEN
+        ALTER TABLE jobs ENABLE TRIGGER jobs_log_insert, ENABLE TRIGGER jobs_log_update;
+        TRUNCATE job_events;
+        UPDATE job_events_horizon
+        SET txid = ((pg_snapshot_xmin(pg_current_snapshot())::text::numeric - 1)::text)::xid8,
+            seq = 9223372036854775807;
+    ELSIF NOT p_on AND enabled > 0 THEN
+        ALTER TABLE jobs DISABLE TRIGGER jobs_log_insert, DISABLE TRIGGER jobs_log_update;
+    END IF;
+    RETURN p_on;
+END;
+$$;

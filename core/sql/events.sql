@@ -82,3 +82,13 @@ WITH lock AS MATERIALIZED (
     RETURNING h.txid
 )
 SELECT (SELECT count(*) FROM deleted) AS deleted, (SELECT count(*) FROM moved) AS moved
+
+-- name: job_events_enabled_get
+-- Whether the change log is written: both triggers enabled (`boundq events on`).
+SELECT count(*) FILTER (WHERE tgenabled <> 'D') = 2 AS enabled
+FROM pg_trigger
+WHERE tgrelid = 'jobs'::regclass AND tgname IN ('jobs_log_insert', 'jobs_log_update')
+
+-- name: job_events_switch
+-- `boundq events on|off` (migration 0009 says what each does). Returns `on`.
+SELECT boundq_job_events_switch(%(on)s::boolean) AS enabled

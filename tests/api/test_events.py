@@ -19,6 +19,7 @@ import pytest
 
 from boundq.core import queue
 from boundq.core.db import conninfo
+from boundq.core.events_log import events_enabled, switch_events
 from boundq.core.housekeeping import EventLogTrimmer
 from boundq.core.lanes import Lane
 from boundq.core.loops import LoopSettings
@@ -29,6 +30,13 @@ from tests.conftest import fast_settings
 from tests.helpers import as_prepared, placeholders, plan_nodes
 
 OWNER = "events-test"
+
+
+@pytest.fixture(autouse=True)
+async def events_on(db_url: str) -> None:
+    """The log is off after migrating (`boundq events on` turns it on)."""
+    async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as conn:
+        assert await switch_events(conn, True)
 GUARD_S = 30  # guards a test against hanging; never what a test measures
 
 
@@ -359,3 +367,53 @@ async def test_the_reader_s_query_walks_the_log_index(conn: psycopg.AsyncConnect
     assert scans and all(n["Node Type"] == "Index Scan" for n in scans), plan
     assert {n["Index Name"] for n in scans} == {"job_events_pkey"}
     assert sum(n["Actual Rows"] * n["Actual Loops"] for n in scans) == 100
+
+
+async def test_off_the_stream_is_a_409_and_back_on_every_stream_hears_it_missed(api: Api
+                                                                                ) -> None:
+    async with streaming(api) as stream:
+        before = await _create(api)
+        [first] = await stream.until_job(before, "new")
+        async with await _db(api) as admin:
+            assert not await switch_events(admin, False)
+            assert not await events_enabled(admin)
+            r = await api.client.get("/events")
+            assert r.status_code == 409 and r.json()["error"]["code"] == "events_off", r.text
+            unseen = await _create(api)  # while off: logged nowhere
+            assert await _logged(api, [unseen]) == []
+            assert await switch_events(admin, True)
+            assert await switch_events(admin, True)  # on again: nothing changes
+            assert await events_enabled(admin)
+        missed = await stream.next()
+        assert missed.event == "missed", missed
+        after = await _create(api)
+        seen = await stream.until_job(after, "new")
+        assert [e.data["id"] for e in seen] == [after]
+    # A Last-Event-ID from before the log went off is told it missed changes.
+    async with streaming(api, headers={"Last-Event-ID": str(first.id)}) as resumed:
+        told = await resumed.next()
+        assert told.event == "missed" and told.data["after"] == first.id, told
+        assert [e.data["id"] for e in await resumed.until_job(after, "new")] == [after]
+
+
+async def test_boundq_events_command(db_url: str) -> None:
+    import os
+    import sys
+
+    env = {**os.environ, "DATABASE_URL": db_url}
+
+    async def boundq(*args: str) -> str:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "boundq", "events", *args, env=env,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        out, _ = await proc.communicate()
+        assert proc.returncode == 0, out.decode()
+        return out.decode().strip()
+
+    assert await boundq("status") == "the change log (GET /events) is on"  # events_on
+    assert await boundq("off") == "the change log (GET /events) is off"
+    assert await boundq("status") == "the change log (GET /events) is off"
+    async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as conn:
+        await conn.execute("INSERT INTO jobs (name) VALUES ('quiet')")
+        assert (await (await conn.execute("SELECT count(*) FROM job_events")).fetchone()) == (0,)
+    assert await boundq("on") == "the change log (GET /events) is on"
