@@ -2,25 +2,33 @@
 
 A create (`POST /jobs`, `POST /jobs/bulk`) is refused at the door, before its body is
 read or anything touches the database, with 429 + Retry-After (503 while the database is
-down) when:
-- more creates than `max_creates_in_flight` are already being handled;
-- the event loop runs late by more than `shed_lag_s` (the process is saturated: every
-  request admitted now would wait behind the others, and the group commits behind them);
-- the last count of waiting jobs reached MAX_QUEUE_DEPTH (a confirmed count, recent).
-The decision reads a few numbers kept up to date by background tasks (the lag probe, the
-database monitor), so a refusal costs a few microseconds of Python: under a flood the
-door answers at the rate requests arrive, and what it lets in is what the database and
-the workers can take. Reads and everything else pass; they are cheap next to creates.
+down) when the door is overloaded and its caller holds more than its fair share of the
+creates in flight (server/fairshare.py). Overloaded means:
+- `max_creates_in_flight` creates are already being handled;
+- or the event loop runs late by more than `shed_lag_s` (the process is saturated: every
+  request admitted now would wait behind the others, and the group commits behind them).
+A caller is a configured bearer token, so one tenant's flood is shed while a quiet tenant
+beside it still gets through; with no tokens configured every request is the same caller
+and everything is shed alike. The decision reads a few numbers kept up to date by
+background tasks (the lag probe, the database monitor) and a digest of the token, so a
+refusal costs a few microseconds of Python: under a flood the door answers at the rate
+requests arrive, and what it lets in is what the database and the workers can take.
+
+The queue depth (MAX_QUEUE_DEPTH, per queue) is checked after the door, once the body
+names the queue (DbMonitor.admit, before anything is written). Reads and everything else
+pass; they are cheap next to creates.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable, Hashable
 
 import msgspec
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from boundq.server.backpressure import DbMonitor
+from boundq.server.fairshare import CreateShares
 from boundq.server.metrics import ApiMetrics
 from boundq.server.options import ApiOptions
 
@@ -57,35 +65,45 @@ def _refusal(status: int, code: str, message: str, retry_after: int) -> tuple[di
     return start, {"type": "http.response.body", "body": body}
 
 
+Caller = Callable[[bytes | None], Hashable]
+
+
+def _authorization(scope: Scope) -> bytes | None:
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            return bytes(value)
+    return None
+
+
 class Door:
-    """The ASGI middleware that applies the rules above."""
+    """The ASGI middleware that applies the rules above. `caller` maps the Authorization
+    header to whom creates in flight are counted for (Authorizer.caller)."""
 
     def __init__(self, app: ASGIApp, *, monitor: DbMonitor, lag: LagProbe,
-                 options: ApiOptions, metrics: ApiMetrics) -> None:
+                 options: ApiOptions, metrics: ApiMetrics, caller: Caller) -> None:
         self.app = app
         self.monitor = monitor
         self.lag = lag
         self.options = options
         self.metrics = metrics
-        self.creates_in_flight = 0
+        self.caller = caller
+        self.shares = CreateShares(options.max_creates_in_flight)
         after = options.retry_after_s
         self._busy = _refusal(429, "overloaded", "the server is at capacity; retry later", after)
-        self._full = _refusal(429, "queue_full", "the queue is full (MAX_QUEUE_DEPTH); retry "
-                              "later", after)
         self._down = _refusal(503, "database_unavailable", "the database is unreachable; retry "
                               "shortly", after)
 
-    def _verdict(self) -> tuple[dict[str, object], dict[str, object]] | None:
+    @property
+    def creates_in_flight(self) -> int:
+        return self.shares.total
+
+    def _verdict(self, caller: Hashable) -> tuple[dict[str, object], dict[str, object]] | None:
         if not self.monitor.up:
             self.metrics.db_unavailable += 1
             return self._down
-        if (self.creates_in_flight >= self.options.max_creates_in_flight
-                or self.lag.lag_s > self.options.shed_lag_s):
+        if not self.shares.admits(caller, self.lag.lag_s > self.options.shed_lag_s):
             self.metrics.shed += 1
             return self._busy
-        if self.monitor.confirmed_full():
-            self.metrics.queue_full += 1
-            return self._full
         return None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -93,14 +111,15 @@ class Door:
                 or scope["path"] not in CREATE_PATHS):
             await self.app(scope, receive, send)
             return
-        refusal = self._verdict()
+        caller = self.caller(_authorization(scope))
+        refusal = self._verdict(caller)
         if refusal is not None:
             start, body = refusal
             await send(start)
             await send(body)
             return
-        self.creates_in_flight += 1
+        self.shares.enter(caller)
         try:
             await self.app(scope, receive, send)
         finally:
-            self.creates_in_flight -= 1
+            self.shares.leave(caller)
