@@ -46,8 +46,8 @@ def _one_line(exc: BaseException) -> str:
 
 
 def queue_full(queue: str, waiting: int, limit: int, retry_after_s: int) -> ApiError:
-    return ApiError(429, "queue_full", f"{waiting} jobs are waiting in queue {queue!r} "
-                    f"(MAX_QUEUE_DEPTH={limit}, per queue); retry later", "queue",
+    return ApiError(429, "queue_full", f"queue {queue!r} is full: {waiting} jobs are "
+                    f"waiting (MAX_QUEUE_DEPTH={limit}, per queue); retry later", "queue",
                     headers={"Retry-After": str(retry_after_s)})
 
 

@@ -1,0 +1,162 @@
+"""Fair shedding at the door: under overload the caller holding more than its share of the
+creates in flight is refused, and a caller using less still gets through. Driven with
+counters and held requests (the door's own ASGI calls, an app that waits on an event),
+never with timing."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from starlette.types import Message, Receive, Scope, Send
+
+from boundq.server.admission import Door, LagProbe
+from boundq.server.auth import Authorizer
+from boundq.server.fairshare import CreateShares
+from boundq.server.metrics import ApiMetrics
+from boundq.server.options import ApiOptions
+from tests.conftest import fast_settings
+
+TOKENS = {"tok-a": ["a"], "tok-b": ["b"]}
+
+
+class GlobalShedding(CreateShares):
+    """The door before fair shedding: under overload everyone is refused alike."""
+
+    def admits(self, caller: Hashable, late: bool) -> bool:
+        return not late and self.total < self.capacity
+
+
+def _check_fair(make: Callable[[int], CreateShares]) -> None:
+    """The rule, on the policy alone: a caller alone may use everything; under overload the
+    caller over its share is refused and one under it admitted; never beyond 2x."""
+    shares = make(4)
+    for _ in range(4):
+        assert shares.admits("A", late=False)
+        shares.enter("A")
+    assert not shares.admits("A", late=False), "A alone beyond the capacity"
+    assert shares.admits("B", late=False), "B refused while A holds more than its share"
+    shares.enter("B")
+    assert not shares.admits("A", late=True)
+    assert shares.admits("B", late=True), "B (1 of 5 in flight) refused on lag"
+    shares.enter("B")
+    assert not shares.admits("B", late=False), "B at its share (2 of 4) admitted"
+    for _ in range(4):
+        shares.leave("A")
+    assert shares.held == {"B": 2} and shares.total == 2
+    assert not shares.admits("B", late=True), "a caller alone under lag holds all in flight"
+    assert shares.admits("B", late=False)
+    flooded = make(2)
+    for caller in ("A", "A", "B", "C"):
+        assert flooded.admits(caller, late=False)
+        flooded.enter(caller)
+    assert flooded.total == 4 and not flooded.admits("D", late=False), "beyond 2x capacity"
+
+
+def test_fair_shares_rule() -> None:
+    _check_fair(CreateShares)
+
+
+def test_the_rule_catches_global_shedding() -> None:
+    with pytest.raises(AssertionError, match="B refused"):
+        _check_fair(GlobalShedding)
+
+
+@dataclass
+class HeldApp:
+    """An app whose creates stay in flight until released; counts who got in."""
+
+    release: asyncio.Event = field(default_factory=asyncio.Event)
+    entered: list[str] = field(default_factory=list)
+    arrived: asyncio.Condition = field(default_factory=asyncio.Condition)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async with self.arrived:
+            self.entered.append(dict(scope["headers"]).get(b"authorization", b"").decode())
+            self.arrived.notify_all()
+        await self.release.wait()
+        await send({"type": "http.response.start", "status": 201, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+
+class UpMonitor:
+    up = True
+
+
+async def _post(door: Door, token: str | None, path: str = "/jobs") -> int:
+    headers = [] if token is None else [(b"authorization", f"Bearer {token}".encode())]
+    scope: dict[str, Any] = {"type": "http", "method": "POST", "path": path,
+                             "headers": headers}
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    await door(scope, receive, send)
+    status = int(sent[0]["status"])
+    if status == 429:
+        assert json.loads(sent[1]["body"])["error"]["code"] == "overloaded"
+    return status
+
+
+def _door(app: HeldApp, capacity: int, lag: LagProbe, tokens: bool = True) -> Door:
+    settings = fast_settings(API_TOKENS=json.dumps(TOKENS)) if tokens else fast_settings()
+    monitor: Any = UpMonitor()
+    return Door(app, monitor=monitor, lag=lag, metrics=ApiMetrics(),
+                options=ApiOptions(max_creates_in_flight=capacity, shed_lag_s=0.05),
+                caller=Authorizer(settings, protect_reads=False).caller)
+
+
+async def _hold(app: HeldApp, door: Door, token: str | None, n: int) -> list[asyncio.Task[int]]:
+    before = len(app.entered)
+    held = [asyncio.create_task(_post(door, token)) for _ in range(n)]
+    async with app.arrived:
+        await app.arrived.wait_for(lambda: len(app.entered) == before + n)
+    return held
+
+
+async def test_door_sheds_the_flooding_token_and_admits_the_quiet_one() -> None:
+    app, lag = HeldApp(), LagProbe()
+    door = _door(app, 4, lag)
+    held = await _hold(app, door, "tok-a", 4)  # A alone uses every slot
+    assert await _post(door, "tok-a") == 429
+    held += await _hold(app, door, "tok-b", 1)  # B, below its share, still gets in
+    assert door.creates_in_flight == 5
+    lag.lag_s = 1.0  # the event loop runs late: still A is refused and B admitted
+    assert await _post(door, "tok-a") == 429
+    held += await _hold(app, door, "tok-b", 1)
+    assert door.metrics.shed == 2
+    app.release.set()
+    assert sorted(await asyncio.gather(*held)) == [201] * 6
+    assert door.creates_in_flight == 0 and door.shares.held == {}
+    assert await _post(door, "tok-a") == 429, "alone under lag: refused as before"
+    lag.lag_s = 0.0
+    assert await _post(door, "tok-a") == 201
+
+
+def test_callers_are_the_configured_tokens() -> None:
+    """At most one caller per token plus one for everything else: a flood of made-up
+    tokens is one caller, and cannot claim a share each."""
+    caller = Authorizer(fast_settings(API_TOKENS=json.dumps(TOKENS)), False).caller
+    a, b = caller(b"Bearer tok-a"), caller(b"bearer  tok-b ")
+    assert a is not None and b is not None and a != b
+    assert {caller(b"Bearer made-up"), caller(b"Bearer other"), caller(None),
+            caller(b"Basic tok-a")} == {None}
+    assert Authorizer(fast_settings(), False).caller(b"Bearer tok-a") is None
+
+
+async def test_without_tokens_everyone_is_one_caller() -> None:
+    app, lag = HeldApp(), LagProbe()
+    door = _door(app, 2, lag, tokens=False)
+    held = await _hold(app, door, None, 2)
+    assert await _post(door, "tok-b") == 429  # not configured: the same caller as the rest
+    assert await _post(door, None, "/jobs/bulk") == 429
+    app.release.set()
+    assert await asyncio.gather(*held) == [201, 201]
