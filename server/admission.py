@@ -14,15 +14,19 @@ background tasks (the lag probe, the database monitor) and a digest of the token
 refusal costs a few microseconds of Python: under a flood the door answers at the rate
 requests arrive, and what it lets in is what the database and the workers can take.
 
-The queue depth (MAX_QUEUE_DEPTH, per queue) is checked after the door, once the body
-names the queue (DbMonitor.admit, before anything is written). Reads and everything else
-pass; they are cheap next to creates.
+The queue depth (MAX_QUEUE_DEPTH, per queue) is checked once the body names the queue
+(DbMonitor.admit, before anything is written). The door refuses before the body only a
+token whose every queue a recent real count found full (429 `queue_full`): a flooding
+tenant's uploads into its full queue then cost no read and no validation, which would
+take CPU from everyone else. Reads and everything else pass; they are cheap next to
+creates.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Hashable
+from collections.abc import Hashable
+from typing import Protocol
 
 import msgspec
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -55,9 +59,12 @@ class LagProbe:
             self.lag_s += (late - self.lag_s) * 0.2
 
 
-def _refusal(status: int, code: str, message: str, retry_after: int) -> tuple[dict[str, object],
-                                                                              dict[str, object]]:
-    body = _encoder.encode({"error": {"code": code, "message": message}})
+def _refusal(status: int, code: str, message: str, retry_after: int, field: str | None = None
+             ) -> tuple[dict[str, object], dict[str, object]]:
+    error = {"code": code, "message": message}
+    if field is not None:
+        error["field"] = field
+    body = _encoder.encode({"error": error})
     start = {"type": "http.response.start", "status": status,
              "headers": [(b"content-type", b"application/json"),
                          (b"content-length", str(len(body)).encode()),
@@ -65,7 +72,12 @@ def _refusal(status: int, code: str, message: str, retry_after: int) -> tuple[di
     return start, {"type": "http.response.body", "body": body}
 
 
-Caller = Callable[[bytes | None], Hashable]
+class Callers(Protocol):
+    """Who a request is, for the door (server/auth.py Authorizer)."""
+
+    def caller(self, authorization: bytes | None) -> Hashable: ...
+
+    def queues_of(self, caller: object) -> frozenset[str] | None: ...
 
 
 def _authorization(scope: Scope) -> bytes | None:
@@ -76,17 +88,17 @@ def _authorization(scope: Scope) -> bytes | None:
 
 
 class Door:
-    """The ASGI middleware that applies the rules above. `caller` maps the Authorization
-    header to whom creates in flight are counted for (Authorizer.caller)."""
+    """The ASGI middleware that applies the rules above. `callers` maps the Authorization
+    header to whom creates in flight are counted for, and to its queues."""
 
     def __init__(self, app: ASGIApp, *, monitor: DbMonitor, lag: LagProbe,
-                 options: ApiOptions, metrics: ApiMetrics, caller: Caller) -> None:
+                 options: ApiOptions, metrics: ApiMetrics, callers: Callers) -> None:
         self.app = app
         self.monitor = monitor
         self.lag = lag
         self.options = options
         self.metrics = metrics
-        self.caller = caller
+        self.callers = callers
         self.shares = CreateShares(options.max_creates_in_flight)
         after = options.retry_after_s
         self._busy = _refusal(429, "overloaded", "the server is at capacity; retry later", after)
@@ -104,14 +116,25 @@ class Door:
         if not self.shares.admits(caller, self.lag.lag_s > self.options.shed_lag_s):
             self.metrics.shed += 1
             return self._busy
+        queues = self.callers.queues_of(caller)
+        if queues and self._all_full(queues):
+            self.metrics.queue_full += 1
+            names = ", ".join(repr(q) for q in sorted(queues))
+            return _refusal(429, "queue_full", f"every queue of this token is full ({names}; "
+                            "MAX_QUEUE_DEPTH, per queue); retry later",
+                            self.options.retry_after_s, "queue")
         return None
+
+    def _all_full(self, queues: frozenset[str]) -> bool:
+        depths, within_s = self.monitor.depths, self.options.depth_refresh_s
+        return all(depths.confirmed_full(queue, within_s) for queue in queues)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (scope["type"] != "http" or scope["method"] != "POST"
                 or scope["path"] not in CREATE_PATHS):
             await self.app(scope, receive, send)
             return
-        caller = self.caller(_authorization(scope))
+        caller = self.callers.caller(_authorization(scope))
         refusal = self._verdict(caller)
         if refusal is not None:
             start, body = refusal

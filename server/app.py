@@ -335,7 +335,7 @@ def create_app(settings: Settings, url: str, *, options: ApiOptions | None = Non
         middleware=[Middleware(MetricsMiddleware, metrics=state.metrics),
                     Middleware(Door, monitor=state.monitor, lag=state.lag,
                                options=state.options, metrics=state.metrics,
-                               caller=state.auth.caller)])
+                               callers=state.auth)])
     app.state.api = state
     app.state.openapi = build_openapi(settings, state.options)
     return app

@@ -87,6 +87,7 @@ class Authorizer:
             entries.append((_digest(token), scope))
         self._entries = tuple(entries)
         self._known = frozenset(digest for digest, _ in entries)
+        self._queues_of = {digest: scope.queues for digest, scope in entries}
 
     def caller(self, authorization: bytes | None) -> bytes | None:
         """Who the door counts creates in flight for (server/fairshare.py): the digest of
@@ -101,6 +102,10 @@ class Authorizer:
             return None
         digest = _digest(given.strip())
         return digest if digest in self._known else None
+
+    def queues_of(self, caller: object) -> frozenset[str] | None:
+        """The queues a caller (from `caller`) may write; None: any queue, or unknown."""
+        return self._queues_of.get(caller) if isinstance(caller, bytes) else None
 
     def check(self, request: Request, *, write: bool, admin: bool = False) -> Scope:
         """The caller's Scope, or 401 (no or a wrong token where one is needed), or 403

@@ -22,6 +22,7 @@ class QueueDepths:
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.figures: dict[str, int] = {}
+        self._counted: dict[str, int] = {}  # the real counts alone, without our creates
         self.counted_at = 0.0  # the last count of every queue (monotonic)
         self._confirmed_at: dict[str, float] = {}  # counts of one queue since then
 
@@ -45,6 +46,11 @@ class QueueDepths:
     def deepest(self) -> int:
         return max(self.figures.values(), default=0)
 
+    def confirmed_full(self, queue: str, within_s: float) -> bool:
+        """A real count of the queue, at most `within_s` old, reached the limit."""
+        return (self._counted.get(queue, 0) >= self.limit
+                and self.count_age(queue) < within_s)
+
     def count_age(self, queue: str) -> float:
         """Seconds since a real count of this queue (the last full count or its own)."""
         counted = max(self.counted_at, self._confirmed_at.get(queue, 0.0))
@@ -57,9 +63,10 @@ class QueueDepths:
     def replace(self, counts: Mapping[str, int]) -> None:
         """A full count: queues absent from it have nothing waiting."""
         self.figures = dict(counts)
+        self._counted = dict(counts)
         self._confirmed_at = {}
         self.counted_at = time.monotonic()
 
     def recounted(self, queue: str, n: int) -> None:
-        self.figures[queue] = n
+        self.figures[queue] = self._counted[queue] = n
         self._confirmed_at[queue] = time.monotonic()

@@ -16,6 +16,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from boundq.server.admission import Door, LagProbe
 from boundq.server.auth import Authorizer
+from boundq.server.depth import QueueDepths
 from boundq.server.fairshare import CreateShares
 from boundq.server.metrics import ApiMetrics
 from boundq.server.options import ApiOptions
@@ -84,10 +85,13 @@ class HeldApp:
 
 
 class UpMonitor:
-    up = True
+    def __init__(self) -> None:
+        self.up = True
+        self.depths = QueueDepths(3)
 
 
-async def _post(door: Door, token: str | None, path: str = "/jobs") -> int:
+async def _post(door: Door, token: str | None, path: str = "/jobs") -> int | str:
+    """The status, or for a 429 its error code."""
     headers = [] if token is None else [(b"authorization", f"Bearer {token}".encode())]
     scope: dict[str, Any] = {"type": "http", "method": "POST", "path": path,
                              "headers": headers}
@@ -102,19 +106,21 @@ async def _post(door: Door, token: str | None, path: str = "/jobs") -> int:
     await door(scope, receive, send)
     status = int(sent[0]["status"])
     if status == 429:
-        assert json.loads(sent[1]["body"])["error"]["code"] == "overloaded"
+        return str(json.loads(sent[1]["body"])["error"]["code"])
     return status
 
 
 def _door(app: HeldApp, capacity: int, lag: LagProbe, tokens: bool = True) -> Door:
-    settings = fast_settings(API_TOKENS=json.dumps(TOKENS)) if tokens else fast_settings()
+    settings = (fast_settings(API_TOKEN="admin", API_TOKENS=json.dumps(TOKENS)) if tokens
+                else fast_settings())
     monitor: Any = UpMonitor()
     return Door(app, monitor=monitor, lag=lag, metrics=ApiMetrics(),
                 options=ApiOptions(max_creates_in_flight=capacity, shed_lag_s=0.05),
-                caller=Authorizer(settings, protect_reads=False).caller)
+                callers=Authorizer(settings, protect_reads=False))
 
 
-async def _hold(app: HeldApp, door: Door, token: str | None, n: int) -> list[asyncio.Task[int]]:
+async def _hold(app: HeldApp, door: Door, token: str | None, n: int
+                ) -> list[asyncio.Task[int | str]]:
     before = len(app.entered)
     held = [asyncio.create_task(_post(door, token)) for _ in range(n)]
     async with app.arrived:
@@ -126,17 +132,17 @@ async def test_door_sheds_the_flooding_token_and_admits_the_quiet_one() -> None:
     app, lag = HeldApp(), LagProbe()
     door = _door(app, 4, lag)
     held = await _hold(app, door, "tok-a", 4)  # A alone uses every slot
-    assert await _post(door, "tok-a") == 429
+    assert await _post(door, "tok-a") == "overloaded"
     held += await _hold(app, door, "tok-b", 1)  # B, below its share, still gets in
     assert door.creates_in_flight == 5
     lag.lag_s = 1.0  # the event loop runs late: still A is refused and B admitted
-    assert await _post(door, "tok-a") == 429
+    assert await _post(door, "tok-a") == "overloaded"
     held += await _hold(app, door, "tok-b", 1)
     assert door.metrics.shed == 2
     app.release.set()
     assert sorted(await asyncio.gather(*held)) == [201] * 6
     assert door.creates_in_flight == 0 and door.shares.held == {}
-    assert await _post(door, "tok-a") == 429, "alone under lag: refused as before"
+    assert await _post(door, "tok-a") == "overloaded", "alone under lag: refused as before"
     lag.lag_s = 0.0
     assert await _post(door, "tok-a") == 201
 
@@ -156,7 +162,25 @@ async def test_without_tokens_everyone_is_one_caller() -> None:
     app, lag = HeldApp(), LagProbe()
     door = _door(app, 2, lag, tokens=False)
     held = await _hold(app, door, None, 2)
-    assert await _post(door, "tok-b") == 429  # not configured: the same caller as the rest
-    assert await _post(door, None, "/jobs/bulk") == 429
+    assert await _post(door, "tok-b") == "overloaded"  # not configured: the same caller as the rest
+    assert await _post(door, None, "/jobs/bulk") == "overloaded"
     app.release.set()
     assert await asyncio.gather(*held) == [201, 201]
+
+
+async def test_door_refuses_a_token_whose_every_queue_is_full() -> None:
+    """Before the body is read (the flooding tenant's uploads cost nothing), only on a
+    real count that is recent, and only for the token whose queues are all full."""
+    app, lag = HeldApp(), LagProbe()
+    app.release.set()
+    door = _door(app, 4, lag)
+    depths: QueueDepths = door.monitor.depths
+    depths.add("a", 3)  # our own creates: a figure, not a count
+    assert await _post(door, "tok-a") == 201
+    depths.replace({"a": 3, "b": 2})  # counted now: a is full (limit 3)
+    assert await _post(door, "tok-a", "/jobs/bulk") == "queue_full"
+    assert door.metrics.queue_full == 1
+    assert await _post(door, "tok-b") == 201
+    assert await _post(door, "admin") == 201  # every queue: judged on the body's queue
+    depths.counted_at = 0.0  # the count is old: the route decides, after a fresh count
+    assert await _post(door, "tok-a") == 201
