@@ -4,8 +4,8 @@ MAX_QUEUE_DEPTH bounds each queue on its own: one tenant's backlog fills its own
 and refuses its own creates, never another queue's. The figure of a queue is its last
 real count (status `new`, counted no further than MAX_QUEUE_DEPTH + 1 on the claim index)
 plus the jobs this process created in it since; jobs the workers took are not
-subtracted, so between counts a figure only grows, and a refusal is confirmed by a fresh
-count of that queue first (DbMonitor.admit).
+subtracted, so between counts a figure only grows. A figure at the limit only asks for a
+fresh count of that queue (DbMonitor.admit); a refusal rests on a real count.
 
 The dict holds the queues that had waiting jobs at the last count, plus those this
 process created into since: each full count replaces it, so it stays as small as the set
@@ -31,7 +31,14 @@ class QueueDepths:
         return self.figures.get(queue, 0)
 
     def full(self, queue: str) -> bool:
+        """The figure reached the limit: the queue looks full (worth a count)."""
         return self.figures.get(queue, 0) >= self.limit
+
+    def counted_full(self, queue: str) -> bool:
+        """The last real count reached the limit: what a refusal rests on. A create that
+        commits just before a count and notes itself just after it is in the figure
+        twice, so the figure alone would refuse below the limit."""
+        return self._counted.get(queue, 0) >= self.limit
 
     def full_queues(self) -> list[str]:
         limit = self.limit

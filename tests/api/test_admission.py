@@ -184,3 +184,18 @@ async def test_door_refuses_a_token_whose_every_queue_is_full() -> None:
     assert await _post(door, "admin") == 201  # every queue: judged on the body's queue
     depths.counted_at = 0.0  # the count is old: the route decides, after a fresh count
     assert await _post(door, "tok-a") == 201
+
+
+def test_a_refusal_rests_on_a_count_not_on_the_figure() -> None:
+    """A create that committed just before a count and notes itself just after it is in
+    the figure twice: the figure reaches the limit one job early. It asks for a count;
+    only a count refuses."""
+    depths = QueueDepths(5)
+    depths.replace({"b": 4})  # the count already saw the create that notes itself next
+    depths.add("b", 1)
+    assert depths.full("b") and not depths.counted_full("b")
+    depths.recounted("b", 4)
+    assert not depths.full("b")
+    depths.recounted("b", 5)
+    assert depths.counted_full("b") and depths.confirmed_full("b", 1.0)
+    assert not depths.full("a") and depths.total == 5 and depths.deepest == 5
