@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from boundq.core import tracing
-from boundq.core.validation import JobSpec, validate_job
+from boundq.core.validation import DEFAULT_QUEUE, JobSpec, validate_job
 from boundq.server.auth import Scope
 from boundq.server.body import decode_item, decode_items, media_type, read_body, require_json, too_large
 from boundq.server.bulkwrite import BatchRejected
@@ -63,6 +63,40 @@ async def _read_items(request: Request, state: ApiState) -> list[msgspec.Raw]:
     return decode_items(content)
 
 
+class _QueueOnly(msgspec.Struct):
+    queue: object = DEFAULT_QUEUE
+
+
+_queue_decoder = msgspec.json.Decoder(_QueueOnly)
+
+
+def _refuse_if_every_item_full(raws: list[msgspec.Raw], state: ApiState, scope: Scope,
+                               atomic: bool) -> None:
+    """A flood into a full queue is refused before a connection is taken: when every item
+    names a full queue of the caller's scope (read from the item's `queue` alone, about a
+    microsecond each), nothing could be written, atomic or not. Anything else (an item
+    of another queue, one that does not decode) goes the whole way, item by item."""
+    depths = state.monitor.depths
+    if not depths.full_queues():
+        return
+    queues: list[str] = []
+    for raw in raws:
+        try:
+            queue = _queue_decoder.decode(raw).queue
+        except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError,
+                RecursionError):
+            return
+        if not (isinstance(queue, str) and scope.allows(queue) and depths.counted_full(queue)):
+            return
+        queues.append(queue)
+    limit = depths.limit
+    errors: list[dict[str, object]] = [
+        {"index": i, "field": "queue", "message": f"queue {queue!r} is full "
+         f"(MAX_QUEUE_DEPTH={limit}, per queue); retry later"} for i, queue in enumerate(queues)]
+    state.metrics.queue_full += 1
+    raise _rejection(errors, len(raws), atomic, len(errors), state.options.retry_after_s)
+
+
 class _Validator:
     """Validates an item and refuses it when its queue is full (the figures were
     confirmed just before: no query per item). The scope is checked first, so a tenant
@@ -97,6 +131,7 @@ async def bulk_create(request: Request) -> Response:
     if not raws:
         raise ApiError(422, "invalid_field", "the array holds no jobs", "body")
     await state.monitor.confirm_full_queues()
+    _refuse_if_every_item_full(raws, state, scope, atomic)
     validator = _Validator(state, scope)
     try:
         # tracing (core/tracing): one create span for the batch; every job stores it

@@ -138,3 +138,26 @@ async def test_a_drained_queue_admits_again(shallow: Tenants) -> None:
     assert (await t.call("A", "POST", "/jobs", json={"name": "again", "queue": "a"})
             ).status_code == 201
     assert monitor.depths.of("a") == 1
+
+
+async def test_an_upload_into_full_queues_only_takes_no_connection(shallow: Tenants) -> None:
+    """Every item names a full queue: refused from the items' `queue` alone, before any
+    connection is taken (every one is held here: anything that needed one would be a 503
+    busy). An upload with one item elsewhere still needs the database."""
+    t = shallow
+    await _fill(t, "A", "a")
+    pool = t.api.state.pool.pool
+    held = [await pool.getconn() for _ in range(t.api.state.pool.size)]
+    try:
+        for atomic in ("false", "true"):
+            r = await t.call("admin", "POST", f"/jobs/bulk?atomic={atomic}",
+                             json=[{"name": "x", "queue": "a"}, {"name": "y", "queue": "a"}])
+            _full(r, "[0].queue")
+            assert [e["field"] for e in r.json()["errors"]] == ["queue", "queue"]
+        r = await t.call("admin", "POST", "/jobs/bulk",
+                         json=[{"name": "x", "queue": "a"}, {"name": "y", "queue": "b"}])
+        assert r.status_code == 503 and r.json()["error"]["code"] == "busy", r.text
+    finally:
+        for conn in held:
+            await pool.putconn(conn)
+    assert await _waiting(t, "a") == DEPTH and await _waiting(t, "b") == 0
