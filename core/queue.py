@@ -8,10 +8,10 @@ runs in one transaction.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import msgspec
 import psycopg
@@ -112,6 +112,22 @@ async def enqueue(conn: Conn, spec: JobSpec, *,
 
 # --- dependencies (migration 0008) ------------------------------------------------------
 DEADLOCK_RETRIES = 3
+T = TypeVar("T")
+
+
+async def retrying_deadlocks(attempt: Callable[[], Awaitable[T]]) -> T:
+    """Run `attempt` (one whole transaction) again when PostgreSQL chose it as a deadlock's
+    victim, up to DEADLOCK_RETRIES more times. A create that locks parents (id order) can
+    meet a worker's batch completing two of them in another order; the victim's
+    transaction was rolled back, so nothing of it was written and running it again is
+    safe. Raises the last DeadlockDetected if every try was a victim."""
+    for tries_left in range(DEADLOCK_RETRIES, -1, -1):
+        try:
+            return await attempt()
+        except psycopg.errors.DeadlockDetected:
+            if not tries_left:
+                raise
+    raise AssertionError("unreachable")
 
 async def lock_parents(conn: Conn, ids: Iterable[int],
                        queues: Sequence[str] | None = None) -> dict[int, str]:
@@ -147,26 +163,21 @@ async def enqueue_dependent(conn: Conn, spec: JobSpec, *,
         raise JobValidationError("depends_on_index", "is only known in a bulk upload")
     params = _spec_params(spec)
     del params["dedupe_key"]
-    for tries_left in range(DEADLOCK_RETRIES, -1, -1):
-        try:
-            async with conn.transaction():
-                found = await lock_parents(conn, spec.depends_on, queues)
-                for parent in spec.depends_on:
-                    if parent not in found:
-                        raise missing_parent_error(parent)
-                cur = await conn.execute(Q.job_insert_blocked, params)
-                inserted = await cur.fetchone()
-                assert inserted is not None
-                job_id = int(inserted[0])
-                await link_dependencies(conn, [(job_id, parent) for parent in spec.depends_on])
-                return await get_job(conn, job_id)
-        except psycopg.errors.DeadlockDetected:
-            # A worker's batch completing two of the parents locked them in another order
-            # than ours (id order); one of the two was rolled back. If it was this create,
-            # nothing was written: do it again.
-            if not tries_left:
-                raise
-    raise AssertionError("unreachable")
+
+    async def attempt() -> Row:
+        async with conn.transaction():
+            found = await lock_parents(conn, spec.depends_on, queues)
+            for parent in spec.depends_on:
+                if parent not in found:
+                    raise missing_parent_error(parent)
+            cur = await conn.execute(Q.job_insert_blocked, params)
+            inserted = await cur.fetchone()
+            assert inserted is not None
+            job_id = int(inserted[0])
+            await link_dependencies(conn, [(job_id, parent) for parent in spec.depends_on])
+            return await get_job(conn, job_id)
+
+    return await retrying_deadlocks(attempt)
 
 
 async def parents(conn: Conn, job_id: int) -> list[int]:

@@ -43,10 +43,13 @@ def _flood(args: argparse.Namespace, interrupts: Any) -> int:
         max_concurrent_jobs=args.max_concurrent_jobs, max_db_connections=args.pool_size,
         ui_port=args.ui_port if args.ui else None, locust_processes=args.locust_processes,
         calibration_s=args.calibration_seconds, calibration_jobs=args.calibration_jobs,
-        pace_threshold=args.pace_threshold, extra_workers=args.extra_workers,
+        pace_threshold=args.pace_threshold, probe_rate=args.probe_rate,
+        refusal_p99_ms=args.refusal_p99_ms, accepted_p99_ms=args.accepted_p99_ms,
+        extra_workers=args.extra_workers,
         proxied_worker=args.proxied_worker, partition_s=args.partition,
         alone_s=args.alone_seconds, limit_rate=args.limit_rate, limit_burst=args.limit_burst,
-        isolation_threshold=args.isolation_threshold, flow_threshold=args.flow_threshold)
+        isolation_threshold=args.isolation_threshold, flow_threshold=args.flow_threshold,
+        fan_out=args.fan_out, workflow_threshold=args.workflow_threshold)
     if options.proxied_worker and options.extra_workers < 1:
         options.extra_workers = 1
     try:
@@ -147,12 +150,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     e = _env
     p.add_argument("--scenario", default=e("FLOOD_SCENARIO", "mixed"),
                    choices=["mixed", "create", "bulk", "arrival", "step", "tenants",
-                            "ratelimited"],
+                            "ratelimited", "workflow"],
                    help="Locust users: mixed reads/writes, single creates, bulk uploads, "
                    "open-loop arrivals at --rate, a step-load shape; flow control: tenants "
                    "(tenant A floods its queue beside tenant B's steady --rate) or "
                    "ratelimited (a rate-limited kind flooded beside unlimited jobs at "
-                   "--rate) (FLOOD_SCENARIO)")
+                   "--rate); workflow: fan-out/fan-in graphs (1 -> --fan-out -> 1, one atomic "
+                   "bulk upload each, --rate graphs/s) beside single creates (FLOOD_SCENARIO)")
     p.add_argument("--users", type=int, default=int(e("FLOOD_USERS", "50")),
                    help="Locust users (FLOOD_USERS, default 50)")
     p.add_argument("--spawn-rate", type=float, default=float(e("FLOOD_SPAWN_RATE", "0")),
@@ -162,10 +166,19 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--rate", default=e("FLOOD_RATE", ""),
                    help="arrival scenario: jobs/s, or Nx = N times the capacity bound "
                    "MAX_CONCURRENT_JOBS x 1000 / job ms; tenants and ratelimited: the steady "
-                   "queue's creates/s (default 20) (FLOOD_RATE)")
+                   "queue's creates/s (default 20); workflow: graphs/s (default 1) "
+                   "(FLOOD_RATE)")
     p.add_argument("--alone-seconds", type=float, default=float(e("FLOOD_ALONE_S", "10")),
-                   help="tenants, ratelimited: the steady queue alone this long before the "
-                   "flood, its pickup p99 the reference (FLOOD_ALONE_S, default 10)")
+                   help="tenants, ratelimited, workflow: the steady queue alone this long "
+                   "before the flood, its pickup p99 (workflow: graph latency) the reference "
+                   "(FLOOD_ALONE_S, default 10)")
+    p.add_argument("--fan-out", type=int, default=int(e("FLOOD_FAN_OUT", "100")),
+                   help="workflow: children per graph, 1..100 (FLOOD_FAN_OUT, default 100)")
+    p.add_argument("--workflow-threshold", type=float,
+                   default=float(e("FLOOD_WORKFLOW_THRESHOLD", "0")),
+                   help="workflow: fail when the graphs' latency p99 while flooded is above "
+                   "this times alone; 0 = printed, not judged (FLOOD_WORKFLOW_THRESHOLD, "
+                   "default 0)")
     p.add_argument("--limit-rate", type=float, default=float(e("FLOOD_LIMIT_RATE", "20")),
                    help="ratelimited: the kind's rate_per_s (FLOOD_LIMIT_RATE, default 20)")
     p.add_argument("--limit-burst", type=int, default=int(e("FLOOD_LIMIT_BURST", "10")),
@@ -206,6 +219,17 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    default=float(e("FLOOD_PACE_THRESHOLD", "0.9")),
                    help="fail when processing under flood is below this times the idle "
                    "pace, if the flood saturated the workers (FLOOD_PACE_THRESHOLD, 0.9)")
+    p.add_argument("--probe-rate", type=float, default=float(e("FLOOD_PROBE_RATE", "20")),
+                   help="the door probe: one client's creates/s beside the load, timed at "
+                   "the socket (FLOOD_PROBE_RATE, default 20; 0 = no probe)")
+    p.add_argument("--refusal-p99-ms", type=float,
+                   default=float(e("FLOOD_REFUSAL_P99_MS", "5")),
+                   help="fail when the probe's 429 answers take p99 above this "
+                   "(FLOOD_REFUSAL_P99_MS, default 5; 0 = not judged)")
+    p.add_argument("--accepted-p99-ms", type=float,
+                   default=float(e("FLOOD_ACCEPTED_P99_MS", "50")),
+                   help="fail when the probe's 201 answers take p99 above this "
+                   "(FLOOD_ACCEPTED_P99_MS, default 50; 0 = not judged)")
     p.add_argument("--extra-workers", type=int, default=int(e("FLOOD_EXTRA_WORKERS", "0")),
                    help="`boundq worker` processes beside `boundq serve`, each in its own "
                    "process group (FLOOD_EXTRA_WORKERS, default 0)")

@@ -30,15 +30,16 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-import psycopg
-
 from boundq.core import dbadmin
 from boundq.core.config import Settings, describe, load_settings
 from boundq.core.pgembed import free_port, resolve_database_url
 from boundq.core.runinfo import run_metadata, timestamp
+from boundq.core.validation import MAX_DEPENDENCIES
 from boundq.loadtests import flow_scenarios as flows
 from boundq.loadtests import pace as pacing
+from boundq.loadtests import probe
 from boundq.loadtests import processes as procs
+from boundq.loadtests.flow_phase import alone_phase, plan_for
 from boundq.loadtests.hosts import Hosts, HostsError
 from boundq.loadtests.outcome import print_summary, summarize
 from boundq.loadtests.phases import FloodRun
@@ -46,6 +47,7 @@ from boundq.loadtests.sampling import Progress, Sampler
 from boundq.loadtests.signals import Interrupts
 from boundq.loadtests.tally import read_tallies
 from boundq.loadtests.verify import read_acked, unexpected_statuses, verify
+from boundq.loadtests.workflow_scenario import WorkflowPlan, write_graphs
 
 FLOOD_DB = "boundq_flood"
 
@@ -73,6 +75,9 @@ class FloodOptions:
     calibration_s: float = 5.0  # idle calibration: seconds of work at the capacity bound
     calibration_jobs: int | None = None  # or exactly this many jobs
     pace_threshold: float = 0.9  # fail when processing under flood < this x idle
+    probe_rate: float = probe.DEFAULT_RATE  # the door probe's creates/s; 0 = no probe
+    refusal_p99_ms: float = 0.0  # fail when the probe's 429 p99 is above this (0: not judged)
+    accepted_p99_ms: float = 0.0  # the same for its 201s (the CLI judges 5 and 50 ms)
     extra_workers: int = 0  # `boundq worker` processes beside `boundq serve`
     proxied_worker: bool = False  # the last extra worker goes through the fault proxy
     partition_s: float = 0.0  # black-hole the proxied worker this long during the load
@@ -83,6 +88,9 @@ class FloodOptions:
     limit_burst: int = 10  # ratelimited: its burst
     isolation_threshold: float = 2.0  # fail when steady pickup p99 flooded > this x alone
     flow_threshold: float = 0.5  # fail when steady completions/s flooded < this x alone
+    # workflow scenario (loadtests/workflow_scenario.py)
+    fan_out: int = 100  # children per graph
+    workflow_threshold: float = 0.0  # fail when graph p99 flooded > this x alone; 0: not judged
 
 
 @dataclass
@@ -155,17 +163,19 @@ def _run_flood(o: FloodOptions, out: TextIO, interrupts: Interrupts) -> FloodRes
         raise FloodError("--partition needs --proxied-worker")
     if o.proxied_worker and o.extra_workers < 1:
         raise FloodError("--proxied-worker needs --extra-workers 1 or more")
+    # the sink names every child in its depends_on_index
+    if o.scenario == "workflow" and not 1 <= o.fan_out <= MAX_DEPENDENCIES:
+        raise FloodError(f"--fan-out must be between 1 and {MAX_DEPENDENCIES}")
     base_url = resolve_database_url(o.database_url or load_settings().database_url)
     db_url = dbadmin.fresh_database(base_url, FLOOD_DB) if o.fresh_db else base_url
     port = free_port()
-    flow = (flows.FlowPlan(o.scenario, 0.0, o.limit_rate, o.limit_burst, o.isolation_threshold,
-                           o.flow_threshold) if o.scenario in flows.FLOW_SCENARIOS else None)
+    flow = plan_for(o)
     server_env = _server_env(o, db_url, port) | (flow.server_env() if flow else {})
     settings = load_settings(server_env)  # and ./.env, as the server reads it
     capacity = capacity_bound(settings, o)
     rate = arrival_rate(o.rate, capacity) if o.scenario == "arrival" else 0.0
     if flow is not None:
-        flow.steady_rate = arrival_rate(o.rate, capacity) or flows.DEFAULT_STEADY_RATE
+        flow.steady_rate = arrival_rate(o.rate, capacity) or flow.default_rate
     if o.scenario == "arrival" and rate <= 0:
         raise FloodError("the arrival scenario needs --rate (jobs/s, or Nx the capacity)")
     run_dir = o.out_root / timestamp()
@@ -196,6 +206,7 @@ def _run_flood(o: FloodOptions, out: TextIO, interrupts: Interrupts) -> FloodRes
     alone: tuple[datetime, datetime] | None = None
     drained = False
     server_code: int | None = None
+    probed: probe.ProbeResult | None = None
     try:
         run.server = procs.start_server(server_env, run_dir / "server.log")
         procs.wait_ready(base, run.server)
@@ -222,7 +233,7 @@ def _run_flood(o: FloodOptions, out: TextIO, interrupts: Interrupts) -> FloodRes
             "FLOOD_USERS": str(o.users), "FLOOD_TIME": str(o.duration_s),
             "FLOOD_IN_FLIGHT": str(o.in_flight), **(flow.locust_env() if flow else {})}
         if flow is not None and o.alone_s > 0 and not interrupts.stop_load.is_set():
-            alone = _alone_phase(run, o, flow, base, run_dir, locust_vars, db_url)
+            alone = alone_phase(run, o, flow, base, run_dir, locust_vars, db_url)
         users = o.users + (1 if flow is not None else 0)  # the steady user is one more
         run.sampler = Sampler(base, db_url, run.server.pid,  # its clock starts with the load
                               token=flow.admin_token if flow else None)
@@ -238,7 +249,11 @@ def _run_flood(o: FloodOptions, out: TextIO, interrupts: Interrupts) -> FloodRes
                                 interrupts.stop_load.is_set)
                 run.say(f"Locust web UI: http://127.0.0.1:{o.ui_port}  (API {base}); Ctrl-C "
                         "ends the run, drains and verifies")
-            run.load_phase(progress)
+            door = _start_probe(o, base, run_dir, flow)
+            try:
+                run.load_phase(progress)
+            finally:
+                probed = door.stop() if door is not None else None
         run.tick("load")  # a signal that came as the load was about to start stopped it
         load_end = pacing.db_now(db_url)
         if flow is not None:
@@ -283,6 +298,10 @@ def _run_flood(o: FloodOptions, out: TextIO, interrupts: Interrupts) -> FloodRes
         extra_lines.append(f"attempts by process: {by or 'unknown'}")
         extra_lines += run.hosts.notes
     failures = _failures(summary, verdict, pace, run.notes)
+    if probed is not None:
+        summary["door_probe"] = probed.as_dict()
+        extra_lines.append(probed.line(o.refusal_p99_ms, o.accepted_p99_ms))
+        failures += probed.failures(o.refusal_p99_ms, o.accepted_p99_ms)
     if flow is not None:
         flow_verdict = (flow.measure(db_url, alone, load_start, load_end)
                         if load_start is not None and load_end is not None else None)
@@ -293,8 +312,10 @@ def _run_flood(o: FloodOptions, out: TextIO, interrupts: Interrupts) -> FloodRes
                                                                             load_end)}
             extra_lines += flow_verdict.lines()
             failures += flow_verdict.failures()
-        _write_completions(run_dir / "queue_completions.csv", db_url,
-                           alone[0] if alone else load_start)
+        origin = alone[0] if alone else load_start
+        _write_completions(run_dir / "queue_completions.csv", db_url, origin)
+        if isinstance(flow, WorkflowPlan) and origin is not None:
+            write_graphs(run_dir / "workflow_graphs.csv", db_url, origin, pacing.db_now(db_url))
     summary["passed"], summary["failures"] = not failures, failures
     meta["result"] = summary
     meta["verdict"] = verdict.as_dict()
@@ -306,28 +327,16 @@ def _run_flood(o: FloodOptions, out: TextIO, interrupts: Interrupts) -> FloodRes
     return FloodResult(run_dir, not failures, summary)
 
 
-def _alone_phase(run: FloodRun, o: FloodOptions, flow: flows.FlowPlan, base: str,
-                 run_dir: Path, locust_vars: dict[str, str], db_url: str
-                 ) -> tuple[datetime, datetime]:
-    """The steady queue alone for --alone-seconds from the first start of one of its jobs
-    (a queue new to the workers waits for the scout's next look), its own Locust run,
-    tallies and ids in run_dir/alone; timed by the database."""
-    run.say(f"alone: queue {flow.steady_queue!r} by itself for {o.alone_s:.0f} s "
-            f"({flow.steady_rate:g} creates/s)")
-    folder = run_dir / "alone"
-    env = procs.child_env(locust_vars | {"FLOOD_OUT_DIR": str(folder.resolve())})
-    limit_s = o.alone_s + 120
-    argv = procs.locust_argv(o.scenario, base, folder / "locust", 1, 1, limit_s, None,
-                             classes=("SteadyQueueUser",))
-    folder.mkdir()
-    start = pacing.db_now(db_url)
-    with psycopg.connect(db_url, autocommit=True,
-                         application_name="boundq-flood-sampler") as conn:
-        def done() -> bool:
-            return flows.served_for(conn, flow.steady_queue, start) >= o.alone_s
-        if not run.alone_phase(argv, env, run_dir / "locust-alone.log", done, limit_s):
-            run.notes.append("the steady queue's alone phase did not complete")
-    return start, pacing.db_now(db_url)
+def _start_probe(o: FloodOptions, base: str, run_dir: Path, flow: flows.FlowPlan | None
+                 ) -> probe.DoorProbe | None:
+    """The door probe (loadtests/probe.py) beside the load; not in the flow scenarios, which
+    time their own steady queue and whose default queue it would add to."""
+    if o.probe_rate <= 0 or flow is not None:
+        return None
+    kind, payload = ("sleep", {"ms": o.job_ms}) if o.job_ms else ("noop", {})
+    door = probe.DoorProbe(base, run_dir, payload, kind, o.probe_rate)
+    door.start()
+    return door
 
 
 def _phases(alone: tuple[datetime, datetime] | None, load_start: datetime | None,

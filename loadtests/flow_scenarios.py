@@ -17,7 +17,9 @@ the steady queue alone, what it changes when the load ends, and the verdict's in
                drains in seconds; the window check covers every start before the lift.
 
 Both run the steady user alone first (--alone-seconds), then the flood beside it, through
-the same server, the same Locust files and the same verification (lost = 0).
+the same server, the same Locust files and the same verification (lost = 0). The workflow
+scenario (loadtests/workflow_scenario.py) is a FlowPlan too, with its own steady user,
+alone-phase settling and verdict.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import secrets
 import urllib.request
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 import psycopg
 
@@ -39,6 +41,16 @@ LIMITED_KIND = "noop"
 DEFAULT_STEADY_RATE = 20.0  # creates/s of the steady queue when --rate is not given
 
 
+class ScenarioVerdict(Protocol):
+    """What the runner reads of a scenario's verdict."""
+
+    def failures(self) -> list[str]: ...
+
+    def lines(self) -> list[str]: ...
+
+    def as_dict(self) -> dict[str, Any]: ...
+
+
 @dataclass
 class FlowPlan:
     scenario: str
@@ -47,6 +59,9 @@ class FlowPlan:
     limit_burst: int = 10
     threshold: float = 2.0
     flow_threshold: float = 0.5
+    default_rate: float = DEFAULT_STEADY_RATE  # the steady user's rate without --rate
+    steady_class: str = "SteadyQueueUser"  # the Locust user of the alone phase
+    rate_unit: str = "creates/s"
     admin_token: str = field(default_factory=lambda: secrets.token_urlsafe(16))
     tenant_tokens: dict[str, str] = field(default_factory=lambda: {
         "a": secrets.token_urlsafe(12), "b": secrets.token_urlsafe(12)})
@@ -109,9 +124,14 @@ class FlowPlan:
         return (f"the load stopped: kind '{LIMITED_KIND}' limit lifted so its backlog drains "
                 "(the window check covers every start before the lift)")
 
+    def settled(self, conn: psycopg.Connection[Any]) -> bool:
+        """Whether the alone phase's work is over once its user stopped (it is here: each
+        job is measured at its pickup)."""
+        return True
+
     # --- the verdict ------------------------------------------------------------------
     def measure(self, db_url: str, alone: tuple[datetime, datetime] | None,
-                load_start: datetime, load_end: datetime) -> fv.FlowVerdict:
+                load_start: datetime, load_end: datetime) -> ScenarioVerdict:
         verdict = fv.FlowVerdict(self.scenario, self.steady_queue, self.flood_queue,
                                  self.threshold, self.flow_threshold)
         with psycopg.connect(db_url, autocommit=True,

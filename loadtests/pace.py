@@ -31,6 +31,8 @@ from typing import Any
 
 import psycopg
 
+from boundq.loadtests.probe import PROBE_NAME
+
 CALIBRATION_NAME = "flood-calibration"
 TRIM = 0.1
 NOOP_RATE_GUESS = 3000.0  # jobs/s: sizes a noop backlog, which has no capacity bound
@@ -142,9 +144,10 @@ def idle_rate(conn: psycopg.Connection[Any]) -> Rate | None:
 
 
 def load_window(conn: psycopg.Connection[Any], load_end: datetime) -> Window | None:
-    """From the first job the API accepted to the end of the load."""
-    row = conn.execute("SELECT min(created_at) FROM jobs WHERE name <> %s",
-                       (CALIBRATION_NAME,)).fetchone()
+    """From the first job the API accepted from the load generator to the end of the load
+    (the door probe starts with Locust, before its users have spawned)."""
+    row = conn.execute("SELECT min(created_at) FROM jobs WHERE name <> ALL(%s)",
+                       ([CALIBRATION_NAME, PROBE_NAME],)).fetchone()
     if row is None or row[0] is None or load_end <= row[0]:
         return None
     return Window(row[0], load_end)

@@ -37,6 +37,8 @@ SCENARIOS: dict[str, tuple[str, tuple[str, ...]]] = {
     # flow control (loadtests/flow_scenarios.py): a flooding queue beside a steady one
     "tenants": (str(LOCUST_FILES / "locustfile.py"), ("FloodQueueUser", "SteadyQueueUser")),
     "ratelimited": (str(LOCUST_FILES / "locustfile.py"), ("FloodQueueUser", "SteadyQueueUser")),
+    # fan-out/fan-in graphs beside the create flood (loadtests/workflow_scenario.py)
+    "workflow": (str(LOCUST_FILES / "locustfile.py"), ("CreateUser", "WorkflowUser")),
 }
 
 

@@ -19,8 +19,12 @@ the first claim to the last finish (reports/drain_run.py). Side by side in one r
               (`scheduled`; --delayed-plain: an INSERT that leaves status to its default,
               which the scout moves), drained to the last runnable job; the ratio to the
               drain alone is printed per round
+  kinds       (--kinds noop,wasm) each boundq level again with a backlog of `wasm` jobs
+              (add(2, 3) of a small module; reports/drain_kinds.py), right after its noop
+              drain; the wasm / noop ratios of jobs/s and CPU per job are printed per round
 
     python -m boundq.reports.drain --jobs 100000 --concurrency 1,5,50,200,500 --naive --peers
+    python -m boundq.reports.drain --jobs 20000 --concurrency 200 --kinds noop,wasm --repeat 5
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from boundq.core.config import load_settings
 from boundq.core.pgembed import resolve_database_url
 from boundq.reports import dbwatch
 from boundq.reports.drain_flow import FLOW_VARIANTS, apply_flow
+from boundq.reports.drain_kinds import KINDS, label_of, print_kind_ratios, summarize_kinds
 from boundq.reports.drain_run import SYSTEM_OF, drain_child, drain_cli, prepare
 from boundq.reports.drain_summary import cpu_per_job, print_round, summarize
 from boundq.reports.peers import pgqueuer_available
@@ -49,12 +54,14 @@ Config = tuple[str, str, dict[str, Any]]
 
 def measure(base: str, label: str, mode: str, jobs: int, backlog: int | None = None,
             concurrency: int = 0, workers: int = 3, batch: int = 50, flow: str = "none",
-            delayed: int = 0, delayed_as: str = "boundq") -> dict[str, Any]:
-    """One drain of `jobs` jobs (of a `backlog`, all by default) in a fresh database,
-    under the flow settings `flow` (reports/drain_flow.py), beside `delayed` future jobs
-    written after them (boundq only)."""
+            delayed: int = 0, delayed_as: str = "boundq", kind: str = "noop"
+            ) -> dict[str, Any]:
+    """One drain of `jobs` jobs of `kind` (of a `backlog`, all by default) in a fresh
+    database, under the flow settings `flow` (reports/drain_flow.py), beside `delayed`
+    future jobs written after them (boundq only)."""
     backlog = backlog or jobs
-    url = prepare(base, SYSTEM_OF[mode], backlog, delayed=delayed, delayed_as=delayed_as)
+    url = prepare(base, SYSTEM_OF[mode], backlog, delayed=delayed, delayed_as=delayed_as,
+                  kind=kind)
     if delayed:
         backlog += delayed
     if SYSTEM_OF[mode] == "boundq":
@@ -71,7 +78,7 @@ def measure(base: str, label: str, mode: str, jobs: int, backlog: int | None = N
         result["server_cpu_s"] = server_cpu_seconds(postmaster) - server_before
     result.update({"label": label, "mode": mode, "jobs": result["finished"],
                    "backlog": backlog, "concurrency": concurrency, "workers": workers,
-                   "batch": batch, "flow": flow, "delayed": delayed})
+                   "batch": batch, "flow": flow, "delayed": delayed, "kind": kind})
     print(f"  {label:<40} {result['jobs_per_s']:>10,.0f} jobs/s   peak RSS "
           f"{result['peak_rss_mb']:6.1f} MiB   CPU/job {cpu_per_job(result)}", flush=True)
     return result
@@ -83,9 +90,13 @@ def plan(args: argparse.Namespace) -> list[Config]:
     levels = [int(v) for v in args.concurrency.split(",") if v.strip()]
     configs: list[Config] = []
     flows = [v.strip() for v in args.flow.split(",") if v.strip()]
+    kinds = [v.strip() for v in args.kinds.split(",") if v.strip()]
     for value in levels:
         kw: dict[str, Any] = {"concurrency": value, "workers": args.workers}
         configs.append((f"boundq MAX_CONCURRENT_JOBS={value}", "boundq", kw))
+        for kind in kinds:
+            if kind != "noop":  # right after the noop drain of the same level
+                configs.append((label_of(value, kind), "boundq", {**kw, "kind": kind}))
         if args.delayed_ratio:
             configs.append((f"boundq MAX_CONCURRENT_JOBS={value} + {args.delayed_ratio}x delayed",
                             "boundq", {**kw, "delayed": args.delayed_ratio * args.jobs,
@@ -137,6 +148,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="flow settings to drain under besides none, comma-separated: "
                         f"{', '.join(FLOW_VARIANTS)} (reports/drain_flow.py); each boundq "
                         "level is measured under each, in every round")
+    parser.add_argument("--kinds", default="noop",
+                        help=f"job kinds of the boundq backlogs, comma-separated: "
+                        f"{', '.join(KINDS)} (reports/drain_kinds.py); each beside noop "
+                        "at every level, in every round")
     parser.add_argument("--repeat", type=int, default=1,
                         help="rounds; each measures every configuration once")
     parser.add_argument("--out", default="reports/runs/bench")
@@ -148,6 +163,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     unknown = {v.strip() for v in args.flow.split(",") if v.strip()} - set(FLOW_VARIANTS)
     if unknown:
         parser.error(f"--flow: unknown {', '.join(sorted(unknown))}")
+    unknown = {v.strip() for v in args.kinds.split(",") if v.strip()} - set(KINDS)
+    if unknown:
+        parser.error(f"--kinds: unknown {', '.join(sorted(unknown))}")
     return args
 
 
@@ -155,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     base = resolve_database_url(load_settings().database_url)
     info = runinfo.postgres(base)
-    print(f"drain benchmark: {args.jobs:,} no-op jobs per run, VACUUM ANALYZEd; timed by the "
+    print(f"drain benchmark: {args.jobs:,} jobs per run ({args.kinds}), VACUUM ANALYZEd; timed by the "
           f"database (first claim to last finish); PostgreSQL {info.get('server_version')} "
           f"fsync={info.get('fsync')} synchronous_commit={info.get('synchronous_commit')}; "
           f"{os.cpu_count()} cores", flush=True)
@@ -167,10 +185,12 @@ def main(argv: list[str] | None = None) -> int:
         this_round = [{**measure(base, label, mode, args.jobs, **kw), "round": round_no}
                       for label, mode, kw in configs]
         print_round(this_round)
+        print_kind_ratios(this_round)
         _print_delayed_ratios(this_round)
         results += this_round
     if args.repeat > 1:
         summarize(results)
+        summarize_kinds(results)
     if args.memory:
         drained = min(args.jobs, 10_000)
         for backlog in (10_000, 1_000_000):

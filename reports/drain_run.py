@@ -32,6 +32,7 @@ from boundq.core import dbadmin
 from boundq.core.children import child_env
 from boundq.core.migrate import migrate
 from boundq.reports import dbwatch
+from boundq.reports.drain_kinds import payload_text, store_module
 from boundq.reports.peers import setup_pgqueuer, setup_procrastinate
 from boundq.reports.procwatch import reap, reap_nowait, tree_peak_rss_mb
 
@@ -44,13 +45,18 @@ SYSTEM_OF = {"boundq": "boundq", "in-process": "boundq", "naive": "boundq",
              "pgqueuer": "pgqueuer", "procrastinate": "procrastinate"}
 
 
-def fill_backlog(url: str, jobs: int) -> None:
-    """COPY `jobs` no-op jobs in (one transaction: one run_at, claimed in id order)."""
+def fill_backlog(url: str, jobs: int, kind: str = "noop") -> None:
+    """COPY `jobs` jobs of `kind` in (one transaction: one run_at, claimed in id order);
+    a kind other than noop gets its payload and, for wasm, its module first
+    (reports/drain_kinds.py)."""
+    if kind == "wasm":
+        store_module(url)
+    row = ("bench", kind, payload_text(kind))
     with psycopg.connect(url, autocommit=True) as conn, conn.cursor() as cur, cur.copy(
-        "COPY jobs (name, kind) FROM STDIN"
+        "COPY jobs (name, kind, payload) FROM STDIN"
     ) as copy:
         for _ in range(jobs):
-            copy.write_row(("bench", "noop"))
+            copy.write_row(row)
 
 
 COPY_DELAYED_AS_BOUNDQ = "COPY jobs (name, kind, priority, run_at, status) FROM STDIN"
@@ -72,10 +78,10 @@ def fill_delayed(url: str, jobs: int, as_written_by: str = "boundq") -> None:
 
 
 def prepare(base: str, system: str, backlog: int, name: str = BENCH_DB,
-            delayed: int = 0, delayed_as: str = "boundq") -> str:
-    """A fresh database with `backlog` no-op jobs of `system` waiting, VACUUM ANALYZEd
-    (as autovacuum leaves a queue table in service) and checkpointed, so that no run
-    inherits the fill's write-out. Returns its URL."""
+            delayed: int = 0, delayed_as: str = "boundq", kind: str = "noop") -> str:
+    """A fresh database with `backlog` jobs of `system` (boundq: of `kind`) waiting,
+    VACUUM ANALYZEd (as autovacuum leaves a queue table in service) and checkpointed, so
+    that no run inherits the fill's write-out. Returns its URL."""
     import asyncio
 
     url = dbadmin.fresh_database(base, name)
@@ -85,7 +91,7 @@ def prepare(base: str, system: str, backlog: int, name: str = BENCH_DB,
         setup_procrastinate(url, backlog)
     else:
         asyncio.run(migrate(url))
-        fill_backlog(url, backlog)
+        fill_backlog(url, backlog, kind)
         if delayed:
             fill_delayed(url, delayed, delayed_as)
     with dbwatch.connect(url) as conn:

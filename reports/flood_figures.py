@@ -113,6 +113,36 @@ def queue_completions(df: pd.DataFrame, phases: Mapping[str, float | None] | Non
     return fig
 
 
+def workflow_latency(df: pd.DataFrame, phases: Mapping[str, float | None] | None = None
+                     ) -> Figure:
+    """Columns: root_id, created_s, latency_ms, status (loadtests/workflow_scenario.py):
+    each fan-out/fan-in graph's latency (root created -> sink finished) at the second its
+    root was created, alone and while the flood ran, with the phases marked."""
+    fig, axes = new_figure(cols=1, width=9.0)
+    ax = axes[0]
+    done = df[df["status"] == "success"] if not df.empty else df
+    start = (phases or {}).get("load_start")
+    flooded = done["created_s"] >= start if start is not None else done["created_s"] < 0
+    for mask, label, color in ((~flooded, "alone", QUEUE_PALETTE[0]),
+                               (flooded, "beside the flood", QUEUE_PALETTE[1])):
+        part = done[mask]
+        if not part.empty:
+            ax.plot(part["created_s"], part["latency_ms"], "o", ms=3, color=color,
+                    label=f"{label} ({len(part)} graphs)")
+    for key, text in (("load_start", "flood starts"), ("load_end", "flood ends")):
+        at = (phases or {}).get(key)
+        if at is not None:
+            ax.axvline(at, color=NEUTRAL, ls=":", lw=1)
+            ax.text(at, ax.get_ylim()[1], f" {text}", va="top", fontsize=7, color=NEUTRAL)
+    ax.set_ylim(bottom=0)
+    ax.set_xlabel("root created, seconds from the first phase's start (PostgreSQL's clock)")
+    ax.set_ylabel("root created -> sink finished (ms)")
+    ax.set_title("Workflow graphs (1 -> N -> 1): latency per graph")
+    if not done.empty:
+        ax.legend(fontsize=8)
+    return fig
+
+
 def _shade_drain(df: pd.DataFrame, axes: Sequence[Axes]) -> None:
     if "phase" not in df or not (df["phase"] == "drain").any():
         return

@@ -29,6 +29,12 @@ def flood_figures(run_dir: Path) -> dict[str, Path]:
             phases = run.get("result", {}).get("flow", {}).get("phases")
             written["completions per queue"] = save(figures.queue_completions(frame, phases),
                                                     run_dir / "flood-queues.png")
+    graphs = run_dir / "workflow_graphs.csv"
+    if graphs.is_file():
+        frame = pd.read_csv(graphs)
+        phases = run.get("result", {}).get("flow", {}).get("phases")
+        written["workflow latency"] = save(figures.workflow_latency(frame, phases),
+                                           run_dir / "flood-workflow.png")
     if not history.empty:
         written["response times"] = save(figures.flood_latency(history),
                                          run_dir / "flood-latency.png")
@@ -60,6 +66,23 @@ def _flow_lines(flow: dict[str, Any]) -> list[str]:
                    f"{rate['starts']:,} starts before the lift, worst window "
                    f"{rate['worst_excess']:.2f} beyond rate x length: "
                    + ("held" if rate["held"] else "BROKEN"))
+    return out
+
+
+def _workflow_lines(flow: dict[str, Any]) -> list[str]:
+    """The workflow scenario's table: graph latency alone and while flooded."""
+    rows = [{"graphs": label, "measured": g["graphs"], "completed": g["completed"],
+             "p50 ms": g["p50_ms"], "p99 ms": g["p99_ms"], "max ms": g["max_ms"]}
+            for label, g in (("alone", flow.get("alone")), ("beside the flood",
+                                                          flow.get("flooded"))) if g]
+    out = [markdown_table(pd.DataFrame(rows), "{:,.1f}") if rows else "(not measured)", ""]
+    if flow.get("ratio") is not None:
+        judged = (f"threshold {flow['threshold']:.2f}" if flow.get("threshold")
+                  else "not judged: --workflow-threshold 0")
+        out.append(f"- latency p99 beside the flood / alone = {flow['ratio']:.2f}x ({judged}); "
+                   f"alone: p50 {flow['alone']['p50_ms']} ms, p99 {flow['alone']['p99_ms']} "
+                   f"ms; beside the flood: p50 {flow['flooded']['p50_ms']} ms, p99 "
+                   f"{flow['flooded']['p99_ms']} ms")
     return out
 
 
@@ -105,7 +128,11 @@ def write_flood_report(run_dir: Path) -> Path:
         f"{machine.get('load_average_at_start')}; Locust, the server and PostgreSQL share it",
     ]
     flow = result.get("flow")
-    if flow:
+    if flow and flow.get("scenario") == "workflow":
+        lines += ["", "## Workflow", "", f"- {run.get('flow', {}).get('plan', '')}; latency "
+                  "= root created -> sink finished, from the database", "",
+                  *_workflow_lines(flow)]
+    elif flow:
         lines += ["", "## Flow control", "", f"- {run.get('flow', {}).get('plan', '')}",
                   *[f"- {line}" for line in _flow_lines(flow)]]
     if result.get("failures"):

@@ -20,7 +20,7 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
-from boundq.core import tracing
+from boundq.core import queue, tracing
 from boundq.core.validation import DEFAULT_QUEUE, JobSpec, validate_job
 from boundq.server.auth import Scope
 from boundq.server.body import decode_item, decode_items, media_type, read_body, require_json, too_large
@@ -82,17 +82,17 @@ def _refuse_if_every_item_full(raws: list[msgspec.Raw], state: ApiState, scope: 
     queues: list[str] = []
     for raw in raws:
         try:
-            queue = _queue_decoder.decode(raw).queue
+            name = _queue_decoder.decode(raw).queue
         except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError,
                 RecursionError):
             return
-        if not (isinstance(queue, str) and scope.allows(queue) and depths.counted_full(queue)):
+        if not (isinstance(name, str) and scope.allows(name) and depths.counted_full(name)):
             return
-        queues.append(queue)
+        queues.append(name)
     limit = depths.limit
     errors: list[dict[str, object]] = [
-        {"index": i, "field": "queue", "message": f"queue {queue!r} is full "
-         f"(MAX_QUEUE_DEPTH={limit}, per queue); retry later"} for i, queue in enumerate(queues)]
+        {"index": i, "field": "queue", "message": f"queue {name!r} is full "
+         f"(MAX_QUEUE_DEPTH={limit}, per queue); retry later"} for i, name in enumerate(queues)]
     state.metrics.queue_full += 1
     raise _rejection(errors, len(raws), atomic, len(errors), state.options.retry_after_s)
 
@@ -108,6 +108,12 @@ class _Validator:
         self.scope = scope
         self.admitted: Counter[str] = Counter()
         self.refused_full = 0
+
+    def fresh(self) -> _Validator:
+        """Counts from zero for another attempt of the same upload."""
+        self.admitted = Counter()
+        self.refused_full = 0
+        return self
 
     def __call__(self, raw: msgspec.Raw) -> JobSpec:
         spec = validate_job(decode_item(raw).as_item(), self.registry, self.settings,
@@ -137,13 +143,17 @@ async def bulk_create(request: Request) -> Response:
         # tracing (core/tracing): one create span for the batch; every job stores it
         with tracing.creating(request.headers, count=len(raws), via="bulk") as trace:
             async with state.connection() as conn:
-                ids, errors = await write_bulk_in_scope(
-                    conn, raws, trace.stamping(validator), atomic, scope)
+                # A deadlock's victim wrote nothing (its transaction rolled back, with
+                # the scope's outer one): the whole upload runs again, validation too,
+                # with a fresh validator (its counts are of the attempt that committed).
+                ids, errors = await queue.retrying_deadlocks(
+                    lambda: write_bulk_in_scope(
+                        conn, raws, trace.stamping(validator.fresh()), atomic, scope))
     except BatchRejected as rejected:
         raise _rejection(rejected.errors, len(raws), atomic, validator.refused_full,
                          state.options.retry_after_s) from None
-    for queue, n in validator.admitted.items():
-        state.monitor.note_created(queue, n)
+    for queue_name, n in validator.admitted.items():
+        state.monitor.note_created(queue_name, n)
     state.metrics.jobs_created += len(ids)
     return json_response({"created": len(ids), "ids": ids, "errors": errors}, 201)
 

@@ -166,6 +166,13 @@ def exception_handlers(on_pool_busy: Callable[[], None],
         return error_response(503, "database_unavailable", "the database is unreachable; "
                               "retry shortly", headers={"Retry-After": "1"})
 
+    async def rolled_back(request: Request, exc: Exception) -> Response:
+        # A deadlock or serialization failure chose this write as its victim, every time it
+        # was tried: nothing of it was written and the database is fine (not "down").
+        log.warning("a write was rolled back by the database: %s", exc)
+        return error_response(503, "write_conflict", "the write met concurrent work and was "
+                              "rolled back; nothing was written, retry", headers={"Retry-After": "1"})
+
     return {
         ApiError: on_api_error,
         HTTPException: on_http,
@@ -175,6 +182,8 @@ def exception_handlers(on_pool_busy: Callable[[], None],
         DedupeKeyTaken: on_dedupe_taken,
         PoolTimeout: pool_busy,
         TooManyRequests: pool_busy,
+        psycopg.errors.DeadlockDetected: rolled_back,  # not TransactionRollback's in psycopg
+        psycopg.errors.SerializationFailure: rolled_back,
         psycopg.OperationalError: db_down,
         psycopg.InterfaceError: db_down,
         psycopg.DataError: on_db_rejected,

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import httpx
 import psycopg
 import pytest
 
@@ -278,3 +279,75 @@ async def finish_on(conn: psycopg.AsyncConnection[Any], job_id: int) -> None:
     (claimed,) = await queue.claim(conn, OWNER, 1, 30.0)
     assert claimed.id == job_id
     assert await queue.complete_batch(conn, OWNER, [(job_id, claimed.attempt)]) == {job_id}
+
+
+async def _lock_waiters(api: Api) -> int:
+    rows = await api.sql("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                         "AND datname = current_database()")
+    return int(rows[0][0])
+
+
+P1, P2 = 1, 2  # the parents, the first two jobs of the test's database
+
+
+def _create_request(api: Api, via: str) -> Any:
+    if via == "single":
+        return api.client.post("/jobs", json={"name": "child", "depends_on": [P1, P2]})
+    return api.client.post("/jobs/bulk?atomic=true", json=[
+        {"name": "child", "depends_on": [P1, P2]},
+        {"name": "grandchild", "depends_on_index": [0]}])
+
+
+async def _create_as_deadlock_victim(api: Api, via: str) -> httpx.Response:
+    """A create locks its parents in id order; a transaction holding the second parent and
+    then asking for the first (as a worker's batch finishing both in another order does)
+    closes a cycle. PostgreSQL rolls back the waiter whose deadlock check runs first: the
+    create (deadlock_timeout 1 s, the other session's 20 s). Returns the create's answer."""
+    for _ in range(3):  # a busy machine can let the create's single check run too early
+        async with await psycopg.AsyncConnection.connect(api.db_url) as other:
+            await other.execute("SET deadlock_timeout = '20s'")
+            await other.execute("SELECT 1 FROM jobs WHERE id = %s FOR NO KEY UPDATE", (P2,))
+            answer = asyncio.create_task(_create_request(api, via))
+            while await _lock_waiters(api) == 0:  # the create holds P1 and waits for P2
+                assert not answer.done(), answer.result().text
+                await asyncio.sleep(0.01)
+            try:
+                await other.execute("SELECT 1 FROM jobs WHERE id = %s FOR NO KEY UPDATE",
+                                    (P1,))
+            except psycopg.errors.DeadlockDetected:
+                await other.rollback()  # this session was the victim: try again
+                (await answer).raise_for_status()
+                await api.sql("DELETE FROM jobs WHERE id > %s", P2)
+                continue
+            await other.commit()  # the create was the victim; a retry goes on now
+        return await answer
+    pytest.fail("the create was never the deadlock's victim in three tries")
+
+
+@pytest.mark.parametrize("via", ["single", "bulk"])
+async def test_a_create_chosen_as_a_deadlock_victim_is_written_once(api: Api, via: str) -> None:
+    """The victim's transaction was rolled back, so the create runs again and answers as
+    if nothing happened, its jobs written once."""
+    assert [(await create(api))["id"] for _ in range(2)] == [P1, P2]
+    r = await _create_as_deadlock_victim(api, via)
+    assert r.status_code == 201, r.text
+    assert await api.count_jobs() == 2 + (1 if via == "single" else 2)
+    child = r.json()["id"] if via == "single" else r.json()["ids"][0]
+    assert await statuses(api, child) == ["blocked"]
+    links = await api.sql("SELECT count(*) FROM job_dependencies WHERE child_id = %s", child)
+    assert links == [(2,)]
+
+
+@pytest.mark.parametrize("via", ["single", "bulk"])
+async def test_a_create_that_stays_a_deadlock_victim_is_a_503_that_wrote_nothing(
+        api: Api, via: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Out of retries: 503 write_conflict with Retry-After, nothing written, and the API
+    does not take the deadlock for a database outage."""
+    monkeypatch.setattr(queue, "DEADLOCK_RETRIES", 0)
+    assert [(await create(api))["id"] for _ in range(2)] == [P1, P2]
+    r = await _create_as_deadlock_victim(api, via)
+    assert r.status_code == 503, r.text
+    assert r.json()["error"]["code"] == "write_conflict"
+    assert r.headers["retry-after"] == "1"
+    assert await api.count_jobs() == 2
+    assert api.state.monitor.up

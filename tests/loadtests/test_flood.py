@@ -27,6 +27,8 @@ from boundq.core.pgembed import EmbeddedPostgres
 from boundq.loadtests import processes as procs
 from boundq.loadtests.flood import FLOOD_DB, FloodOptions, arrival_rate, run_flood
 from boundq.loadtests.pace import CALIBRATION_NAME
+from boundq.loadtests.probe import ProbeResult
+from boundq.loadtests.probe import percentile as probe_percentile
 from boundq.loadtests.tally import NOT_SENT, Tally, percentile
 from boundq.loadtests.verify import unexpected_statuses
 from boundq.reports.flood_report import write_flood_report
@@ -80,6 +82,9 @@ def test_tiny_flood_loses_nothing(pg_cluster: EmbeddedPostgres, tmp_path: Path, 
                  "server_metrics.prom", "server.log", "locust.log"):
         assert (result.run_dir / name).is_file(), name
     assert not list(result.run_dir.glob("acked-*.txt")), "ids are dropped after a pass"
+    probed = run["result"]["door_probe"]["by_status"]  # the probe ran beside the load
+    assert probed and sum(s["n"] for s in probed.values()) > 0, probed
+    assert "door probe (one client, 20 creates/s" in printed
     summary = write_flood_report(result.run_dir).read_text()
     assert "lost = 0" in summary
     for png in ("flood-requests.png", "flood-server.png", "flood-latency.png"):
@@ -178,8 +183,9 @@ def test_distributed_load_and_extra_workers_lose_nothing(pg_cluster: EmbeddedPos
     assert verdict["duplicates"] == 0
     tallies = list(result.run_dir.glob("tally-*.json"))
     assert len(tallies) == 2, tallies  # one per Locust worker process, none from the master
-    assert summary["endpoints"]["POST /jobs"]["by_status"]["201"]["requests"] == \
-        verdict["acknowledged"]
+    probed = (summary["door_probe"]["by_status"].get("201") or {}).get("n", 0)
+    assert summary["endpoints"]["POST /jobs"]["by_status"]["201"]["requests"] + probed == \
+        verdict["acknowledged"]  # the door probe's 201s are acknowledged jobs too
     hosts = summary["hosts"]
     assert hosts["network_namespace"] == procs.can_unshare_net()
     assert [w["exit_code"] for w in hosts["extra_workers"]] == [0, 0]
@@ -203,3 +209,17 @@ def test_percentiles_of_the_tally() -> None:
     merged.merge(json.loads(tally.to_json()))
     merged.merge(json.loads(tally.to_json()))
     assert merged.requests() == 200 and merged.processes == 2
+
+
+def test_door_probe_percentiles_and_judgement() -> None:
+    assert probe_percentile([5.0, 1.0, 3.0, 2.0, 4.0], 0.5) == 3.0
+    assert probe_percentile([float(i) for i in range(1, 101)], 0.99) == 99.0
+    assert probe_percentile([7.0], 0.99) == 7.0
+    result = ProbeResult(20.0, {"429": [1.0] * 99 + [9.0], "201": [10.0, 60.0]})
+    assert result.stats("429") == {"n": 100, "p50_ms": 1.0, "p99_ms": 1.0, "max_ms": 9.0}
+    assert result.failures(5, 50) == [
+        "the door probe's accepted creates (201) took p99 60.0 ms, over 50 ms"]
+    assert result.failures(0, 0) == []  # 0: not judged
+    slow = ProbeResult(20.0, {"429": [1.0] * 98 + [9.0, 9.0]})
+    assert slow.failures(5, 50) == ["the door probe's refusals (429) took p99 9.0 ms, over 5 ms"]
+    assert "201: none" in slow.line(5, 50) and "(target 5 ms)" in slow.line(5, 50)
