@@ -126,11 +126,7 @@ class Door:
         return None
 
     def _all_full(self, queues: frozenset[str]) -> bool:
-        # Two refresh intervals: the monitor counts every interval, and its count itself
-        # takes time under load; a window of one interval let every other second's
-        # uploads through to be read, validated and refused at the route.
-        depths, within_s = self.monitor.depths, 2 * self.options.depth_refresh_s
-        return all(depths.confirmed_full(queue, within_s) for queue in queues)
+        return all(self.monitor.confirmed_full(queue) for queue in queues)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (scope["type"] != "http" or scope["method"] != "POST"

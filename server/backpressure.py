@@ -37,6 +37,7 @@ log = logging.getLogger("boundq.api")
 PROBE_CONNECT_TIMEOUT_S = 2
 FAR_FROM_LIMIT_FACTOR = 5  # every queue below half of MAX_QUEUE_DEPTH: count every 5th refresh
 RECOUNT_MIN_S = 0.05  # a refusal is confirmed by a count at most this old
+CONFIRMED_FOR_REFRESHES = 2  # a full count stands this many refresh intervals
 _BUSY = (PoolTimeout, TooManyRequests)
 
 
@@ -102,6 +103,8 @@ class DbMonitor:
         steady flow the workers keep up with it crossed the limit with nothing waiting
         (false 429s)."""
         depths = self.depths
+        if self.confirmed_full(queue):
+            return  # a recent real count reached the limit: refuse on it, no query
         if depths.full(queue) and depths.count_age(queue) >= RECOUNT_MIN_S:
             async with self._recount_lock:
                 if depths.count_age(queue) >= RECOUNT_MIN_S:
@@ -113,6 +116,13 @@ class DbMonitor:
         for queue in self.depths.full_queues():
             await self.confirm(queue)
         self.check_available()
+
+    def confirmed_full(self, queue: str) -> bool:
+        """A real count of the queue reached the limit within the last two refreshes (the
+        monitor counts every refresh, and the count itself takes time under load): a
+        flood into a full queue is refused without a query, at the door or the route."""
+        return self.depths.confirmed_full(queue, CONFIRMED_FOR_REFRESHES
+                                          * self.options.depth_refresh_s)
 
     def refuse_if_full(self, queue: str) -> None:
         """No query: the last real count (made fresh by `confirm` when the queue looked

@@ -85,9 +85,14 @@ class HeldApp:
 
 
 class UpMonitor:
+    """What the door reads of DbMonitor: up, and whether a queue's count found it full."""
+
     def __init__(self) -> None:
         self.up = True
         self.depths = QueueDepths(3)
+
+    def confirmed_full(self, queue: str) -> bool:
+        return self.depths.confirmed_full(queue, 2.0)
 
 
 async def _post(door: Door, token: str | None, path: str = "/jobs") -> int | str:

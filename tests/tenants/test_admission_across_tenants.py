@@ -4,6 +4,7 @@ bulk upload naming a full queue follows the bulk API's atomic / partial semantic
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -161,3 +162,28 @@ async def test_an_upload_into_full_queues_only_takes_no_connection(shallow: Tena
         for conn in held:
             await pool.putconn(conn)
     assert await _waiting(t, "a") == DEPTH and await _waiting(t, "b") == 0
+
+
+async def test_a_counted_full_queue_is_refused_without_a_query(db_url: str) -> None:
+    """While a real count that reached the limit stands (two refreshes; an hour here), a
+    create into that queue is refused on it: no recount, no connection (every one is
+    held: a query would wait for one and time out). Single and bulk, admin and tenant."""
+    options = dataclasses.replace(TEST_OPTIONS, depth_refresh_s=3600.0)
+    async with running_api(db_url, tenant_settings(MAX_QUEUE_DEPTH=DEPTH), options) as api:
+        t = Tenants(api)
+        await _fill(t, "A", "a")
+        # a second old: past RECOUNT_MIN_S, so only the standing count avoids a recount
+        api.state.monitor.depths.counted_at -= 1.0
+        pool = api.state.pool.pool
+        timeouts = pool.get_stats().get("requests_errors", 0)
+        held = [await pool.getconn() for _ in range(api.state.pool.size)]
+        try:
+            for who in ("A", "admin"):
+                _full(await t.call(who, "POST", "/jobs", json={"name": "x", "queue": "a"}))
+                _full(await t.call(who, "POST", "/jobs/bulk", json=[{"name": "y", "queue": "a"}]),
+                      "queue", "[0].queue")
+        finally:
+            for conn in held:
+                await pool.putconn(conn)
+        assert pool.get_stats().get("requests_errors", 0) == timeouts  # nothing waited
+        assert await _waiting(t, "a") == DEPTH
