@@ -15,10 +15,12 @@ refusal costs a few microseconds of Python: under a flood the door answers at th
 requests arrive, and what it lets in is what the database and the workers can take.
 
 The queue depth (MAX_QUEUE_DEPTH, per queue) is checked once the body names the queue
-(DbMonitor.admit, before anything is written). The door refuses before the body only a
-token whose every queue a recent real count found full (429 `queue_full`): a flooding
+(DbMonitor.admit, before anything is written). The door refuses before the body a token
+whose every queue a recent real count found full (429 `queue_full`): a flooding
 tenant's uploads into its full queue then cost no read and no validation, which would
-take CPU from everyone else. Reads and everything else pass; they are cheap next to
+take CPU from everyone else. While some queue is full, it also reads a single create's
+`queue` itself and refuses there (server/peek.py): that is how a caller allowed every
+queue is refused cheaply. Reads and everything else pass; they are cheap next to
 creates.
 """
 
@@ -35,6 +37,7 @@ from boundq.server.backpressure import DbMonitor
 from boundq.server.fairshare import CreateShares
 from boundq.server.metrics import ApiMetrics
 from boundq.server.options import ApiOptions
+from boundq.server.peek import read_queue
 
 CREATE_PATHS = frozenset({"/jobs", "/jobs/bulk"})
 _encoder = msgspec.json.Encoder()
@@ -142,6 +145,18 @@ class Door:
             return
         self.shares.enter(caller)
         try:
+            if scope["path"] == "/jobs" and self.monitor.depths.full_queues():
+                name, receive = await read_queue(receive, self.options.body_timeout_s)
+                queues = self.callers.queues_of(caller)
+                if (name is not None and (queues is None or name in queues)
+                        and self.monitor.confirmed_full(name)):
+                    self.metrics.queue_full += 1
+                    start, body = _refusal(429, "queue_full", f"queue {name!r} is full "
+                                           "(MAX_QUEUE_DEPTH, per queue); retry later",
+                                           self.options.retry_after_s, "queue")
+                    await send(start)
+                    await send(body)
+                    return
             await self.app(scope, receive, send)
         finally:
             self.shares.leave(caller)

@@ -204,3 +204,57 @@ def test_a_refusal_rests_on_a_count_not_on_the_figure() -> None:
     depths.recounted("b", 5)
     assert depths.counted_full("b") and depths.confirmed_full("b", 1.0)
     assert not depths.full("a") and depths.total == 5 and depths.deepest == 5
+
+
+async def test_door_reads_a_single_creates_queue_while_one_is_full() -> None:
+    """A caller allowed every queue cannot be refused before the body: while some queue's
+    count is full, the door reads a single create's `queue` and refuses there, and hands
+    every other body on intact (the app reads it as sent). A queue outside the caller's
+    scope goes on to the route (its 403), full or not."""
+    seen: list[bytes] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        seen.append(body)
+        await send({"type": "http.response.start", "status": 201, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    door = _door(HeldApp(), 4, LagProbe())
+    door.app = app
+
+    async def post(token: str, chunks: list[bytes]) -> int | str:
+        scope: dict[str, Any] = {"type": "http", "method": "POST", "path": "/jobs",
+                                 "headers": [(b"authorization", f"Bearer {token}".encode())]}
+        messages = [{"type": "http.request", "body": c, "more_body": i < len(chunks) - 1}
+                    for i, c in enumerate(chunks)]
+        sent: list[Message] = []
+
+        async def receive() -> Message:
+            return messages.pop(0)
+
+        async def send(message: Message) -> None:
+            sent.append(message)
+
+        await door(scope, receive, send)
+        if sent[0]["status"] == 429:
+            error = json.loads(sent[1]["body"])["error"]
+            assert error["field"] == "queue", error
+            return str(error["code"])
+        return int(sent[0]["status"])
+
+    to_a = [b'{"name": "x", ', b'"queue": "a"}']
+    assert await post("admin", to_a) == 201  # nothing full: the door reads nothing
+    door.monitor.depths.replace({"a": 3})
+    assert await post("admin", to_a) == "queue_full"
+    assert await post("admin", [b'{"name": "y", "queue": "b"}']) == 201
+    assert await post("admin", [b'{"name": "z"}']) == 201  # the default queue
+    assert await post("admin", [b'not json']) == 201  # the route answers it
+    assert await post("tok-b", to_a) == 201  # outside B's scope: the route's 403
+    assert seen == [b''.join(to_a), b'{"name": "y", "queue": "b"}', b'{"name": "z"}',
+                    b'not json', b''.join(to_a)]
+    assert door.metrics.queue_full == 1 and door.creates_in_flight == 0
