@@ -16,6 +16,7 @@ table, job_limit_changes and PostgreSQL's clock), never from a process's counter
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
@@ -40,6 +41,13 @@ class Pickup:
     p99_ms: float | None
     max_ms: float | None
     finished_per_s: float = 0.0  # the queue's jobs finished per second in the window
+    # Jobs of other queues that started while one of this queue's jobs waited: p50, p99,
+    # and the mean over its slowest tenth. Few while the waits are long: the whole
+    # pipeline claimed little then (the machine, not the claim's order); many: the job
+    # queued behind the others.
+    overtaken_p50: float | None = None
+    overtaken_p99: float | None = None
+    overtaken_slowest: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -53,8 +61,37 @@ def pickup(conn: Conn, queue: str, window: Window) -> Pickup:
     done = conn.execute(FQ.flow_finished, {"queue": queue, "a": window.start,
                                            "b": window.end}).fetchone()
     rate = int(done[0]) / window.seconds if done is not None and window.seconds > 0 else 0.0
+    waits = conn.execute(FQ.flow_pickup_waits, {"queue": queue, "a": window.start,
+                                                 "b": window.end}).fetchall()
+    others = [r[0] for r in conn.execute(FQ.flow_other_starts, {
+        "queue": queue, "a": window.start}).fetchall()]
+    overtaken = overtaken_counts([(r[0], r[1]) for r in waits], others)
     return Pickup(queue, window.start.isoformat(), window.end.isoformat(), int(row[0]),
-                  int(row[1]), ms[0], ms[1], ms[2], round(rate, 2))
+                  int(row[1]), ms[0], ms[1], ms[2], round(rate, 2), *overtaken)
+
+
+def _percentile(xs: Sequence[float], q: float) -> float:
+    """percentile_cont: linear between the two closest ranks of sorted xs."""
+    pos = q * (len(xs) - 1)
+    lo = int(pos)
+    hi = min(lo + 1, len(xs) - 1)
+    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
+
+
+def overtaken_counts(waits: Sequence[tuple[datetime, datetime]], others: Sequence[datetime]
+                     ) -> tuple[float | None, float | None, float | None]:
+    """For each (arrived, started): how many of `others` (sorted start times) fall strictly
+    between; p50, p99 and the mean over the tenth of the waits that lasted longest."""
+    if not waits:
+        return None, None, None
+    counts = [bisect.bisect_left(others, started) - bisect.bisect_right(others, arrived)
+              for arrived, started in waits]
+    by_wait = [c for _, c in sorted(zip((s - a for a, s in waits), counts, strict=True),
+                                    key=lambda pair: pair[0])]
+    slowest = by_wait[-max(1, len(by_wait) // 10):]
+    ordered = sorted(float(c) for c in counts)
+    return (round(_percentile(ordered, 0.5), 1), round(_percentile(ordered, 0.99), 1),
+            round(sum(slowest) / len(slowest), 1))
 
 
 def flood_window(conn: Conn, flood_queue: str, since: datetime, load_end: datetime
@@ -161,8 +198,8 @@ class FlowVerdict:
         if kept is not None and kept < self.flow_threshold:
             out.append(f"{what} completions/s while {self.flood_queue!r} floods = {kept:.2f} x "
                        f"alone, under {self.flow_threshold:.2f}: they did not keep flowing "
-                       "(creates refused: admission, MAX_QUEUE_DEPTH and the door's shedding, "
-                       "is global)")
+                       "(creates refused: its queue's MAX_QUEUE_DEPTH, or the door shed "
+                       "its token)")
         for p in (self.alone, self.flooded):
             if p is not None and p.not_started:
                 out.append(f"{p.not_started} jobs of queue {p.queue!r} never started")
@@ -187,7 +224,9 @@ class FlowVerdict:
             else:
                 out.append(f"{who} {label}: {p.jobs:,} jobs, pickup p50 {p.p50_ms} ms, "
                            f"p99 {p.p99_ms} ms, max {p.max_ms} ms; {p.finished_per_s:g} "
-                           "finished/s (from the database)")
+                           "finished/s (from the database); other queues' jobs started "
+                           f"while one waited: p50 {p.overtaken_p50}, p99 "
+                           f"{p.overtaken_p99}, slowest tenth of waits {p.overtaken_slowest}")
         ratio = self.ratio
         if ratio is not None:
             out.append(f"isolation: pickup p99 while flooded = {ratio:.2f} x alone (threshold "

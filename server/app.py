@@ -117,7 +117,7 @@ async def create_job(request: Request) -> Response:
     job = decode_job(await read_body(request, MAX_JOB_BODY, state.options.body_timeout_s))
     spec = validate_job(job.as_item(), state.registry, state.settings)
     scope.require_queue(spec.queue)
-    await state.monitor.admit(1)
+    await state.monitor.admit(spec.queue)  # MAX_QUEUE_DEPTH of this job's queue
     # tracing (core/tracing): the create span; the job stores its context (off: a no-op)
     with tracing.creating(request.headers, via="api", queue=spec.queue) as trace:
         spec.trace_parent = trace.trace_parent
@@ -134,7 +134,7 @@ async def create_job(request: Request) -> Response:
                     conn, spec, key, idempotency.request_hash(job), scope)
         trace.created(row["id"], created)
     if created:
-        state.monitor.note_created(1)
+        state.monitor.note_created(spec.queue, 1)
         state.metrics.jobs_created += 1
         return json_response(row, 201, {"Location": f"/jobs/{row['id']}"})
     return json_response(row, 200)
@@ -236,10 +236,15 @@ async def retry_job(request: Request) -> Response:
     state = _state(request)
     scope = state.auth.check(request, write=True)
     job_id = _job_id(request)
-    await state.monitor.admit(1)  # a retried job waits again: it counts against the depth
+    state.monitor.check_available()
+    # A retried job waits again: it counts against its queue's depth, so the queue is
+    # read first (a job's queue never changes; another tenant's job is the same 404).
+    async with state.connection() as conn:
+        queue_name = str((await tenancy.get_job(conn, job_id, scope))["queue"])
+    await state.monitor.admit(queue_name)
     async with state.connection() as conn:
         row = await tenancy.retry(conn, job_id, scope)
-    state.monitor.note_created(1)
+    state.monitor.note_created(queue_name, 1)
     return json_response(row)
 
 
@@ -331,7 +336,8 @@ def create_app(settings: Settings, url: str, *, options: ApiOptions | None = Non
         exception_handlers=exception_handlers(pool_busy, state.monitor.mark_down),
         middleware=[Middleware(MetricsMiddleware, metrics=state.metrics),
                     Middleware(Door, monitor=state.monitor, lag=state.lag,
-                               options=state.options, metrics=state.metrics)])
+                               options=state.options, metrics=state.metrics,
+                               callers=state.auth)])
     app.state.api = state
     app.state.openapi = build_openapi(settings, state.options)
     return app

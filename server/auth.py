@@ -86,6 +86,26 @@ class Authorizer:
             scope = ALL if queues == (ALL_QUEUES,) else Scope(frozenset(queues))
             entries.append((_digest(token), scope))
         self._entries = tuple(entries)
+        self._known = frozenset(digest for digest, _ in entries)
+        self._queues_of = {digest: scope.queues for digest, scope in entries}
+
+    def caller(self, authorization: bytes | None) -> bytes | None:
+        """Who the door counts creates in flight for (server/fairshare.py): the digest of
+        a configured token; None for everything else (no token, a wrong one, or nothing
+        configured), so the callers counted are at most the tokens plus one. Not an
+        authorization: the route still checks the token. A set lookup by digest is fine
+        here: its timing says nothing usable about a token."""
+        if not self._known or authorization is None:
+            return None
+        scheme, _, given = authorization.decode("latin-1").partition(" ")
+        if scheme.lower() != "bearer":
+            return None
+        digest = _digest(given.strip())
+        return digest if digest in self._known else None
+
+    def queues_of(self, caller: object) -> frozenset[str] | None:
+        """The queues a caller (from `caller`) may write; None: any queue, or unknown."""
+        return self._queues_of.get(caller) if isinstance(caller, bytes) else None
 
     def check(self, request: Request, *, write: bool, admin: bool = False) -> Scope:
         """The caller's Scope, or 401 (no or a wrong token where one is needed), or 403

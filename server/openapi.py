@@ -37,7 +37,9 @@ _ERRORS = {
     413: "The body is too large",
     415: "Unsupported Content-Type",
     422: "A field is invalid; `error.field` names it",
-    429: "MAX_QUEUE_DEPTH jobs are waiting; retry after Retry-After seconds",
+    429: ("queue_full: MAX_QUEUE_DEPTH jobs are waiting in the job's queue (per queue); "
+          "overloaded: the API is at capacity and this token holds its share of the creates "
+          "in flight; retry after Retry-After seconds"),
     503: "The database is unreachable or every connection is busy; retry after Retry-After",
 }
 _RETRY_AFTER = {"Retry-After": {"description": "seconds", "schema": {"type": "string"}}}

@@ -684,13 +684,34 @@ VALUES (%(key)s, %(request_hash)s, %(job_id)s)
 ON CONFLICT (key) DO NOTHING
 RETURNING key
 
--- name: job_count_waiting_capped
--- Runnable jobs, counted no further than the cap (MAX_QUEUE_DEPTH + 1): the API's
--- backpressure check reads at most that many entries of the claim index, however much
--- history the table holds.
+-- name: job_count_waiting_by_queue_capped
+-- Runnable jobs per queue, each queue counted no further than the cap (MAX_QUEUE_DEPTH +
+-- 1): the API's backpressure check. The names are found by skipping through the claim
+-- index, whose first column is the queue (one probe per queue with waiting jobs), and
+-- each count reads at most `cap` entries of that queue's range, however much history the
+-- table holds. Queues with nothing waiting are absent.
+WITH RECURSIVE q(name) AS (
+    (SELECT queue FROM jobs WHERE status = 'new' ORDER BY queue LIMIT 1)
+    UNION ALL
+    SELECT (SELECT queue FROM jobs WHERE status = 'new' AND queue > q.name
+            ORDER BY queue LIMIT 1)
+    FROM q WHERE q.name IS NOT NULL
+)
+SELECT q.name AS queue, w.n
+FROM q
+CROSS JOIN LATERAL (
+    SELECT count(*) AS n FROM (
+        SELECT 1 FROM jobs WHERE status = 'new' AND queue = q.name LIMIT %(cap)s
+    ) AS one_queue
+) AS w
+WHERE q.name IS NOT NULL
+
+-- name: job_count_waiting_in_queue_capped
+-- One queue's runnable jobs, counted no further than the cap: the count that confirms a
+-- refusal (queue_full) before it is sent.
 SELECT count(*) AS n FROM (
-    SELECT 1 FROM jobs WHERE status = 'new' LIMIT %(cap)s
-) AS waiting
+    SELECT 1 FROM jobs WHERE status = 'new' AND queue = %(queue)s LIMIT %(cap)s
+) AS one_queue
 
 -- name: migration_version_get
 SELECT coalesce(max(version), 0) AS version FROM boundq_migrations

@@ -16,6 +16,20 @@ CROSS JOIN LATERAL (
 ) AS w
 WHERE j.queue = %(queue)s AND j.created_at >= %(a)s AND j.created_at < %(b)s
 
+-- name: flow_pickup_waits
+-- When each of one queue's jobs created in [a, b) arrived and started (started ones only).
+SELECT greatest(created_at, run_at) AS arrived, started_at
+FROM jobs
+WHERE queue = %(queue)s AND created_at >= %(a)s AND created_at < %(b)s
+  AND started_at IS NOT NULL
+
+-- name: flow_other_starts
+-- When the jobs of every other queue started, from %(a)s on, in time order: the claims a
+-- waiting job of %(queue)s saw go to others.
+SELECT started_at FROM jobs
+WHERE queue <> %(queue)s AND started_at >= %(a)s
+ORDER BY started_at
+
 -- name: flow_first_created
 -- The first job of a queue created at or after %(since)s: where a flood began.
 SELECT min(created_at) FROM jobs WHERE queue = %(queue)s AND created_at >= %(since)s

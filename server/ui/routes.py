@@ -160,13 +160,13 @@ async def _act(request: Request, action: str) -> Response:
     async with state.connection() as conn:
         try:
             if action == "retry":
-                await tenancy.retry(conn, job_id, viewer.scope)
+                retried = await tenancy.retry(conn, job_id, viewer.scope)
             else:
                 await tenancy.cancel(conn, job_id, viewer.scope)
         except (JobNotFound, InvalidTransition, DedupeKeyTaken) as exc:
             return redirect(back, request, ("error", str(exc)))
     if action == "retry":
-        state.monitor.note_created(1)
+        state.monitor.note_created(str(retried["queue"]), 1)
         return redirect(back, request, ("ok", f"job {job_id} is waiting to run again"))
     return redirect(back, request, ("ok", f"job {job_id} cancelled"))
 
