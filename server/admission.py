@@ -82,6 +82,8 @@ class Callers(Protocol):
 
     def queues_of(self, caller: object) -> frozenset[str] | None: ...
 
+    def may_create(self, caller: object) -> bool: ...
+
 
 def _authorization(scope: Scope) -> bytes | None:
     for name, value in scope["headers"]:
@@ -148,7 +150,10 @@ class Door:
             if scope["path"] == "/jobs" and self.monitor.depths.full_queues():
                 name, receive = await read_queue(receive, self.options.body_timeout_s)
                 queues = self.callers.queues_of(caller)
-                if (name is not None and (queues is None or name in queues)
+                # Only for a caller the route would let create: a missing or wrong token
+                # gets the route's 401, never word of a queue's depth.
+                if (name is not None and self.callers.may_create(caller)
+                        and (queues is None or name in queues)
                         and self.monitor.confirmed_full(name)):
                     self.metrics.queue_full += 1
                     start, body = _refusal(429, "queue_full", f"queue {name!r} is full "

@@ -107,6 +107,11 @@ class Authorizer:
         """The queues a caller (from `caller`) may write; None: any queue, or unknown."""
         return self._queues_of.get(caller) if isinstance(caller, bytes) else None
 
+    def may_create(self, caller: object) -> bool:
+        """Whether the route's token check lets this caller create: a configured token, or
+        no token needed for writes."""
+        return isinstance(caller, bytes) or not self.policy.writes_need_token
+
     def check(self, request: Request, *, write: bool, admin: bool = False) -> Scope:
         """The caller's Scope, or 401 (no or a wrong token where one is needed), or 403
         (`admin`: an endpoint about every queue, for a token of fewer queues)."""

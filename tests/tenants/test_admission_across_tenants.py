@@ -79,6 +79,17 @@ async def test_another_tenants_full_queue_is_not_revealed(shallow: Tenants) -> N
     assert "may not use" in r.json()["errors"][0]["message"]
 
 
+async def test_a_full_queue_is_not_revealed_without_a_valid_token(shallow: Tenants) -> None:
+    """The door reads a create's queue while some queue is full, but for a caller without
+    a valid token the answer is the route's 401, never the queue's depth."""
+    t = shallow
+    await _fill(t, "A", "a")
+    for headers in ({}, {"Authorization": "Bearer not-a-token"}):
+        r = await t.api.client.post("/jobs", json={"name": "x", "queue": "a"}, headers=headers)
+        assert r.status_code == 401 and r.json()["error"]["code"] == "unauthorized", r.text
+    _full(await t.call("A", "POST", "/jobs", json={"name": "x", "queue": "a"}))
+
+
 async def test_bulk_naming_a_full_queue(shallow: Tenants) -> None:
     """Partial: the full queue's items are refused per item (field queue), the others
     written. Atomic: nothing written, 429 when only full queues refused items, 422 when
