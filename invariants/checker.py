@@ -495,22 +495,43 @@ class _Checker:
     # --- dependency_order ------------------------------------------------------------------
     def dependency_order(self) -> None:
         """No attempt of a job starts before every job it depends on reached success (the
-        unblocking commits with the parent's success, so a claim's instant is later than
-        the success's); a child of a parent that never succeeded never starts."""
+        unblocking commits with the parent's success); a child of a parent that never
+        succeeded never starts.
+
+        "Before" is read from the change log when it holds both changes: its (txid, seq)
+        order puts a claim after the success it saw, since the claim takes its xid at its
+        UPDATE, after its snapshot, so after that success's commit. The rows' timestamps
+        cannot say it: both are now(), their transaction's start, which comes before its
+        snapshot, and a claim whose backend was descheduled in between (a busy machine:
+        0.9 ms was seen) carries a start before the success although it saw it
+        committed. Without the log, the timestamps are compared."""
+        order = self._event_order()
         for d in self.h.dependencies:
             parent = self.jobs.get(d.parent_id)
             if parent is None:  # deleted by retention: its links went with it
                 continue
             won = [a for a in self.atts.get(d.parent_id, []) if a.outcome == "success"]
             done_at = won[-1].finished_at if won else None
+            success = order.get((d.parent_id, "success", won[-1].attempt)) if won else None
             for a in self.atts.get(d.child_id, []):
-                if done_at is None or a.claimed_at < done_at:
+                start = order.get((d.child_id, "processing", a.attempt))
+                early = (done_at is None
+                         or (start < success if start is not None and success is not None
+                             else a.claimed_at < done_at))
+                if early:
                     when = (f"before its success at {done_at}" if done_at is not None
                             else f"though it never succeeded (it is {parent.status})")
                     self.bad(DEPENDENCY_ORDER, [d.child_id, d.parent_id],
                              f"attempt {a.attempt} of job {d.child_id} started at "
                              f"{a.claimed_at}, while it waits for job {d.parent_id}, {when}")
                     break
+
+    def _event_order(self) -> dict[tuple[int, str, int], int]:
+        """(job, status, attempt) -> the position of its first change in the log."""
+        order: dict[tuple[int, str, int], int] = {}
+        for index, e in enumerate(self.h.events or ()):
+            order.setdefault((e.job_id, e.status, e.attempt), index)
+        return order
 
     # --- event_log_path --------------------------------------------------------------------
     def event_log_path(self) -> None:

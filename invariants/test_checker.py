@@ -404,6 +404,20 @@ def test_a_child_started_before_its_parent_succeeded_is_caught() -> None:
     assert names(_with_children(4.0), final=False) == {DEPENDENCY_ORDER}
 
 
+def test_the_change_log_orders_a_claim_against_its_parent_s_success() -> None:
+    """Job 4's claim carries a start (t(4)) before job 1's success (t(5)): a claim whose
+    transaction started before its snapshot. The log, when it has both changes, says
+    which came first: after the success, it passes; before it, it is caught."""
+    def logged(child_first: bool) -> History:
+        h = _with_children(4.0)
+        success, start = JobEvent(1, "success", 2), JobEvent(4, "processing", 1)
+        h.events = [start, success] if child_first else [success, start]
+        return h
+
+    assert DEPENDENCY_ORDER not in names(logged(child_first=False))
+    assert ids(logged(child_first=True), DEPENDENCY_ORDER) == {4, 1}
+
+
 def test_a_child_of_a_failed_or_cancelled_parent_that_starts_is_caught() -> None:
     assert ids(_with_children(9.0, parent=2), DEPENDENCY_ORDER) == {4, 2}
     assert ids(_with_children(9.0, parent=3), DEPENDENCY_ORDER) == {4, 3}

@@ -43,6 +43,9 @@ def log_axis(ax: Axes, which: str = "y") -> None:
     multiple when the data span less than a decade (1-2-5 would leave one label or none).
     Call after plotting: the steps follow the data's range."""
     axis = ax.yaxis if which == "y" else ax.xaxis
+    highest = ax.dataLim.y1 if which == "y" else ax.dataLim.x1
+    if not highest > 0:
+        return  # nothing positive to show on a log scale (e.g. no answer of that kind)
     (ax.set_yscale if which == "y" else ax.set_xscale)("log")
     low, high = ax.get_ylim() if which == "y" else ax.get_xlim()
     narrow = low > 0 and high / low < 10
