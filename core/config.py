@@ -150,6 +150,9 @@ class Settings:
     events_poll_seconds: float = 0.25  # how often an API process reads them while streaming
     events_max_clients: int = 1000  # event streams one API process holds at once
     events_client_buffer: int = 1000  # changes queued per stream before it is dropped
+    claim_floor_pin_seconds: float = 5.0  # a snapshot this old: claims start at floors
+    claim_floor_margin_seconds: float = 1.0  # floors stay this far below the last row taken
+    claim_floor_rescan_seconds: float = 1.0  # while floored, a full walk this often
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -217,6 +220,9 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "EVENTS_POLL_SECONDS": ("events_poll_seconds", _float(0.01, 60)),
     "EVENTS_MAX_CLIENTS": ("events_max_clients", _int(1, 1_000_000)),
     "EVENTS_CLIENT_BUFFER": ("events_client_buffer", _int(1, 1_000_000)),
+    "CLAIM_FLOOR_PIN_SECONDS": ("claim_floor_pin_seconds", _float(0.1, 86_400)),
+    "CLAIM_FLOOR_MARGIN_SECONDS": ("claim_floor_margin_seconds", _float(0, 3_600)),
+    "CLAIM_FLOOR_RESCAN_SECONDS": ("claim_floor_rescan_seconds", _float(0.01, 3_600)),
 }
 
 ENV_VARIABLES = tuple(_VARIABLES)

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 from boundq.core import queue, tracing
 from boundq.core.faults import crash_point, lose_answer
+from boundq.core.floors import ClaimFloors
 from boundq.core.lanes import Lane
 from boundq.core.ledger import Ledger, Pending
 from boundq.core.loops import TRANSIENT_ERRORS, BackgroundLoop, LoopSettings
@@ -103,7 +104,7 @@ class Cycler(BackgroundLoop):
 
     def __init__(self, settings: LoopSettings, config: CycleConfig, lane: Lane, ledger: Ledger,
                  permits: Permits, planner: QueuePlanner, gate: ClaimGate, spawn: Spawn,
-                 metrics: Metrics) -> None:
+                 metrics: Metrics, floors: ClaimFloors | None = None) -> None:
         super().__init__(settings, metrics)
         self.metrics: Metrics = metrics
         self.config = config
@@ -113,6 +114,7 @@ class Cycler(BackgroundLoop):
         self.planner = planner
         self.gate = gate
         self.spawn = spawn
+        self.floors = floors or ClaimFloors()
         self.claiming = True  # off at shutdown: only outcomes are written then
         self._more = False
 
@@ -175,13 +177,15 @@ class Cycler(BackgroundLoop):
         results = {p[0].id: p[1].result_json for p in successes if p[1].result_json is not None}
         chained = {p[0].id: p[1].followups_json for p in successes
                    if p[1].followups_json is not None}
+        free = grant.count - len(successes)
+        floors = self.floors.scan([q for q, _ in split.fast])
         started = tracing.now_ns()  # tracing (core/tracing): the statement's span times
         try:
             async with self.gate.claiming(), self.lane.connection(c.deadline_s) as conn:
                 completed, claimed = await queue.complete_and_claim(
                     conn, c.owner, [p[0].key for p in successes], split.fast, c.lease_s,
-                    results, free=grant.count - len(successes), oldest=split.oldest,
-                    followups=chained)
+                    results, free=free, oldest=split.oldest, followups=chained,
+                    floors=floors)
                 await lose_answer("claim", bool(claimed))
         except AMBIGUOUS:
             # Committed or not, nobody can say: keep every permit until a reconciliation
@@ -201,6 +205,8 @@ class Cycler(BackgroundLoop):
             tracing.cycled(c.owner, started, successes, completed, claimed)
         self._settle(successes, completed)
         self.metrics.succeeded += len(completed)
+        cap = min(sum(n for _, n in split.fast), len(completed) + free)
+        self.floors.observe(dict(split.fast), claimed, capped=len(claimed) >= cap)
         self._spawn_all(claimed, grant)
         # A finished job of a limited queue may have made room there.
         self.planner.wake({p[0].queue for p in successes if self.planner.limited(p[0].queue)})

@@ -3,7 +3,8 @@ process (each statement is safe to run concurrently):
 
 - the scout finds the queues that have runnable jobs (a skip scan of the claim index)
   and reads the flow settings (weights, pauses, limits) for the claim planner, and
-  moves `new` rows with a future run_at (plain SQL inserts) to `scheduled`;
+  moves `new` rows with a future run_at (plain SQL inserts) to `scheduled`, and tells
+  the claim floors whether a snapshot holds the xmin horizon (core/floors.py);
 - the tally folder folds per-second tallies into minutes and old minutes into totals;
 - the retention sweeper deletes finished jobs older than RETENTION_SECONDS (success,
   cancelled) and FAILED_RETENTION_SECONDS (failed), in small batches;
@@ -18,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from boundq.core import flow, queue
+from boundq.core.floors import ClaimFloors
 from boundq.core.lanes import Lane
 from boundq.core.loops import BackgroundLoop, LoopSettings
 from boundq.core.planner import QueuePlanner
@@ -30,17 +32,20 @@ class Scout(BackgroundLoop):
     name = "scout"
 
     def __init__(self, settings: LoopSettings, lane: Lane, planner: QueuePlanner,
-                 on_found: Callable[[], None]) -> None:
+                 on_found: Callable[[], None], floors: ClaimFloors | None = None) -> None:
         super().__init__(settings)
         self.lane = lane
         self.planner = planner
         self.on_found = on_found  # new queues with work: wake the claim loops
+        self.floors = floors  # told whether a snapshot holds the horizon
 
     async def run_once(self) -> int:
         async with self.lane.connection() as conn:
             waiting = [q for q in await queue.queues_waiting(conn) if self.planner.serves(q)]
             early = await queue.schedule_early(conn, waiting)
             news = await flow.planner_news(conn)
+            if self.floors is not None:
+                self.floors.horizon(await queue.oldest_snapshot_age(conn))
         before = set(self.planner.weights)
         self.planner.refresh(waiting, news)
         if set(waiting) - before:

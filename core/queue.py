@@ -18,6 +18,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from boundq.core.errors import DedupeKeyTaken, InvalidTransition, JobNotFound, JobValidationError
+from boundq.core.floors import NO_FLOORS, FloorScan
 from boundq.core.queries import Q
 from boundq.core.states import AttemptOutcome, JobStatus
 from boundq.core.validation import JobSpec
@@ -45,6 +46,8 @@ class ClaimedRow(NamedTuple):
     waited_s: float
     claimed_at: datetime
     trace_parent: str | None = None  # W3C traceparent stored at create (core/tracing)
+    priority: int = 0
+    aged: bool = False  # taken by the aging lane (job_complete_and_claim), not in order
 
 
 # A claim plan: how many jobs to take from each queue, in one statement.
@@ -296,6 +299,7 @@ async def complete_and_claim(
     conn: Conn, owner: str, done: Sequence[tuple[int, int]], plan: ClaimPlan, lease_s: float,
     results: Mapping[int, str] | None = None, *, free: int | None = None,
     oldest: Mapping[str, int] | None = None, followups: Mapping[int, str] | None = None,
+    floors: FloorScan = NO_FLOORS,
 ) -> tuple[set[int], list[ClaimedRow]]:
     """Finish successful attempts (id, attempt) and claim per the plan, in one statement.
     The claim takes no more than the completions that commit plus `free` (the permits that
@@ -304,7 +308,7 @@ async def complete_and_claim(
     already encoded as JSON; `followups` maps a job id to the follow-up jobs its handler
     created (followups_json), inserted only if that job's success commits here; `oldest`
     says how many of a queue's claims take its longest-waiting jobs whatever their priority
-    (the aging lane)."""
+    (the aging lane); `floors` where each walk of the claim index starts (core/floors.py)."""
     total = sum(p[1] for p in plan)
     ages = oldest or {}
     cur = await conn.execute(
@@ -315,14 +319,14 @@ async def complete_and_claim(
          "queues": [p[0] for p in plan], "limits": int_array(p[1] for p in plan),
          "oldest": int_array(min(ages.get(p[0], 0), p[1]) for p in plan),
          "total": total, "free": max(0, total - len(done)) if free is None else free,
-         "lease_s": lease_s},
+         "lease_s": lease_s, **floors.params()},
     )
     completed: set[int] = set()
     claimed: list[ClaimedRow] = []
     for row in await cur.fetchall():
         if row[0]:
             claimed.append(ClaimedRow(row[1], row[2], row[3], row[4], row[5], row[6], row[7],
-                                      row[8], row[9], row[10], row[11]))
+                                      row[8], row[9], row[10], row[11], row[12], row[13]))
         else:
             completed.add(row[1])
     return completed, claimed
@@ -334,6 +338,13 @@ def _results_object(results: Mapping[int, str] | None) -> str:
     if not results:
         return "{}"
     return "{" + ",".join(f'"{job_id}":{text}' for job_id, text in results.items()) + "}"
+
+
+async def oldest_snapshot_age(conn: Conn) -> float:
+    """Seconds since the oldest snapshot-holding transaction of the database began."""
+    cur = await conn.execute(Q.activity_oldest_snapshot_get)
+    row = await cur.fetchone()
+    return float(row[0]) if row else 0.0
 
 
 async def claim(conn: Conn, owner: str, limit: int, lease_s: float,

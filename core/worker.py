@@ -32,6 +32,7 @@ from boundq.core.claim import Claim
 from boundq.core.config import Settings
 from boundq.core.cycler import ClaimGate, CycleConfig, Cycler
 from boundq.core.faults import crash_point
+from boundq.core.floors import ClaimFloors, FloorSettings
 from boundq.core.handlers import JobContext, PermanentJobError, Registry, default_registry
 from boundq.core.heartbeat import Heartbeater, heartbeat_deadline, heartbeat_loop_settings
 from boundq.core.housekeeping import (
@@ -96,6 +97,9 @@ class Worker:
         self.permits = Permits(settings.max_concurrent_jobs, on_free=self._wake_one_cycler)
         self.ledger = Ledger(on_put=self._wake_one_cycler)
         self.planner = QueuePlanner(settings.queues)
+        self.floors = ClaimFloors(FloorSettings(settings.claim_floor_pin_seconds,
+                                                settings.claim_floor_margin_seconds,
+                                                settings.claim_floor_rescan_seconds))
         self.gate = ClaimGate()
         self.lanes: list[Lane] = []
         self.cyclers: list[Cycler] = []
@@ -124,7 +128,8 @@ class Worker:
         for _ in range(plan.cyclers):
             lane = self._lane("worker")
             self.cyclers.append(Cycler(cycle, config, lane, self.ledger, self.permits,
-                                       self.planner, self.gate, self.spawn, self.metrics))
+                                       self.planner, self.gate, self.spawn, self.metrics,
+                                       self.floors))
         beat = self._lane("heartbeat")
         upkeep = beat if plan.maintenance_shares_heartbeat else self._lane("maintenance")
         self.heartbeater = Heartbeater(heartbeat_loop_settings(s.heartbeat_seconds), beat,
@@ -135,7 +140,7 @@ class Worker:
                              self.metrics)
         self.stager = Stager(LoopSettings(s.poll_interval_seconds, **quick), upkeep)
         self.scout = Scout(LoopSettings(s.poll_interval_seconds, jitter=0.2, **quick), upkeep,
-                           self.planner, self.wake_cyclers)
+                           self.planner, self.wake_cyclers, self.floors)
         self.listener = Listener(LoopSettings(1.0, **quick), self.url, self.on_notify)
         self.exporter = Exporter(self.metrics)
         housekeeping: list[BackgroundLoop] = [TallyFolder(LoopSettings(10.0, jitter=0.3), upkeep),

@@ -13,9 +13,11 @@ from __future__ import annotations
 import asyncio
 import re
 import sys
+import time
+from collections.abc import Sequence
 from typing import Any
 
-from boundq.core import queue, schedules
+from boundq.core import floors, queue, schedules
 from boundq.core.queries import Q
 
 # The worker's clock: in this model, the database clock plus this worker's clock error
@@ -44,7 +46,7 @@ IN_SUBQUERY_CLAIM = """claimed AS (
         FOR UPDATE SKIP LOCKED)
     RETURNING j.id, j.attempts, j.kind, j.queue, j.payload, j.timeout_s, j.run_at,
               j.created_at, greatest(extract(epoch FROM now() - j.run_at), 0)::float8 AS waited_s,
-              j.trace_parent
+              j.trace_parent, j.priority, false AS aged
 ), events AS ("""
 
 REAP_FETCH = """
@@ -242,6 +244,16 @@ def followups_outside_completion(complete: Any) -> Any:
     return complete_and_claim
 
 
+_scan = floors.ClaimFloors.scan
+
+
+def scan_without_rescan(self: floors.ClaimFloors, queues: Sequence[str]) -> floors.FloorScan:
+    """ClaimFloors.scan whose walk from the head is never due once floors are known: a job
+    made runnable below a floor is never seen again while the snapshot holds."""
+    self._last_full = time.monotonic()
+    return _scan(self, queues)
+
+
 def _sub(block: str, pattern: str, replacement: str, count: int = 0) -> None:
     text, n = re.subn(pattern, replacement, Q.text(block), count=count)
     if n == 0:
@@ -285,6 +297,8 @@ def patch(variant: str) -> None:
         queue.complete_and_claim = followups_outside_completion(queue.complete_and_claim)
     elif variant == "split_tick_scheduler":
         schedules.fire = fire_in_two_statements
+    elif variant == "floors_without_rescan":
+        floors.ClaimFloors.scan = scan_without_rescan  # type: ignore[method-assign]
     elif variant == "unblock_on_any_end":
         pass  # the bug is the database's: variants.UNBLOCK_ON_ANY_END
     elif variant == "worker_clock_leases":

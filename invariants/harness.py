@@ -19,7 +19,7 @@ import time
 import urllib.parse
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -111,6 +111,7 @@ class Harness:
         self.schedules: list[str] = []  # names put, in order
         self.retired: dict[str, datetime] = {}  # name -> its watermark when retired
         self.healed_at: datetime | None = None
+        self.holder: psycopg.Connection[Any] | None = None  # hold_snapshot's session
         self._names = 0
         self._loop = asyncio.new_event_loop()
         for statement in variant.db_prepare:
@@ -228,6 +229,46 @@ class Harness:
         return self.run(reap())
 
     # --- client ----------------------------------------------------------------------------
+    # --- a held snapshot -----------------------------------------------------------------
+    def hold_snapshot(self) -> bool | None:
+        """A session left idle in a transaction whose snapshot holds the xmin horizon (a
+        forgotten BEGIN): while it lasts, claims start at their floors (core/floors.py).
+        A restart of PostgreSQL ends it; holding again opens a new one. True: a new one
+        holds; False: one held already; None: an outage, nothing held."""
+        if self.holder is not None and not self.holder.closed:
+            with contextlib.suppress(psycopg.Error):
+                self.holder.execute("SELECT 1")  # still there after restarts and kills?
+                return False
+            self.release_snapshot()
+        try:
+            conn = psycopg.connect(self.url, autocommit=True, connect_timeout=5,
+                                   application_name="boundq-harness-holder")
+            conn.execute("SET idle_in_transaction_session_timeout = 0")
+            conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+            conn.execute("SELECT 1")
+        except psycopg.Error:
+            return None  # an outage: nothing held
+        self.holder = conn
+        self.fault("snapshot_held")
+        return True
+
+    def release_snapshot(self) -> None:
+        if self.holder is None:
+            return
+        with contextlib.suppress(psycopg.Error):
+            self.holder.close()
+        self.holder = None
+        self.fault("snapshot_released")
+
+    def backfill(self, queue_name: str, hours_ago: float = 1.0) -> list[int]:
+        """A job whose run_at is long past (a backfill): below every claim floor."""
+        try:
+            now = self.sql("SELECT now()")[0][0]
+        except psycopg.Error:
+            return []  # an outage: nothing was sent
+        return self.enqueue([self.job(queue=queue_name,
+                                      run_at=(now - timedelta(hours=hours_ago)).isoformat())])
+
     def job(self, kind: str = "noop", payload: dict[str, Any] | None = None,
             **fields: Any) -> dict[str, Any]:
         self._names += 1
@@ -477,6 +518,7 @@ class Harness:
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self.stop_workers(grace_s=3)
+        self.release_snapshot()  # its session would keep the database from being dropped
         for w in self.workers:
             with contextlib.suppress(Exception):
                 self.ctx.proxies.remove(w.proxy)

@@ -36,7 +36,7 @@ from boundq.core.faultproxy import Mode
 from boundq.core.faults import POINTS
 from invariants.checker import InvariantViolation
 from invariants.harness import Context, Harness, WorkerProc
-from invariants.profile import LEASE_S
+from invariants.profile import LEASE_S, WORKER_ENV
 from invariants.variants import Variant
 
 MAX_LIVE_WORKERS = 3
@@ -151,6 +151,8 @@ class QueueMachine(RuleBasedStateMachine):
         # Always work in flight (swarm testing may switch the enqueue rules off), chains
         # and a family of dependent jobs among it, a cron schedule ticking, and one or two
         # workers (concurrency, clock skew; each runs a scheduler) from the first step on.
+        if self.variant.straggler_at_drain:
+            self.h.hold_snapshot()  # held from the start, so every scout sees it old
         self.h.enqueue([self.h.job(**job) for job in [*chains, *backlog]])
         self._family(family)
         self.h.put_schedule(*cron)
@@ -225,6 +227,22 @@ class QueueMachine(RuleBasedStateMachine):
     @rule()
     def advance_reaper(self) -> None:
         self.h.advance_reaper()
+
+    # A forgotten BEGIN holds the xmin horizon: claims start at floors (core/floors.py)
+    # while it lasts, and a job made runnable below them (a backfill with a run_at long
+    # past, a child unblocked after its parent) waits for the next walk from the head,
+    # never for ever (no_lost_job at the drain, which runs with the snapshot still held).
+    @rule()
+    def hold_snapshot(self) -> None:
+        self.h.hold_snapshot()
+
+    @rule()
+    def release_snapshot(self) -> None:
+        self.h.release_snapshot()
+
+    @rule(queue=st.sampled_from(QUEUES))
+    def backfill(self, queue: str) -> None:
+        self.h.backfill(queue)
 
     # --- faults ----------------------------------------------------------------------------
     # Each fault first feeds a few jobs and lets workers claim them, so the fault lands on
@@ -308,11 +326,27 @@ class QueueMachine(RuleBasedStateMachine):
             self.h.clear_limits()
             # A broken variant that wedges is caught by the bound: no need to wait long.
             bound = self.ctx.profile.drain_s
+            if self.variant.straggler_at_drain:
+                self._straggler_below_the_floors(min(bound, 12))
             self.h.drain(min(bound, 12) if self.variant.broken else bound)
             self.h.stop_workers()
             self.h.check(final=True)  # an undrained job fails here as no_lost_job
         finally:
             self.h.close()
+
+
+    def _straggler_below_the_floors(self, bound_s: float) -> None:
+        """With a snapshot held long enough for the workers' scouts to see it, drain (the
+        walks that run out floor every priority at the claim's time), then backfill a job
+        below those floors: only a walk from the head takes it."""
+        held = self.h.hold_snapshot()
+        if held is None:
+            return
+        if held:  # a new session: let every scout see it old enough (a few polls)
+            time.sleep(3 * float(WORKER_ENV["POLL_INTERVAL_SECONDS"])
+                       + float(WORKER_ENV["CLAIM_FLOOR_PIN_SECONDS"]))
+        self.h.drain(bound_s)
+        self.h.backfill("default")
 
 
 def run_machine(ctx: Context, variant: Variant, *, examples: int, steps: int,

@@ -55,6 +55,10 @@ WORKER_ENV = {
     "DEFAULT_MAX_ATTEMPTS": "3",
     "LOG_FORMAT": "json",
     "LOG_LEVEL": "warning",
+    # a held snapshot (the hold_snapshot rule) turns claim floors on within a scout poll;
+    # a job made runnable below a floor is then taken by the next walk from the head
+    "CLAIM_FLOOR_PIN_SECONDS": "0.1",
+    "CLAIM_FLOOR_RESCAN_SECONDS": "0.5",
 }
 LEASE_S = float(WORKER_ENV["LEASE_SECONDS"])
 

@@ -86,6 +86,9 @@ class Variant:
     # Workers (their MAX_CONCURRENT_JOBS) every example starts with, instead of drawn ones:
     # a bug that needs claims side by side needs at least two claimers from the start.
     start_workers: tuple[int, ...] = ()
+    # A snapshot held from the first step, and at the drain a job backfilled below the
+    # claim floors: a bug in how claims find such a job shows as a job never run.
+    straggler_at_drain: bool = False
 
     def worker_argv(self) -> list[str]:
         if not self.broken:
@@ -139,6 +142,10 @@ BROKEN: tuple[Variant, ...] = (
             "a parent's children are released when it ends, whether it succeeded, failed or "
             "was cancelled",
             broken=True, expected=frozenset({DEPENDENCY_ORDER}), db_prepare=UNBLOCK_ON_ANY_END),
+    Variant("floors_without_rescan",
+            "while a snapshot holds the horizon, claims start at their floors and never walk "
+            "from the head again",
+            broken=True, expected=frozenset({NO_LOST_JOB}), straggler_at_drain=True),
 )
 
 BY_NAME = {v.name: v for v in (BOUNDQ, *BROKEN)}

@@ -33,7 +33,8 @@ def _execute_args(limit: int, oldest: int = 0) -> str:
     values = {"owner": f"'{OWNER}'", "ids": "'{}'", "attempts": "'{}'", "results": "'{}'",
               "followups": "'{}'",
               "queues": "'{default}'", "limits": f"'{{{limit}}}'", "oldest": f"'{{{oldest}}}'",
-              "total": str(limit), "free": str(limit), "lease_s": "30"}
+              "total": str(limit), "free": str(limit), "lease_s": "30",
+              "floor_queues": "'{}'", "floor_priorities": "'{}'", "floor_ats": "'{}'"}
     return ", ".join(values[name] for name in placeholders(Q.job_complete_and_claim))
 
 

@@ -3,6 +3,8 @@ check, done at test time): a query that no longer fits the schema fails here."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import psycopg
 import pytest
 
@@ -53,7 +55,9 @@ async def test_named_queries_run_through_psycopg_with_prepare(conn) -> None:
                                    "followups": "{}",
                                    "queues": ["default"], "limits": [5], "oldest": [1], "total": 5,
                                    "free": 4,
-                                   "lease_s": 1.5},
+                                   "lease_s": 1.5, "floor_queues": ["default"],
+                                   "floor_priorities": [0],
+                                   "floor_ats": [datetime(2026, 1, 1, tzinfo=UTC)]},
         "job_heartbeat": {"owner": "o", "ids": [1], "attempts": [1], "lease_s": 1.5},
         "job_held_by_owner": {"owner": "o"},
         "job_stage_due": {"limit": 10},

@@ -144,6 +144,14 @@ WITH done AS (
     ON CONFLICT (dedupe_key)
         WHERE dedupe_key IS NOT NULL AND status IN ('scheduled', 'blocked', 'new', 'processing')
     DO NOTHING
+), floors AS MATERIALIZED (
+    -- Claim floors (core/floors.py), sent only while a snapshot holds the xmin horizon:
+    -- per queue and priority, the run_at below which this claim does not look. Every
+    -- row a claim took then still has an index entry the scan would walk; none sent (the
+    -- usual case, and every rescan) and the claim walks each queue from its head.
+    SELECT f.queue, f.p, f.at
+    FROM unnest(%(floor_queues)s::text[], %(floor_priorities)s::smallint[],
+                %(floor_ats)s::timestamptz[]) AS f(queue, p, at)
 ), served AS MATERIALIZED (
     -- Queues with a limit or a pause are claimed by boundq_claim_limited (under their
     -- locks), never here; nor are jobs of a kind that has one (they wait for the limited
@@ -159,7 +167,7 @@ WITH done AS (
     SELECT coalesce(array_agg(name), '{}') AS names FROM job_kinds
     WHERE concurrency IS NOT NULL OR rate_per_s IS NOT NULL OR paused
 ), picked AS MATERIALIZED (
-    SELECT x.id
+    SELECT x.id, x.aged
     FROM served AS q
     -- The aging lane: `oldest` of the n are the queue's longest-waiting runnable jobs,
     -- whatever their priority (the head of each of the ten priorities in the claim index,
@@ -172,6 +180,9 @@ WITH done AS (
               CROSS JOIN LATERAL (
                   SELECT id, run_at FROM jobs
                   WHERE status = 'new' AND queue = q.name AND priority = lvl.p
+                    AND run_at >= coalesce((SELECT max(f.at) FROM floors AS f
+                                            WHERE f.queue = q.name AND f.p = lvl.p),
+                                           '-infinity')
                     AND run_at <= now()
                     AND kind <> ALL ((SELECT names FROM limited_kinds)::text[])
                   ORDER BY run_at, id
@@ -189,16 +200,38 @@ WITH done AS (
             FOR UPDATE SKIP LOCKED) AS o
     ) AS aged
     CROSS JOIN LATERAL (
-        SELECT unnest(aged.ids) AS id
+        SELECT unnest(aged.ids) AS id, true AS aged
         UNION ALL
-        SELECT p.id FROM (
+        -- without floors: one walk of the queue's part of the claim index, in claim order
+        SELECT p.id, false FROM (
             SELECT id FROM jobs
             WHERE status = 'new' AND queue = q.name AND run_at <= now()
               AND kind <> ALL ((SELECT names FROM limited_kinds)::text[])
               AND id <> ALL (aged.ids)
+              AND cardinality(%(floor_queues)s::text[]) = 0
             ORDER BY priority DESC, run_at, id
             LIMIT q.n - cardinality(aged.ids)
             FOR UPDATE SKIP LOCKED) AS p
+        UNION ALL
+        -- with floors: the same order, one range per priority (9 to 0), each starting at
+        -- its floor; the outer LIMIT stops the loop, so no more rows are locked than taken
+        SELECT s.id, false FROM (
+            SELECT r.id
+            FROM unnest('{9,8,7,6,5,4,3,2,1,0}'::smallint[]) AS lvl(p)
+            CROSS JOIN LATERAL (
+                SELECT id FROM jobs
+                WHERE status = 'new' AND queue = q.name AND priority = lvl.p
+                  AND run_at >= coalesce((SELECT max(f.at) FROM floors AS f
+                                          WHERE f.queue = q.name AND f.p = lvl.p),
+                                         '-infinity')
+                  AND run_at <= now()
+                  AND kind <> ALL ((SELECT names FROM limited_kinds)::text[])
+                  AND id <> ALL (aged.ids)
+                ORDER BY run_at, id
+                LIMIT q.n - cardinality(aged.ids)
+                FOR UPDATE SKIP LOCKED) AS r
+            WHERE cardinality(%(floor_queues)s::text[]) > 0
+            LIMIT q.n - cardinality(aged.ids)) AS s
     ) AS x
     -- A permit passes on only from an attempt whose completion commits here: one fenced
     -- (a reaper took the job first) keeps its permit back, so no claim of this statement
@@ -217,7 +250,7 @@ WITH done AS (
     WHERE j.id = picked.id  -- picked holds the row locks, taken after re-checking status
     RETURNING j.id, j.attempts, j.kind, j.queue, j.payload, j.timeout_s, j.run_at,
               j.created_at, greatest(extract(epoch FROM now() - j.run_at), 0)::float8 AS waited_s,
-              j.trace_parent
+              j.trace_parent, j.priority, picked.aged
 ), events AS (
     SELECT queue, 1 AS succeeded, 0 AS claimed, NULL::float8 AS waited_s FROM done
     UNION ALL
@@ -254,11 +287,11 @@ WITH done AS (
 SELECT false AS claimed, id, attempts, NULL::text AS kind, NULL::text AS queue,
        NULL::jsonb AS payload, NULL::float8 AS timeout_s, NULL::timestamptz AS run_at,
        NULL::timestamptz AS created_at, NULL::float8 AS waited_s, now() AS at,
-       NULL::text AS trace_parent
+       NULL::text AS trace_parent, NULL::smallint AS priority, NULL::boolean AS aged
 FROM done
 UNION ALL
 SELECT true, id, attempts, kind, queue, payload, timeout_s, run_at, created_at, waited_s, now(),
-       trace_parent
+       trace_parent, priority, aged
 FROM claimed
 
 -- name: job_heartbeat
@@ -475,6 +508,15 @@ WITH RECURSIVE q(name) AS (
     FROM q WHERE q.name IS NOT NULL
 )
 SELECT name FROM q WHERE name IS NOT NULL
+
+-- name: activity_oldest_snapshot_get
+-- Seconds since the oldest transaction of this database that holds a snapshot began (0:
+-- none): while one is old, what claims took stays in the claim index (core/floors.py).
+-- Another role's transactions show their start only to members of pg_read_all_stats.
+SELECT coalesce(extract(epoch FROM now() - min(xact_start)), 0)::float8 AS age_s
+FROM pg_stat_activity
+WHERE datname = current_database() AND backend_xmin IS NOT NULL
+  AND pid <> pg_backend_pid()
 
 -- name: job_cancel
 -- scheduled | blocked | new | processing -> cancelled. A running attempt ends as
