@@ -15,6 +15,8 @@ process (each statement is safe to run concurrently):
 from __future__ import annotations
 
 import logging
+import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -28,20 +30,39 @@ from boundq.core.queries import Q
 log = logging.getLogger("boundq.worker")
 
 
+# While a snapshot holds the xmin horizon, the skip scan for queues with work walks every
+# claim-index entry the snapshot keeps (it has no floor to start at): it runs this often
+# then, and the queues it found last stand in between (the claims' floors, not the scout,
+# keep the known queues cheap). A queue's very first job may wait this long then.
+HELD_QUEUES_EVERY_S = 10.0
+
+
 class Scout(BackgroundLoop):
     name = "scout"
 
     def __init__(self, settings: LoopSettings, lane: Lane, planner: QueuePlanner,
-                 on_found: Callable[[], None], floors: ClaimFloors | None = None) -> None:
+                 on_found: Callable[[], None], floors: ClaimFloors | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         super().__init__(settings)
         self.lane = lane
         self.planner = planner
         self.on_found = on_found  # new queues with work: wake the claim loops
         self.floors = floors  # told whether a snapshot holds the horizon
+        self.clock = clock
+        self._waiting: list[str] = []
+        self._waiting_at = -math.inf
+
+    def _queues_due(self) -> bool:
+        held = self.floors is not None and self.floors.held
+        return not held or self.clock() - self._waiting_at >= HELD_QUEUES_EVERY_S
 
     async def run_once(self) -> int:
         async with self.lane.connection() as conn:
-            waiting = [q for q in await queue.queues_waiting(conn) if self.planner.serves(q)]
+            if self._queues_due():
+                self._waiting = [q for q in await queue.queues_waiting(conn)
+                                 if self.planner.serves(q)]
+                self._waiting_at = self.clock()
+            waiting = self._waiting
             early = await queue.schedule_early(conn, waiting)
             news = await flow.planner_news(conn)
             if self.floors is not None:

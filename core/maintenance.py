@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 from boundq.core import queue
 from boundq.core.db import connect
+from boundq.core.floors import ClaimFloors
 from boundq.core.lanes import Lane
 from boundq.core.loops import BackgroundLoop, LoopSettings
 from boundq.core.metrics import Metrics
@@ -20,16 +21,30 @@ CHANNEL = "boundq_jobs"  # also in the notify trigger of 0001_init.up.sql
 
 
 class Reaper(BackgroundLoop):
-    """Requeues jobs whose lease expired. One guarded statement, safe in every process."""
+    """Requeues jobs whose lease expired. One guarded statement, safe in every process.
+
+    Its read of the running rows (jobs_running_idx) walks an entry for every job that ran
+    since a held snapshot stopped the xmin horizon (core/floors.py): while one holds, it
+    runs every `held_interval_s` (a quarter lease) instead, so an expired lease may wait
+    that much longer to be taken back."""
 
     name = "reaper"
 
     def __init__(self, settings: LoopSettings, lane: Lane, metrics: Metrics,
-                 batch: int = 1000) -> None:
+                 batch: int = 1000, floors: ClaimFloors | None = None,
+                 held_interval_s: float = 0.0) -> None:
         super().__init__(settings, metrics)
         self.metrics: Metrics = metrics
         self.lane = lane
         self.batch = batch
+        self.floors = floors
+        self.held_interval_s = held_interval_s
+
+    def idle_sleep(self) -> float:
+        pause = super().idle_sleep()
+        if self.floors is not None and self.floors.held:
+            return max(pause, self.held_interval_s)
+        return pause
 
     async def run_once(self) -> int:
         async with self.lane.connection() as conn:

@@ -137,7 +137,8 @@ class Worker:
                                        heartbeat_deadline(s.heartbeat_seconds, s.lease_seconds))
         quick = dict(backoff_max_s=CYCLE_BACKOFF_MAX_S)
         self.reaper = Reaper(LoopSettings(s.reap_interval_seconds, jitter=0.3, **quick), upkeep,
-                             self.metrics)
+                             self.metrics, floors=self.floors,
+                             held_interval_s=s.lease_seconds / 4)
         self.stager = Stager(LoopSettings(s.poll_interval_seconds, **quick), upkeep)
         self.scout = Scout(LoopSettings(s.poll_interval_seconds, jitter=0.2, **quick), upkeep,
                            self.planner, self.wake_cyclers, self.floors)

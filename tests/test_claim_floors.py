@@ -15,9 +15,11 @@ import pytest
 from boundq.core import queue
 from boundq.core.floors import NO_FLOORS, ClaimFloors, FloorSettings
 from boundq.core.handlers import Registry, register_builtins
-from boundq.core.housekeeping import Scout
+from boundq.core.housekeeping import HELD_QUEUES_EVERY_S, Scout
 from boundq.core.lanes import Lane
 from boundq.core.loops import LoopSettings
+from boundq.core.maintenance import Reaper
+from boundq.core.metrics import Metrics
 from boundq.core.planner import QueuePlanner
 from boundq.core.queue import ClaimedRow
 from boundq.core.worker import Worker
@@ -257,3 +259,33 @@ async def test_a_worker_drains_behind_a_held_snapshot_and_loses_nothing(db_url, 
     assert worker.floors.full_scans >= 1
     done = await rows(conn, "SELECT attempts FROM jobs WHERE id = %s", (late,))
     assert done == [{"attempts": 1}]
+
+
+async def test_while_held_the_scout_looks_for_new_queues_every_ten_seconds(db_url, conn,
+                                                                           holder) -> None:
+    clock = Clock()
+    floors = ClaimFloors(FloorSettings(pin_s=1e-6))
+    planner = QueuePlanner()
+    lane = Lane(db_url, "test")
+    scout = Scout(LoopSettings(1.0), lane, planner, lambda: None, floors, clock=clock)
+    try:
+        await scout.run_once()  # the first reading finds the snapshot held
+        assert floors.held
+        await conn.execute("INSERT INTO jobs (name, kind, queue) VALUES ('j', 'noop', 'fresh')")
+        clock.now += HELD_QUEUES_EVERY_S - 0.1
+        await scout.run_once()
+        assert "fresh" not in planner.weights  # the skip scan waits while the snapshot holds
+        clock.now += 0.1
+        await scout.run_once()
+        assert "fresh" in planner.weights
+    finally:
+        await lane.close()
+
+
+def test_while_held_the_reaper_runs_every_quarter_lease() -> None:
+    floors = ClaimFloors(FloorSettings(pin_s=5.0))
+    reaper = Reaper(LoopSettings(0.2, jitter=0.0), Lane("postgresql://unused", "test"),
+                    Metrics(), floors=floors, held_interval_s=7.5)
+    assert reaper.idle_sleep() == 0.2
+    floors.horizon(5.0)
+    assert reaper.idle_sleep() == 7.5
