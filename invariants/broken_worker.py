@@ -234,12 +234,13 @@ def followups_outside_completion(complete: Any) -> Any:
 
     async def complete_and_claim(conn: Any, owner: str, done: Any, plan: Any, lease_s: float,
                                  results: Any = None, *, free: int | None = None,
-                                 oldest: Any = None, followups: Any = None) -> Any:
+                                 oldest: Any = None, followups: Any = None,
+                                 floors: Any = floors.NO_FLOORS) -> Any:
         if followups:
             await conn.execute(CHAIN_INSERT, {"followups": queue._results_object(followups)})
             await asyncio.sleep(CHAIN_GAP_S)
         return await complete(conn, owner, done, plan, lease_s, results, free=free,
-                              oldest=oldest)
+                              oldest=oldest, floors=floors)
 
     return complete_and_claim
 

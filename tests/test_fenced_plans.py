@@ -17,6 +17,7 @@ import pytest
 
 from boundq.core import queue
 from boundq.core.db import conninfo
+from boundq.core.floors import NO_FLOORS
 from boundq.core.queries import Q
 from boundq.core.states import AttemptOutcome
 from tests.helpers import as_prepared, placeholders, plan_nodes, plan_rows_read
@@ -107,7 +108,7 @@ async def test_fenced_writes_reach_rows_by_key(db_url: str, conn: Any, statistic
                  "results": "{}", "followups": "{}", "queues": [], "limits": [], "oldest": [],
                  "total": 0,
                  "free": 0,
-                 "lease_s": 30}
+                 "lease_s": 30, **NO_FLOORS.params()}
         await _assert_by_key(worker, "job_complete_and_claim", first, half)
         rest = {"owner": OWNER, "ids": ids[half:], "attempts": attempts[half:]}
         await _assert_by_key(worker, "job_fail_batch", {
