@@ -199,6 +199,8 @@ class Cycler(BackgroundLoop):
             self.ledger.put_back([(claim, outcome, grant.take())
                                   for claim, outcome, _ in successes])
             raise
+        finally:
+            self.floors.ended(floors)
         crash_point("after_commit", bool(completed))
         crash_point("after_claim", bool(claimed))
         if tracing.ENABLED:  # tracing: complete and claim spans, checked once per statement

@@ -18,9 +18,13 @@ every row it can see and lock, so below the last row it took there is nothing it
 have taken. What it could not see are rows committed after its snapshot: an insert whose
 transaction began more than `margin_s` before it committed, a job made runnable again
 (reaped, released, retried, unblocked, staged) with its old run_at, a claim of another
-process that rolled back. Those are stragglers, and a full walk from the head every
-`rescan_s` takes them: while floors are on, a straggler waits at most that much longer.
-With no snapshot held, no floors are sent and the claim is what it always was.
+process that rolled back. Those are stragglers, and a walk from the head takes them. It
+costs what every claim cost before, and that grows with the pin: it runs one at a time
+per process, and the next is due `rescan_s` after the last one ended, or RESCAN_SHARE
+times its duration if that is longer (one walk of 0.4 s, then 4 s of floored claims),
+so it never takes more than a bounded share of a claim loop. While floors are on, a
+straggler waits at most that much longer. With no snapshot held, no floors are sent and
+the claim is what it always was.
 """
 
 from __future__ import annotations
@@ -36,6 +40,9 @@ if TYPE_CHECKING:  # core/queue.py imports this module
     from boundq.core.queue import ClaimedRow
 
 PRIORITIES = range(10)  # jobs.priority 0-9 (jobs_priority_range)
+# A walk from the head is due again this many times its own duration after it ended, at
+# the soonest: at most 1 / (1 + RESCAN_SHARE) of one claim loop's time goes to them.
+RESCAN_SHARE = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +87,9 @@ class ClaimFloors:
         self.clock = clock
         self.held = False  # the scout's news: a snapshot holds the horizon
         self._at: dict[tuple[str, int], datetime] = {}
-        self._last_full = -math.inf
+        self._walking: FloorScan | None = None  # the walk from the head in flight
+        self._walk_began = 0.0
+        self._next_walk = -math.inf
         self.full_scans = 0
         self.floored_scans = 0
 
@@ -89,7 +98,7 @@ class ClaimFloors:
         held = oldest_snapshot_s >= self.settings.pin_s
         if held != self.held:
             self._at.clear()  # what was learned before holds no promise across the change
-            self._last_full = -math.inf
+            self._next_walk = -math.inf
         self.held = held
 
     def scan(self, queues: Sequence[str]) -> FloorScan:
@@ -97,10 +106,11 @@ class ClaimFloors:
         if not self.held or not queues:
             return NO_FLOORS
         now = self.clock()
-        if now - self._last_full >= self.settings.rescan_s:
-            self._last_full = now
+        if self._walking is None and now >= self._next_walk:
+            self._walking = FloorScan()  # its own object: ended() knows it by identity
+            self._walk_began = now
             self.full_scans += 1
-            return NO_FLOORS
+            return self._walking
         out = FloorScan(full=False)
         for q in queues:
             for p in PRIORITIES:
@@ -113,6 +123,16 @@ class ClaimFloors:
             return NO_FLOORS
         self.floored_scans += 1
         return out
+
+    def ended(self, scan: FloorScan) -> None:
+        """A claim that sent `scan` is over, whatever its outcome: after a walk from the
+        head, the next is due rescan_s later, or RESCAN_SHARE times its duration."""
+        if scan is not self._walking:
+            return
+        now = self.clock()
+        self._walking = None
+        took = now - self._walk_began
+        self._next_walk = now + max(self.settings.rescan_s, RESCAN_SHARE * took)
 
     def observe(self, asked: Mapping[str, int], rows: Sequence[ClaimedRow],
                 capped: bool) -> None:

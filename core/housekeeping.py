@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from boundq.core import flow, queue
-from boundq.core.floors import ClaimFloors
+from boundq.core.floors import RESCAN_SHARE, ClaimFloors
 from boundq.core.lanes import Lane
 from boundq.core.loops import BackgroundLoop, LoopSettings
 from boundq.core.planner import QueuePlanner
@@ -32,8 +32,9 @@ log = logging.getLogger("boundq.worker")
 
 # While a snapshot holds the xmin horizon, the skip scan for queues with work walks every
 # claim-index entry the snapshot keeps (it has no floor to start at): it runs this often
-# then, and the queues it found last stand in between (the claims' floors, not the scout,
-# keep the known queues cheap). A queue's very first job may wait this long then.
+# then, or RESCAN_SHARE times its own duration after it ended if that is longer, and the
+# queues it found last stand in between (the claims' floors, not the scout, keep the
+# known queues cheap). A queue's very first job may wait that long then.
 HELD_QUEUES_EVERY_S = 10.0
 
 
@@ -50,18 +51,21 @@ class Scout(BackgroundLoop):
         self.floors = floors  # told whether a snapshot holds the horizon
         self.clock = clock
         self._waiting: list[str] = []
-        self._waiting_at = -math.inf
+        self._queues_next = -math.inf  # while held: when the skip scan is due again
 
     def _queues_due(self) -> bool:
         held = self.floors is not None and self.floors.held
-        return not held or self.clock() - self._waiting_at >= HELD_QUEUES_EVERY_S
+        return not held or self.clock() >= self._queues_next
 
     async def run_once(self) -> int:
         async with self.lane.connection() as conn:
             if self._queues_due():
+                began = self.clock()
                 self._waiting = [q for q in await queue.queues_waiting(conn)
                                  if self.planner.serves(q)]
-                self._waiting_at = self.clock()
+                ended = self.clock()
+                self._queues_next = ended + max(HELD_QUEUES_EVERY_S,
+                                                RESCAN_SHARE * (ended - began))
             waiting = self._waiting
             early = await queue.schedule_early(conn, waiting)
             news = await flow.planner_news(conn)

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 
 from boundq.core import queue
 from boundq.core.db import connect
-from boundq.core.floors import ClaimFloors
+from boundq.core.floors import RESCAN_SHARE, ClaimFloors
 from boundq.core.lanes import Lane
 from boundq.core.loops import BackgroundLoop, LoopSettings
 from boundq.core.metrics import Metrics
@@ -25,8 +26,9 @@ class Reaper(BackgroundLoop):
 
     Its read of the running rows (jobs_running_idx) walks an entry for every job that ran
     since a held snapshot stopped the xmin horizon (core/floors.py): while one holds, it
-    runs every `held_interval_s` (a quarter lease) instead, so an expired lease may wait
-    that much longer to be taken back."""
+    runs every `held_interval_s` (a quarter lease) instead, or RESCAN_SHARE times its own
+    last duration if that is longer, so an expired lease may wait that much longer to be
+    taken back."""
 
     name = "reaper"
 
@@ -39,16 +41,19 @@ class Reaper(BackgroundLoop):
         self.batch = batch
         self.floors = floors
         self.held_interval_s = held_interval_s
+        self.took_s = 0.0  # the last round's duration
 
     def idle_sleep(self) -> float:
         pause = super().idle_sleep()
         if self.floors is not None and self.floors.held:
-            return max(pause, self.held_interval_s)
+            return max(pause, self.held_interval_s, RESCAN_SHARE * self.took_s)
         return pause
 
     async def run_once(self) -> int:
+        began = time.monotonic()
         async with self.lane.connection() as conn:
             reaped = await queue.reap_expired(conn, self.batch)
+        self.took_s = time.monotonic() - began
         if reaped:
             self.metrics.reaped += len(reaped)
             dead = sum(1 for status in reaped.values() if status == "failed")

@@ -11,9 +11,9 @@ last guard.
 from __future__ import annotations
 
 import asyncio
+import math
 import re
 import sys
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -251,7 +251,7 @@ _scan = floors.ClaimFloors.scan
 def scan_without_rescan(self: floors.ClaimFloors, queues: Sequence[str]) -> floors.FloorScan:
     """ClaimFloors.scan whose walk from the head is never due once floors are known: a job
     made runnable below a floor is never seen again while the snapshot holds."""
-    self._last_full = time.monotonic()
+    self._next_walk = math.inf
     return _scan(self, queues)
 
 

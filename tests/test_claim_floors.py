@@ -56,7 +56,9 @@ def held_floors(margin_s: float = 1.0) -> tuple[ClaimFloors, Clock]:
     clock = Clock()
     floors = ClaimFloors(FloorSettings(pin_s=5.0, margin_s=margin_s, rescan_s=10.0), clock)
     floors.horizon(6.0)
-    assert floors.scan(["default"]) is NO_FLOORS  # the first claim walks from the head
+    walk = floors.scan(["default"])
+    assert walk.full and walk is not NO_FLOORS  # the first claim walks from the head
+    floors.ended(walk)
     return floors, clock
 
 
@@ -105,16 +107,38 @@ def test_floors_only_rise_and_stay_with_their_queue() -> None:
     assert floors_of(floors, "mail")[0] == 69.0
 
 
-def test_a_walk_from_the_head_every_rescan_interval() -> None:
+def test_a_walk_from_the_head_is_due_a_rescan_interval_after_the_last_one_ended() -> None:
     floors, clock = held_floors()
     floors.observe({"default": 1}, [row(1, 0, 60.0)], capped=False)
     assert not floors.scan(["default"]).full
-    clock.now += 9.9
+    clock.now += 9.5  # (steps of halves: exact in binary floating point)
     assert not floors.scan(["default"]).full
-    clock.now += 0.1
-    assert floors.scan(["default"]) is NO_FLOORS
+    clock.now += 0.5
+    walk = floors.scan(["default"])
+    assert walk.full
+    assert not floors.scan(["default"]).full  # one walk at a time: the others use floors
+    clock.now += 0.5
+    floors.ended(walk)
+    clock.now += 9.5
     assert not floors.scan(["default"]).full
-    assert (floors.full_scans, floors.floored_scans) == (2, 3)
+    clock.now += 0.5
+    assert floors.scan(["default"]).full
+    assert (floors.full_scans, floors.floored_scans) == (3, 4)
+
+
+def test_a_long_walk_from_the_head_puts_the_next_ten_times_as_far_away() -> None:
+    floors, clock = held_floors()
+    floors.observe({"default": 1}, [row(1, 0, 60.0)], capped=False)
+    clock.now += 10.0
+    walk = floors.scan(["default"])
+    assert walk.full
+    clock.now += 3.0  # the walk took 3 s: the next one no sooner than 30 s after it
+    floors.ended(walk)
+    floors.ended(floors.scan(["default"]))  # a floored claim ending changes nothing
+    clock.now += 29.5
+    assert not floors.scan(["default"]).full
+    clock.now += 0.5
+    assert floors.scan(["default"]).full
 
 
 def test_floors_are_forgotten_when_the_horizon_moves_on() -> None:
@@ -123,8 +147,10 @@ def test_floors_are_forgotten_when_the_horizon_moves_on() -> None:
     floors.horizon(0.0)
     assert floors.scan(["default"]) is NO_FLOORS
     floors.horizon(6.0)
-    assert floors.scan(["default"]) is NO_FLOORS  # a walk from the head first, as at start
-    assert floors.scan(["default"]) is NO_FLOORS  # and nothing is known yet
+    walk = floors.scan(["default"])
+    assert walk.full  # a walk from the head first, as at start
+    assert floors.scan(["default"]).full  # and, nothing known yet, so is every other
+    floors.ended(walk)
 
 
 @pytest.mark.parametrize("bad", [dict(pin_s=0), dict(margin_s=-1), dict(rescan_s=0)])
@@ -156,6 +182,7 @@ async def _claim_and_finish(conn, floors: ClaimFloors, n: int) -> list[ClaimedRo
     scan = floors.scan(["default"])
     _, taken = await queue.complete_and_claim(conn, OWNER, (), [("default", n)], 30.0,
                                               floors=scan)
+    floors.ended(scan)
     floors.observe({"default": n}, taken, capped=False)
     await queue.complete_and_claim(conn, OWNER, [(r.id, r.attempt) for r in taken], [], 30.0)
     return taken
@@ -272,20 +299,22 @@ async def test_while_held_the_scout_looks_for_new_queues_every_ten_seconds(db_ur
         await scout.run_once()  # the first reading finds the snapshot held
         assert floors.held
         await conn.execute("INSERT INTO jobs (name, kind, queue) VALUES ('j', 'noop', 'fresh')")
-        clock.now += HELD_QUEUES_EVERY_S - 0.1
+        clock.now += HELD_QUEUES_EVERY_S - 0.5
         await scout.run_once()
         assert "fresh" not in planner.weights  # the skip scan waits while the snapshot holds
-        clock.now += 0.1
+        clock.now += 0.5
         await scout.run_once()
         assert "fresh" in planner.weights
     finally:
         await lane.close()
 
 
-def test_while_held_the_reaper_runs_every_quarter_lease() -> None:
+def test_while_held_the_reaper_runs_every_quarter_lease_or_ten_rounds_apart() -> None:
     floors = ClaimFloors(FloorSettings(pin_s=5.0))
     reaper = Reaper(LoopSettings(0.2, jitter=0.0), Lane("postgresql://unused", "test"),
                     Metrics(), floors=floors, held_interval_s=7.5)
     assert reaper.idle_sleep() == 0.2
     floors.horizon(5.0)
     assert reaper.idle_sleep() == 7.5
+    reaper.took_s = 1.0  # a round that took 1 s: the next no sooner than 10 s after it
+    assert reaper.idle_sleep() == 10.0
