@@ -228,7 +228,6 @@ class Harness:
         self.fault("reaper_pass")
         return self.run(reap())
 
-    # --- client ----------------------------------------------------------------------------
     # --- a held snapshot -----------------------------------------------------------------
     def hold_snapshot(self) -> bool | None:
         """A session left idle in a transaction whose snapshot holds the xmin horizon (a
@@ -269,6 +268,7 @@ class Harness:
         return self.enqueue([self.job(queue=queue_name,
                                       run_at=(now - timedelta(hours=hours_ago)).isoformat())])
 
+    # --- client ----------------------------------------------------------------------------
     def job(self, kind: str = "noop", payload: dict[str, Any] | None = None,
             **fields: Any) -> dict[str, Any]:
         self._names += 1

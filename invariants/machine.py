@@ -334,7 +334,6 @@ class QueueMachine(RuleBasedStateMachine):
         finally:
             self.h.close()
 
-
     def _straggler_below_the_floors(self, bound_s: float) -> None:
         """With a snapshot held long enough for the workers' scouts to see it, drain (the
         walks that run out floor every priority at the claim's time), then backfill a job
