@@ -42,6 +42,7 @@ def _flood(args: argparse.Namespace, interrupts: Any) -> int:
         out_root=Path(args.out), num_workers=args.num_workers,
         max_concurrent_jobs=args.max_concurrent_jobs, max_db_connections=args.pool_size,
         ui_port=args.ui_port if args.ui else None, locust_processes=args.locust_processes,
+        locust_nice=args.locust_nice,
         calibration_s=args.calibration_seconds, calibration_jobs=args.calibration_jobs,
         pace_threshold=args.pace_threshold, probe_rate=args.probe_rate,
         refusal_p99_ms=args.refusal_p99_ms, accepted_p99_ms=args.accepted_p99_ms,
@@ -207,6 +208,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    default=int(e("FLOOD_PROCESSES", e("FLOOD_LOCUST_PROCESSES", "1"))),
                    help="load-generator processes: above 1, Locust runs distributed, a "
                    "master and this many workers (FLOOD_PROCESSES, default 1)")
+    p.add_argument("--locust-nice", type=int, default=int(e("FLOOD_LOCUST_NICE", "0")),
+                   help="lower the load generator's CPU priority by this much (0-19): "
+                   "Locust stands in for clients on other machines (FLOOD_LOCUST_NICE, "
+                   "default 0)")
     p.add_argument("--calibration-seconds", type=float,
                    default=float(e("FLOOD_CALIBRATION_S", "5")),
                    help="idle calibration before the load: a backlog of about this many "

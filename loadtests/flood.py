@@ -71,6 +71,7 @@ class FloodOptions:
     max_db_connections: int | None = None
     ui_port: int | None = None  # the Locust web UI instead of a headless run
     locust_processes: int = 1
+    locust_nice: int = 0  # added to the load generator's niceness (lower CPU priority)
     in_flight: int = 256
     calibration_s: float = 5.0  # idle calibration: seconds of work at the capacity bound
     calibration_jobs: int | None = None  # or exactly this many jobs
@@ -190,7 +191,8 @@ def _run_flood(o: FloodOptions, out: TextIO, interrupts: Interrupts) -> FloodRes
     base = f"http://127.0.0.1:{port}"
     what = (f"{o.scenario}: {o.users} users" + (f", {rate:,.0f} arrivals/s" if rate else "")
             + (f", {o.duration_s:.0f}s" if o.ui_port is None else ", web UI")
-            + (f", {o.locust_processes} Locust processes" if o.locust_processes > 1 else ""))
+            + (f", {o.locust_processes} Locust processes" if o.locust_processes > 1 else "")
+            + (f", Locust at nice +{o.locust_nice}" if o.locust_nice > 0 else ""))
     job = f"sleep {o.job_ms} ms" if o.job_ms else "noop"
     print(f"boundq flood ({what}); jobs: {job}; MAX_CONCURRENT_JOBS="
           f"{settings.max_concurrent_jobs} NUM_WORKERS={settings.num_workers} "
@@ -243,7 +245,8 @@ def _run_flood(o: FloodOptions, out: TextIO, interrupts: Interrupts) -> FloodRes
             locust_env = procs.child_env(locust_vars)
             argv = procs.locust_argv(o.scenario, base, run_dir / "locust", users,
                                      o.spawn_rate, o.duration_s, o.ui_port, o.locust_processes)
-            run.locust = procs.start_locust(argv, locust_env, run_dir / "locust.log")
+            run.locust = procs.start_locust(argv, locust_env, run_dir / "locust.log",
+                                            o.locust_nice)
             if o.ui_port is not None:
                 procs.wait_http(f"http://127.0.0.1:{o.ui_port}/", run.locust,
                                 interrupts.stop_load.is_set)

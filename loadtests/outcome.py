@@ -85,6 +85,7 @@ def summarize(o: FloodOptions, verdict: Verdict, tally: Tally, sampler: Sampler 
         "scenario": o.scenario,
         "users": o.users,
         "locust_processes": o.locust_processes,
+        "locust_nice": o.locust_nice,
     }
 
 

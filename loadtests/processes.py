@@ -105,12 +105,20 @@ def locust_argv(scenario: str, base: str, csv_prefix: Path, users: int, spawn_ra
     return [*argv, *classes]
 
 
-def start_locust(argv: Sequence[str], env: dict[str, str], log_path: Path
+def start_locust(argv: Sequence[str], env: dict[str, str], log_path: Path, nice: int = 0
                  ) -> subprocess.Popen[bytes]:
+    """Locust at `nice` (added to ours): the load generator stands in for clients on
+    other machines, so on a shared one it can be made to take only the CPU the server,
+    the workers and PostgreSQL leave (--locust-nice)."""
+    def preexec() -> None:
+        _die_with_parent()
+        if nice > 0:
+            os.nice(nice)
+
     with open(log_path, "ab") as log:
         return subprocess.Popen(list(argv), env=env, stdout=log,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True, preexec_fn=_die_with_parent)
+                                start_new_session=True, preexec_fn=preexec)
 
 
 def stop(proc: subprocess.Popen[bytes] | None, sig: int = signal.SIGTERM,

@@ -231,3 +231,37 @@ async def test_echo_payload_is_validated_at_enqueue() -> None:
 def test_followups_carry_payloads_as_validation_encoded_them() -> None:
     text = _followups({"name": "n", "payload": {"a": [1, "b"]}})
     assert '"payload":{"a":[1,"b"]}' in text
+
+
+async def _notified_before_marker(listener: psycopg.AsyncConnection[Any], conn: Any) -> int:
+    """New-job notifications that arrived before a marker sent now: notifications come
+    in commit order, so this counts what committed before, with no waiting on a clock."""
+    await conn.execute("SELECT pg_notify('boundq_jobs', 'marker')")
+    seen = 0
+    async for note in listener.notifies():
+        if note.payload == "marker":
+            return seen
+        seen += 1
+    raise AssertionError("the notification stream ended")
+
+
+async def test_only_a_statement_that_inserted_jobs_wakes_the_workers(db_url, conn) -> None:
+    """A claim cycle with no follow-up inserts no row and must send no NOTIFY (each takes
+    the cluster's notification lock at commit and wakes every worker); a create, and a
+    cycle whose success brings follow-ups, do."""
+    listener = await psycopg.AsyncConnection.connect(db_url, autocommit=True)
+    try:
+        await listener.execute("LISTEN boundq_jobs")
+        await add_job(conn, kind="echo", payload={"value": 1})
+        assert await _notified_before_marker(listener, conn) == 1
+        c = await claim_one(conn, OLD)
+        await queue.complete_batch(conn, OLD, [(c.id, c.attempt)], {c.id: "1"})
+        assert await _notified_before_marker(listener, conn) == 0
+        await add_job(conn, kind="echo", payload={"value": 2})
+        assert await _notified_before_marker(listener, conn) == 1
+        c = await claim_one(conn, OLD)
+        await queue.complete_batch(conn, OLD, [(c.id, c.attempt)], {c.id: "2"},
+                                   followups={c.id: _followups({"name": "next"})})
+        assert await _notified_before_marker(listener, conn) == 1
+    finally:
+        await listener.close()

@@ -141,16 +141,50 @@ def test_a_long_walk_from_the_head_puts_the_next_ten_times_as_far_away() -> None
     assert floors.scan(["default"]).full
 
 
-def test_floors_are_forgotten_when_the_horizon_moves_on() -> None:
+def test_floors_stay_on_after_the_snapshot_goes_until_a_walk_from_the_head_is_cheap() -> None:
+    floors, clock = held_floors()  # rescan_s 10: a walk of at most 1 s is cheap
+    floors.observe({"default": 1}, [row(1, 0, 60.0)], capped=False)
+    floors.horizon(0.0)
+    assert not floors.held and floors.on
+    assert floors_of(floors)[0] == 59.0  # the floors learned under the pin still apply
+    clock.now += 10.0
+    walk = floors.scan(["default"])
+    assert walk.full
+    clock.now += 3.0  # marking what the pin kept: slow, so floors stay on
+    floors.ended(walk)
+    assert floors.on
+    clock.now += 30.0  # the next walk, ten times as far away
+    walk = floors.scan(["default"])
+    assert walk.full
+    clock.now += 0.5
+    floors.ended(walk)
+    assert not floors.on
+    assert floors.scan(["default"]) is NO_FLOORS
+    floors.observe({"default": 1}, [row(2, 0, 70.0)], capped=False)  # learns nothing now
+    floors.horizon(6.0)
+    walk = floors.scan(["default"])
+    assert walk.full  # held again: a walk from the head first, as at start
+    assert floors.scan(["default"]).full  # and, nothing known yet, so is every other
+    floors.ended(walk)
+
+
+def test_only_a_walk_begun_after_the_snapshot_went_can_turn_floors_off() -> None:
+    floors, clock = held_floors()
+    clock.now += 10.0
+    walk = floors.scan(["default"])
+    assert walk.full
+    clock.now += 0.5
+    floors.horizon(0.0)  # gone while that walk was in flight
+    floors.ended(walk)
+    assert floors.on
+
+
+def test_a_snapshot_held_again_while_settling_keeps_the_floors() -> None:
     floors, _ = held_floors()
     floors.observe({"default": 1}, [row(1, 0, 60.0)], capped=False)
     floors.horizon(0.0)
-    assert floors.scan(["default"]) is NO_FLOORS
     floors.horizon(6.0)
-    walk = floors.scan(["default"])
-    assert walk.full  # a walk from the head first, as at start
-    assert floors.scan(["default"]).full  # and, nothing known yet, so is every other
-    floors.ended(walk)
+    assert floors.on and floors_of(floors)[0] == 59.0
 
 
 @pytest.mark.parametrize("bad", [dict(pin_s=0), dict(margin_s=-1), dict(rescan_s=0)])

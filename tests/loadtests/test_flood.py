@@ -9,7 +9,9 @@ from __future__ import annotations
 import importlib.util
 import io
 import json
+import os
 import re
+import sys
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -97,6 +99,17 @@ def test_rate_multiple_of_capacity() -> None:
     assert arrival_rate("250", None) == 250.0
     with pytest.raises(RuntimeError, match="capacity"):
         arrival_rate("3x", None)
+
+
+def test_the_load_generator_runs_at_the_niceness_asked(tmp_path: Path) -> None:
+    """--locust-nice lowers the load generator's CPU priority, and only its own."""
+    ours = os.nice(0)
+    log = tmp_path / "locust.log"
+    argv = [sys.executable, "-c", "import os; print(os.nice(0))"]
+    proc = procs.start_locust(argv, procs.child_env({}), log, nice=7)
+    assert proc.wait(60) == 0
+    assert int(log.read_text().split()[-1]) == min(ours + 7, 19)
+    assert os.nice(0) == ours
 
 
 def test_only_2xx_429_503_are_expected() -> None:
