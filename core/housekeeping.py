@@ -54,7 +54,7 @@ class Scout(BackgroundLoop):
         self._queues_next = -math.inf  # while held: when the skip scan is due again
 
     def _queues_due(self) -> bool:
-        held = self.floors is not None and self.floors.on
+        held = self.floors is not None and self.floors.held
         return not held or self.clock() >= self._queues_next
 
     async def run_once(self) -> int:

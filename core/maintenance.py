@@ -45,7 +45,7 @@ class Reaper(BackgroundLoop):
 
     def idle_sleep(self) -> float:
         pause = super().idle_sleep()
-        if self.floors is not None and self.floors.on:
+        if self.floors is not None and self.floors.held:
             return max(pause, self.held_interval_s, RESCAN_SHARE * self.took_s)
         return pause
 

@@ -51,6 +51,10 @@ def _flood(args: argparse.Namespace, interrupts: Any) -> int:
         alone_s=args.alone_seconds, limit_rate=args.limit_rate, limit_burst=args.limit_burst,
         isolation_threshold=args.isolation_threshold, flow_threshold=args.flow_threshold,
         fan_out=args.fan_out, workflow_threshold=args.workflow_threshold)
+    if not 0 <= options.locust_nice <= 19:
+        print("boundq flood: --locust-nice (FLOOD_LOCUST_NICE) must be 0-19, not "
+              f"{options.locust_nice}", file=sys.stderr)
+        return 2
     if options.proxied_worker and options.extra_workers < 1:
         options.extra_workers = 1
     try:

@@ -24,6 +24,7 @@ if importlib.util.find_spec("locust") is None:
     pytest.skip("locust is not installed (pip install -e '.[load]')", allow_module_level=True)
 pytest.importorskip("matplotlib")
 
+from boundq.cli import main
 from boundq.core import dbadmin
 from boundq.core.pgembed import EmbeddedPostgres
 from boundq.loadtests import processes as procs
@@ -110,6 +111,13 @@ def test_the_load_generator_runs_at_the_niceness_asked(tmp_path: Path) -> None:
     assert proc.wait(60) == 0
     assert int(log.read_text().split()[-1]) == min(ours + 7, 19)
     assert os.nice(0) == ours
+
+
+@pytest.mark.parametrize("nice", ["-1", "20"])
+def test_a_locust_niceness_out_of_range_is_refused_before_anything_starts(
+        nice: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["flood", "--locust-nice", nice]) == 2
+    assert "--locust-nice (FLOOD_LOCUST_NICE) must be 0-19" in capsys.readouterr().err
 
 
 def test_only_2xx_429_503_are_expected() -> None:
