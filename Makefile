@@ -3,19 +3,19 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
 EXTRAS ?= dev
 
 .DEFAULT_GOAL := help
-.PHONY: help venv venv-extras pg-server browser run worker test test-busy lint typecheck bench flood flood-ui report soak soak-life clean
+.PHONY: help venv venv-extras pg-server browser run worker test test-busy lock lint typecheck bench flood flood-ui report soak soak-life clean
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PY) -m pip install --quiet --upgrade pip >/dev/null
-	$(PY) -m pip install --quiet -e '.[$(EXTRAS)]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[$(EXTRAS)]'
 	@rm -f $(VENV)/.installed-* && touch $@
 
 venv: $(STAMP) ## Create .venv and install boundq with the dev extras
@@ -38,6 +38,14 @@ test: venv pg-server browser ## Run the test suite (tests/ and invariants/ side 
 test-busy: venv pg-server browser ## The suite beside two CPU hogs (HOGS=N): what timing-dependent tests meet in CI
 	HOGS=$${HOGS:-2} bash scripts/with-cpu-hogs.sh bash scripts/run-suite.sh $(PY) --durations=25
 
+lock: ## Re-resolve the newest versions pyproject.toml allows into constraints.txt (a scratch venv)
+	@rm -rf $(VENV)-lock && $(PYTHON) -m venv $(VENV)-lock
+	$(VENV)-lock/bin/python -m pip install --quiet --upgrade pip
+	$(VENV)-lock/bin/python -m pip install --quiet '.[dev,load,report,peers]'
+	@{ sed -n '/^#/p' constraints.txt; $(VENV)-lock/bin/python -m pip freeze --exclude boundq; } > constraints.txt.new
+	@mv constraints.txt.new constraints.txt && rm -rf $(VENV)-lock
+	@echo "constraints.txt rewritten; run make test before committing it"
+
 lint: venv ## ruff and mypy --strict
 	$(VENV)/bin/ruff check boundq core server tests invariants loadtests reports
 	$(VENV)/bin/mypy
@@ -46,9 +54,9 @@ bench: venv-extras pg-server ## Drain 100k no-op jobs through `boundq worker` at
 	$(PY) -m boundq.reports.drain --jobs $${BENCH_JOBS:-100000} --concurrency $${BENCH_CONCURRENCY:-1,5,50,200,500} $${BENCH_ARGS:---naive --peers --memory}
 
 # flood and report also need Locust, matplotlib/pandas/Jupyter and the peer queues.
-EXTRAS_STAMP := $(VENV)/.installed-extras-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+EXTRAS_STAMP := $(VENV)/.installed-extras-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
 $(EXTRAS_STAMP): $(STAMP)
-	$(PY) -m pip install --quiet -e '.[dev,load,report,peers]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev,load,report,peers]'
 	@touch $@
 
 venv-extras: $(EXTRAS_STAMP)

@@ -75,7 +75,7 @@ def decode_job(body: bytes) -> JobCreate:
         return job_decoder.decode(body)
     except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError,
             RecursionError) as exc:
-        raise decode_failure(exc) from None
+        raise decode_failure(exc, body) from None
 
 
 def decode_items(body: bytes) -> list[msgspec.Raw]:
@@ -87,7 +87,7 @@ def decode_items(body: bytes) -> list[msgspec.Raw]:
     except msgspec.ValidationError:
         raise ApiError(422, "invalid_field", "must be a JSON array of jobs", "body") from None
     except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
-        raise decode_failure(exc) from None
+        raise decode_failure(exc, body) from None
 
 
 def decode_item(raw: msgspec.Raw) -> JobCreate:
@@ -95,4 +95,4 @@ def decode_item(raw: msgspec.Raw) -> JobCreate:
         return job_decoder.decode(raw)
     except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError,
             RecursionError) as exc:
-        raise decode_failure(exc) from None
+        raise decode_failure(exc, raw) from None

@@ -88,14 +88,25 @@ def validation_field(exc: msgspec.ValidationError) -> tuple[str, str]:
     return base or "body", message
 
 
-def decode_failure(exc: Exception) -> ApiError:
-    """A body msgspec refused: malformed JSON is 400, a wrong field is 422."""
+def _is_utf8(body: bytes | msgspec.Raw) -> bool:
+    try:
+        bytes(body).decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def decode_failure(exc: Exception, body: bytes | msgspec.Raw) -> ApiError:
+    """A body msgspec refused: malformed JSON is 400, a wrong field is 422.
+
+    Invalid UTF-8 is told from the body, not from the exception: msgspec raised
+    UnicodeDecodeError for it up to 0.22 and a DecodeError since 0.23."""
     if isinstance(exc, msgspec.ValidationError):
         field, message = validation_field(exc)
         return ApiError(422, "invalid_field", message, field)
     if isinstance(exc, RecursionError):
         return ApiError(400, "too_deep", "the JSON document is nested too deeply")
-    if isinstance(exc, UnicodeDecodeError):
+    if isinstance(exc, UnicodeDecodeError) or not _is_utf8(body):
         return ApiError(400, "invalid_utf8", "the body is not valid UTF-8")
     return ApiError(400, "malformed_json", f"malformed JSON: {exc}")
 

@@ -44,8 +44,8 @@ async def _settings_body(request: Request, state: ApiState, *, weighted: bool
     raw = await read_body(request, MAX_SETTINGS_BODY, state.options.body_timeout_s)
     try:
         body: Any = msgspec.json.decode(raw) if raw.strip() else {}
-    except msgspec.DecodeError as exc:
-        raise decode_failure(exc) from None
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise decode_failure(exc, raw) from None
     return flow.parse_settings(body, weighted=weighted)
 
 

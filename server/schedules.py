@@ -74,7 +74,7 @@ def _decode(body: bytes) -> dict[str, Any]:
         decoded = _body_decoder.decode(body)
     except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError,
             RecursionError) as exc:
-        raise decode_failure(exc) from None
+        raise decode_failure(exc, body) from None
     out: dict[str, Any] = msgspec.structs.asdict(decoded)
     return out
 

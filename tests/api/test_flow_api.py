@@ -84,4 +84,12 @@ async def test_bad_names_media_types_and_json(api: Api) -> None:
     assert r.status_code == 415
     r = await api.client.put("/queues/mail", content=b"{nope", headers=JSON)
     assert r.status_code == 400
+    assert r.json()["error"]["code"] == "malformed_json"
+    r = await api.client.put("/kinds/mail", content=b'{"burst": "\xff"}', headers=JSON)
+    assert r.status_code == 400
+    assert r.json()["error"]["code"] == "invalid_utf8"
+    r = await api.client.put("/queues/mail", content=b"[" * 2000 + b"]" * 2000, headers=JSON)
+    assert r.status_code == 400
+    assert r.json()["error"]["code"] == "too_deep"
     assert await api.sql("SELECT count(*) FROM job_queues") == [(0,)]
+    assert await api.sql("SELECT count(*) FROM job_kinds") == [(0,)]
