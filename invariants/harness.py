@@ -41,6 +41,8 @@ from invariants.variants import Variant
 
 REPO = Path(__file__).resolve().parent.parent
 _T = TypeVar("_T")
+# The queue of the cron keeper worker (Harness._keep_cron_keeper): no job is ever put in it.
+CRON_KEEPER_QUEUE = "harness-cron-keeper"
 _ENV_DROP = ("DATABASE_URL", "BOUNDQ_HANDLERS", "BOUNDQ_CRASH_AT", "BOUNDQ_LOSE_ANSWER",
              "BOUNDQ_LOSE_ANSWER_HOLD_S", "WORKER_PROCESSES",
              "MAX_DB_CONNECTIONS")
@@ -70,6 +72,7 @@ class WorkerProc:
     clock_skew_s: float = 0.0
     partitioned: str | None = None
     signals: list[str] = field(default_factory=list)
+    serves_jobs: bool = True  # False: the cron keeper (Harness._settle_schedules)
 
     @property
     def pid(self) -> int:
@@ -426,8 +429,16 @@ class Harness:
             time.sleep(0.2)
 
     def _keep_healthy(self, keep: int) -> None:
-        for _ in range(keep - sum(1 for w in self.workers if w.healthy)):
+        for _ in range(keep - sum(1 for w in self.workers if w.healthy and w.serves_jobs)):
             self.start_worker(concurrency=3)
+
+    def _keep_cron_keeper(self) -> None:
+        """One worker that serves a queue no job uses, so no poison job ever reaches it and
+        its scheduler (the variant's, like every worker's) keeps running after faults heal.
+        The job workers' schedulers run too, but poison jobs can kill each of them soon
+        after it starts, for longer than the recovery bound on a busy machine."""
+        if not any(w.alive and not w.serves_jobs for w in self.workers):
+            self.start_worker(concurrency=1, QUEUES=CRON_KEEPER_QUEUE).serves_jobs = False
 
     def _settle_schedules(self, deadline: float, keep: int) -> None:
         """Note when faults healed, wait for every watermark to pass now() (schedulers
@@ -439,6 +450,7 @@ class Harness:
                 time.sleep(0.2)
         while True:
             self._keep_healthy(keep)
+            self._keep_cron_keeper()
             with contextlib.suppress(psycopg.OperationalError):
                 if self.schedules_caught_up() or time.monotonic() > deadline:
                     self.retire_schedules()
