@@ -72,7 +72,7 @@ class WorkerProc:
     clock_skew_s: float = 0.0
     partitioned: str | None = None
     signals: list[str] = field(default_factory=list)
-    serves_jobs: bool = True  # False: the cron keeper (Harness._settle_schedules)
+    serves_jobs: bool = True  # False: the cron keeper (Harness._keep_cron_keeper)
 
     @property
     def pid(self) -> int:
