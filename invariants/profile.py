@@ -76,6 +76,8 @@ class Stats:
     violations: Counter[str] = field(default_factory=Counter)  # boundq itself: must stay 0
     fenced: Counter[str] = field(default_factory=Counter)  # lease_lost / write_fenced reports
     detected: dict[str, set[str]] = field(default_factory=dict)  # broken variant -> invariants
+    # broken variant -> violations seen that are none of those it must be caught by
+    incidental: dict[str, set[str]] = field(default_factory=dict)
     artifacts: list[str] = field(default_factory=list)
 
     def lines(self, profile: Profile) -> list[str]:
@@ -96,8 +98,10 @@ class Stats:
                if self.violations else ""),
         ]
         for variant, found in sorted(self.detected.items()):
+            also = sorted(self.incidental.get(variant, ()))
             out.append(f"broken variant {variant}: "
-                       + (f"DETECTED ({', '.join(sorted(found))})" if found else "not detected"))
+                       + (f"DETECTED ({', '.join(sorted(found))})" if found else "not detected")
+                       + (f"; also seen: {', '.join(also)}" if also else ""))
         out += [f"failing history kept: {path}" for path in self.artifacts[:10]]
         return out
 

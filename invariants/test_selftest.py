@@ -28,4 +28,5 @@ def test_harness_detects_broken_variant(ctx: Context, variant: Variant) -> None:
     assert found & variant.expected, (
         f"{variant.name} ({variant.description}) went undetected in "
         f"{PROFILE.selftest_examples} examples; invariants reported: {sorted(found)}; "
+        f"other violations seen: {sorted(ctx.stats.incidental.get(variant.name, ()))}; "
         f"last error: {failure!r}")
