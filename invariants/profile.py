@@ -24,7 +24,7 @@ class Profile:
 
 
 PROFILES = {
-    "ci": Profile("ci", examples=8, steps=25, selftest_examples=8, selftest_steps=20,
+    "ci": Profile("ci", examples=8, steps=25, selftest_examples=12, selftest_steps=20,
                   drain_s=30, scenario_jobs=150, timeout_s=900),
     "soak": Profile("soak", examples=40, steps=50, selftest_examples=20, selftest_steps=40,
                     drain_s=60, scenario_jobs=1500, timeout_s=4 * 3600),
