@@ -123,3 +123,22 @@ async def _stats_reads(conn: Any) -> dict[str, int]:
                        for n in plan_nodes(plan)), name
         out[name] = plan_rows_read(plan, relation="jobs")
     return out
+
+
+async def test_count_arrays_add_up_elementwise(conn: Any) -> None:
+    """boundq_add_counts, the pickup histograms' sum (the claim's tallies upsert, the fold's
+    boundq_sum_counts): arrays of different lengths add up to the longer one's length, and
+    a missing or NULL element counts as 0."""
+    cases: list[tuple[list[int | None] | None, list[int | None] | None, list[int]]] = [
+        ([1, 2, 3], [10, 20, 30], [11, 22, 33]),
+        ([], [1, 2], [1, 2]),
+        ([5, None, 1], [1], [6, 0, 1]),
+        (None, [4], [4]),
+        (None, None, []),
+    ]
+    for a, b, total in cases:
+        cur = await conn.execute("SELECT boundq_add_counts(%s::bigint[], %s::bigint[])", (a, b))
+        assert await cur.fetchone() == (total,), (a, b)
+    cur = await conn.execute("SELECT boundq_sum_counts(h) FROM (VALUES ('{1,1}'::bigint[]), "
+                             "('{}'), ('{2,0,7}')) AS v(h)")
+    assert await cur.fetchone() == ([3, 1, 7],)
