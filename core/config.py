@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from boundq.core.cpus import parse_cpu_list
 from boundq.core.errors import ConfigError
 from boundq.core.tokens import (
     TokenScopes,
@@ -141,6 +142,7 @@ class Settings:
     failed_retention_seconds: float | None = None  # dead letters; None = forever
     queues: tuple[str, ...] = ()  # serve only these queues; () = all
     api_nice: int = 10  # `boundq serve`: the API process's lower CPU priority
+    api_cpus: str = "auto"  # `boundq serve`: the CPUs the API process runs on (core/cpus.py)
     api_group_commit: bool = True  # concurrent single creates share one INSERT
     api_shed_lag_seconds: float = 0.05  # creates get 429 while the API's loop is this late
     metrics_port: int = 0  # `boundq worker` and `boundq serve`: /metrics here (0 = off)
@@ -211,6 +213,7 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "FAILED_RETENTION_SECONDS": ("failed_retention_seconds", _float(1, 100 * 365 * 86_400)),
     "QUEUES": ("queues", _queue_list),
     "API_NICE": ("api_nice", _int(0, 19)),
+    "API_CPUS": ("api_cpus", parse_cpu_list),
     "API_GROUP_COMMIT": ("api_group_commit", _bool),
     "API_SHED_LAG_SECONDS": ("api_shed_lag_seconds", _float(0.001, 86_400)),
     "METRICS_PORT": ("metrics_port", _int(0, 65535)),

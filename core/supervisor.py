@@ -28,6 +28,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from types import FrameType
 
+from boundq.core.cpus import confine
+
 log = logging.getLogger("boundq.supervisor")
 
 RESTART_PAUSE_S = 1.0
@@ -42,21 +44,24 @@ class ChildSpec:
     env: dict[str, str] = field(default_factory=dict)  # on top of the parent's environment
     nice: int = 0  # added to the child's niceness (lower priority) at start
     pass_fds: tuple[int, ...] = ()
+    cpus: frozenset[int] | None = None  # the CPUs it may run on (None: as inherited)
 
 
-def _lower_priority(increment: int) -> Callable[[], None] | None:
-    if increment <= 0:
+def _placement(spec: ChildSpec) -> Callable[[], None] | None:
+    if spec.nice <= 0 and spec.cpus is None:
         return None
 
     def preexec() -> None:
-        os.nice(increment)
+        if spec.nice > 0:
+            os.nice(spec.nice)
+        confine(spec.cpus)
 
     return preexec
 
 
 def _start(spec: ChildSpec) -> subprocess.Popen[bytes]:
     child = subprocess.Popen(list(spec.argv), env={**os.environ, **spec.env},
-                             pass_fds=spec.pass_fds, preexec_fn=_lower_priority(spec.nice))
+                             pass_fds=spec.pass_fds, preexec_fn=_placement(spec))
     log.info("started %s process %d", spec.name, child.pid)
     return child
 

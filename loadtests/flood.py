@@ -25,13 +25,15 @@ from __future__ import annotations
 import csv
 import json
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
 
 from boundq.core import dbadmin
 from boundq.core.config import Settings, describe, load_settings
+from boundq.core.cpus import api_cpus
+from boundq.core.cpus import named as named_cpus
 from boundq.core.pgembed import free_port, resolve_database_url
 from boundq.core.runinfo import run_metadata, timestamp
 from boundq.core.validation import MAX_DEPENDENCIES
@@ -72,6 +74,9 @@ class FloodOptions:
     ui_port: int | None = None  # the Locust web UI instead of a headless run
     locust_processes: int = 1
     locust_nice: int = 0  # added to the load generator's niceness (lower CPU priority)
+    # The load generator's CPUs: the API's (API_CPUS), set from the server's settings. It
+    # stands in for clients on other machines: it must not take the workers' CPU either.
+    locust_cpus: frozenset[int] | None = None
     in_flight: int = 256
     calibration_s: float = 5.0  # idle calibration: seconds of work at the capacity bound
     calibration_jobs: int | None = None  # or exactly this many jobs
@@ -173,6 +178,10 @@ def _run_flood(o: FloodOptions, out: TextIO, interrupts: Interrupts) -> FloodRes
     flow = plan_for(o)
     server_env = _server_env(o, db_url, port) | (flow.server_env() if flow else {})
     settings = load_settings(server_env)  # and ./.env, as the server reads it
+    try:
+        o = replace(o, locust_cpus=api_cpus(settings.api_cpus))
+    except ValueError as exc:
+        raise FloodError(str(exc)) from None
     capacity = capacity_bound(settings, o)
     rate = arrival_rate(o.rate, capacity) if o.scenario == "arrival" else 0.0
     if flow is not None:
@@ -192,7 +201,9 @@ def _run_flood(o: FloodOptions, out: TextIO, interrupts: Interrupts) -> FloodRes
     what = (f"{o.scenario}: {o.users} users" + (f", {rate:,.0f} arrivals/s" if rate else "")
             + (f", {o.duration_s:.0f}s" if o.ui_port is None else ", web UI")
             + (f", {o.locust_processes} Locust processes" if o.locust_processes > 1 else "")
-            + (f", Locust at nice +{o.locust_nice}" if o.locust_nice > 0 else ""))
+            + (f", Locust at nice +{o.locust_nice}" if o.locust_nice > 0 else "")
+            + (f", Locust and the API on {named_cpus(o.locust_cpus)}"
+               if o.locust_cpus is not None else ""))
     job = f"sleep {o.job_ms} ms" if o.job_ms else "noop"
     print(f"boundq flood ({what}); jobs: {job}; MAX_CONCURRENT_JOBS="
           f"{settings.max_concurrent_jobs} NUM_WORKERS={settings.num_workers} "
@@ -246,7 +257,7 @@ def _run_flood(o: FloodOptions, out: TextIO, interrupts: Interrupts) -> FloodRes
             argv = procs.locust_argv(o.scenario, base, run_dir / "locust", users,
                                      o.spawn_rate, o.duration_s, o.ui_port, o.locust_processes)
             run.locust = procs.start_locust(argv, locust_env, run_dir / "locust.log",
-                                            o.locust_nice)
+                                            o.locust_nice, o.locust_cpus)
             if o.ui_port is not None:
                 procs.wait_http(f"http://127.0.0.1:{o.ui_port}/", run.locust,
                                 interrupts.stop_load.is_set)

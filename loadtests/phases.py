@@ -81,7 +81,7 @@ class FloodRun:
         """A Locust run before the load (the steady queue alone, flow scenarios) until
         done() says so (from the database), at most limit_s; False when a signal or the
         limit stopped it first."""
-        proc = procs.start_locust(argv, env, log, self.o.locust_nice)
+        proc = procs.start_locust(argv, env, log, self.o.locust_nice, self.o.locust_cpus)
         limit = time.monotonic() + limit_s
         try:
             while proc.poll() is None and time.monotonic() < limit:

@@ -24,6 +24,7 @@ from pathlib import Path
 # The children run in the caller's working directory (its .env, its relative --out, as any
 # boundq command) and import the same boundq as this process (core/children.py).
 from boundq.core.children import child_env as child_env
+from boundq.core.cpus import confine
 
 LOCUST_FILES = Path(__file__).resolve().parent
 
@@ -105,15 +106,17 @@ def locust_argv(scenario: str, base: str, csv_prefix: Path, users: int, spawn_ra
     return [*argv, *classes]
 
 
-def start_locust(argv: Sequence[str], env: dict[str, str], log_path: Path, nice: int = 0
-                 ) -> subprocess.Popen[bytes]:
-    """Locust at `nice` (added to ours): the load generator stands in for clients on
-    other machines, so on a shared one it can be made to take only the CPU the server,
-    the workers and PostgreSQL leave (--locust-nice)."""
+def start_locust(argv: Sequence[str], env: dict[str, str], log_path: Path, nice: int = 0,
+                 cpus: frozenset[int] | None = None) -> subprocess.Popen[bytes]:
+    """Locust at `nice` (added to ours) and on `cpus` (the API's, API_CPUS): the load
+    generator stands in for clients on other machines, so on a shared one it can be made
+    to take only the CPU the server, the workers and PostgreSQL leave (--locust-nice),
+    and it never runs on the CPU the API leaves to the workers."""
     def preexec() -> None:
         _die_with_parent()
         if nice > 0:
             os.nice(nice)
+        confine(cpus)
 
     with open(log_path, "ab") as log:
         return subprocess.Popen(list(argv), env=env, stdout=log,

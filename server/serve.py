@@ -5,7 +5,8 @@ The parent binds the API's socket first (a busy port is reported at once, naming
 HTTP_PORT and --port, and "serving" is logged only once the socket is bound), migrates,
 then supervises (core/supervisor.py):
 - one API process: uvicorn on the inherited socket, at a lower CPU priority (API_NICE,
-  default 10). Under a flood the workers and PostgreSQL get the CPU first, and the API
+  default 10) and on all CPUs but the first (API_CPUS, default auto; core/cpus.py says
+  why). Under a flood the workers and PostgreSQL keep a CPU to wake up on, and the API
   sheds what it cannot take at the door (server/admission.py) instead of starving them;
 - WORKER_PROCESSES worker processes (`boundq worker`), each with its own connections.
 With METRICS_PORT the parent serves `/metrics` there for every process (the API's and the
@@ -26,6 +27,7 @@ import sys
 
 from boundq.core.cli import run
 from boundq.core.config import Settings
+from boundq.core.cpus import api_cpus, named
 from boundq.core.migrate import migrate_when_reachable
 from boundq.core.supervisor import EXIT_FATAL, ChildSpec, supervise
 
@@ -52,15 +54,23 @@ def bind_error(host: str, port: int, exc: OSError) -> str:
             "with HTTP_PORT=... or --port ..., another address with HTTP_HOST or --host")
 
 
-def child_specs(settings: Settings, fd: int, worker_argv: list[str]) -> list[ChildSpec]:
+def child_specs(settings: Settings, fd: int, worker_argv: list[str],
+                api_cpus: frozenset[int] | None = None) -> list[ChildSpec]:
     api = ChildSpec("api", [sys.executable, "-m", "boundq.server.api_process"],
-                    {API_FD_ENV: str(fd)}, nice=settings.api_nice, pass_fds=(fd,))
+                    {API_FD_ENV: str(fd)}, nice=settings.api_nice, pass_fds=(fd,),
+                    cpus=api_cpus)
     workers = [ChildSpec("worker", worker_argv, {"WORKER_PROCESSES": "1"})
                for _ in range(settings.worker_processes)]
     return [api, *workers]
 
 
 def serve(settings: Settings, url: str, worker_argv: list[str]) -> int:
+    try:
+        cpus = api_cpus(settings.api_cpus)
+    except ValueError as exc:
+        print(f"boundq serve: {exc}; set API_CPUS=auto, all, or CPUs from that list",
+              file=sys.stderr)
+        return EXIT_FATAL
     try:
         sock = bind(settings.http_host, settings.http_port)
     except OSError as exc:
@@ -71,12 +81,13 @@ def serve(settings: Settings, url: str, worker_argv: list[str]) -> int:
     os.environ["DATABASE_URL"] = url  # the children use the same database
 
     def started() -> None:
-        log.info("boundq serve: API on http://%s:%d, %d worker process(es); Ctrl-C stops "
-                 "(the API finishes its requests, the workers drain)", host, port,
-                 settings.worker_processes)
+        log.info("boundq serve: API on http://%s:%d (%s), %d worker process(es); Ctrl-C "
+                 "stops (the API finishes its requests, the workers drain)", host, port,
+                 named(cpus), settings.worker_processes)
 
     try:
-        return supervise(child_specs(settings, sock.fileno(), worker_argv), on_started=started,
+        return supervise(child_specs(settings, sock.fileno(), worker_argv, cpus),
+                         on_started=started,
                          metrics_port=settings.metrics_port)
     finally:
         sock.close()

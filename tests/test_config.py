@@ -41,6 +41,9 @@ BAD = [
     ("SHUTDOWN_GRACE_SECONDS", "-1"),
     ("CLAIM_BATCH_MAX", "-1"),
     ("CLAIM_BATCH_MAX", "10001"),
+    ("API_CPUS", "some"),
+    ("API_CPUS", "3-1"),
+    ("API_CPUS", "-1"),
 ]
 
 

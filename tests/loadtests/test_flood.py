@@ -113,6 +113,19 @@ def test_the_load_generator_runs_at_the_niceness_asked(tmp_path: Path) -> None:
     assert os.nice(0) == ours
 
 
+def test_the_load_generator_runs_on_the_apis_cpus(tmp_path: Path) -> None:
+    """Locust stands in for clients elsewhere: it shares the API's CPUs (API_CPUS), never
+    the one left to the workers."""
+    ours = frozenset(os.sched_getaffinity(0))
+    cpus = frozenset({max(ours)})
+    log = tmp_path / "locust.log"
+    argv = [sys.executable, "-c", "import os; print(sorted(os.sched_getaffinity(0)))"]
+    proc = procs.start_locust(argv, procs.child_env({}), log, cpus=cpus)
+    assert proc.wait(60) == 0
+    assert log.read_text().strip().splitlines()[-1] == str(sorted(cpus))
+    assert frozenset(os.sched_getaffinity(0)) == ours
+
+
 @pytest.mark.parametrize("nice", ["-1", "20"])
 def test_a_locust_niceness_out_of_range_is_refused_before_anything_starts(
         nice: str, capsys: pytest.CaptureFixture[str]) -> None:
