@@ -27,7 +27,7 @@ browser: venv ## Make sure a Chromium exists for the browser tests (installs Deb
 	@$(PY) -m tests.loadtests.browser
 
 run: venv pg-server ## Start the API and workers on the embedded PostgreSQL (or DATABASE_URL)
-	$(VENV)/bin/boundq serve
+	API_CPUS=$${API_CPUS:-auto} $(VENV)/bin/boundq serve
 
 worker: venv pg-server ## Start workers only
 	$(VENV)/bin/boundq worker
@@ -69,10 +69,10 @@ export FLOOD_PROCESSES
 # `exec`: the runner replaces the recipe's shell, so a SIGTERM that make forwards to its
 # child reaches `boundq flood` itself, which drains, verifies and prints the verdict.
 flood: venv-extras pg-server ## Flood API + workers with Locust, drain, verify lost = 0 and the pace (FLOOD_TIME, FLOOD_USERS, FLOOD_PROCESSES, ...)
-	exec $(VENV)/bin/boundq flood $(FLOOD_ARGS)
+	API_CPUS=$${API_CPUS:-auto} exec $(VENV)/bin/boundq flood $(FLOOD_ARGS)
 
 flood-ui: venv-extras pg-server ## The same with the Locust web UI on http://127.0.0.1:8089 (Ctrl-C or SIGTERM ends it)
-	exec $(VENV)/bin/boundq flood --ui $(FLOOD_ARGS)
+	API_CPUS=$${API_CPUS:-auto} exec $(VENV)/bin/boundq flood --ui $(FLOOD_ARGS)
 
 report: venv-extras pg-server ## Benchmark sweeps and goodput/pickup against offered load (with PgQueuer, procrastinate): figures + summary
 	$(VENV)/bin/boundq report $(REPORT_ARGS)

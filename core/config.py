@@ -142,7 +142,7 @@ class Settings:
     failed_retention_seconds: float | None = None  # dead letters; None = forever
     queues: tuple[str, ...] = ()  # serve only these queues; () = all
     api_nice: int = 10  # `boundq serve`: the API process's lower CPU priority
-    api_cpus: str = "auto"  # `boundq serve`: the CPUs the API process runs on (core/cpus.py)
+    api_cpus: str = "all"  # `boundq serve`: the API process's CPUs (core/cpus.py; make run: auto)
     api_group_commit: bool = True  # concurrent single creates share one INSERT
     api_shed_lag_seconds: float = 0.05  # creates get 429 while the API's loop is this late
     metrics_port: int = 0  # `boundq worker` and `boundq serve`: /metrics here (0 = off)

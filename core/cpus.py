@@ -10,7 +10,9 @@ waking task gets a CPU. So under a flood the API must leave a CPU idle: confined
 CPUs but the first ("auto"), it never takes the one the workers and PostgreSQL wake up on.
 
 Values: "auto" (all CPUs this process may use but the lowest-numbered; nothing changes
-with only one), "all" (no confinement), or a list such as "1" or "2-3,6".
+with only one), "all" (no confinement, the default), or a list such as "1" or "2-3,6".
+`make run` and `make flood` use "auto". It is not the default yet: on a machine as small
+as two CPUs it halves the API's CPU, and every test that floods the API ran with "all".
 """
 
 from __future__ import annotations

@@ -5,9 +5,10 @@ The parent binds the API's socket first (a busy port is reported at once, naming
 HTTP_PORT and --port, and "serving" is logged only once the socket is bound), migrates,
 then supervises (core/supervisor.py):
 - one API process: uvicorn on the inherited socket, at a lower CPU priority (API_NICE,
-  default 10) and on all CPUs but the first (API_CPUS, default auto; core/cpus.py says
-  why). Under a flood the workers and PostgreSQL keep a CPU to wake up on, and the API
-  sheds what it cannot take at the door (server/admission.py) instead of starving them;
+  default 10), and with API_CPUS=auto (`make run`) on all CPUs but the first
+  (core/cpus.py says why). Under a flood the workers and PostgreSQL keep a CPU to wake
+  up on, and the API sheds what it cannot take at the door (server/admission.py)
+  instead of starving them;
 - WORKER_PROCESSES worker processes (`boundq worker`), each with its own connections.
 With METRICS_PORT the parent serves `/metrics` there for every process (the API's and the
 workers', as the API's own `/metrics` does); the children inherit the setting and leave
