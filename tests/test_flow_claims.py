@@ -6,15 +6,17 @@ keeps a low priority from waiting forever. Rates here refill far slower than a t
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
 
 from boundq.core import flow, queue
 from boundq.core.planner import AGING_EVERY, FlowView, QueuePlanner
-from tests.helpers import add_jobs, rows, scalar
+from tests.helpers import add_jobs, rows, scalar, wait_until
 
 OWNER = "flow"
+MINUTE = timedelta(minutes=1)
 SLOW = 0.001  # one token per 1000 s: within a test, a bucket never refills
 
 
@@ -140,3 +142,34 @@ async def test_aging_lane_claims_a_starved_low_priority_job(conn, aging: bool) -
         assert all(p < AGING_EVERY * (k + 1) for k, p in enumerate(positions)), positions
     else:
         assert positions == []
+
+
+async def test_a_limited_claim_takes_no_job_changed_after_its_transaction_began(
+        db_url, conn) -> None:
+    """The change log orders a job's changes by (txid, seq). boundq_claim_limited runs
+    several statements: it has its transaction id from the first (the queue's row lock),
+    and a later statement's snapshot can see a job whose create committed after that.
+    Claimed then, the job's log would show it processing before it was new. Here the
+    claim waits on a kind's row between the two, while the job is created."""
+    await scalar(conn, "SELECT boundq_job_events_switch(true)")
+    await _put_queue(conn, "mail", concurrency=10)
+    await _put_kind(conn, "gate", concurrency=10)
+    async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as blocker, \
+            await psycopg.AsyncConnection.connect(db_url, autocommit=True) as claimer:
+        await blocker.execute("BEGIN")
+        await blocker.execute("SELECT 1 FROM job_kinds WHERE name = 'gate' FOR UPDATE")
+        pid = claimer.info.backend_pid
+        claim = asyncio.ensure_future(queue.claim_limited(claimer, OWNER, "mail", 5, 30))
+        await wait_until(lambda: scalar(conn, "SELECT wait_event_type = 'Lock' FROM "
+                                              "pg_stat_activity WHERE pid = %s", (pid,)),
+                         within=10, what="the claim to wait for the kind's row")
+        # due before the claim began (a cron tick's run_at is its tick, a promoted or
+        # released job's is older still), so the claim's `run_at <= now()` lets it in
+        (job_id,) = await add_jobs(conn, 1, queue="mail", run_at=datetime.now(UTC) - MINUTE)
+        await blocker.execute("COMMIT")
+        assert await claim == []
+    # the next claim, a transaction begun after the create, takes it
+    assert [c.id for c in await queue.claim_limited(conn, OWNER, "mail", 5, 30)] == [job_id]
+    log = await rows(conn, "SELECT status::text AS status FROM job_events WHERE job_id = %s "
+                           "ORDER BY txid, seq", (job_id,))
+    assert [e["status"] for e in log] == ["new", "processing"]

@@ -24,7 +24,7 @@ from boundq.core.housekeeping import EventLogTrimmer
 from boundq.core.lanes import Lane
 from boundq.core.loops import LoopSettings
 from boundq.core.queries import Q
-from boundq.server.events import EventSettings, parse_position
+from boundq.server.events import EventReader, EventSettings, parse_position
 from tests.api.conftest import TEST_OPTIONS, Api, running_api
 from tests.conftest import fast_settings
 from tests.helpers import as_prepared, placeholders, plan_nodes
@@ -223,8 +223,14 @@ async def test_a_resume_ahead_of_this_process_s_reader_gets_nothing_twice(
     # The first stream on `behind` keeps its slow reader at its start position.
     async with running_api(db_url, options=slow) as behind, running_api(db_url) as ahead, \
             streaming(behind):
+        reader = behind.state.events.reader
+        await asyncio.wait_for(reader.ready.wait(), GUARD_S)
         async with streaming(ahead) as fresh:
+            rounds = reader.rounds
             job_id = await _create(ahead)
+            # The create's NOTIFY wakes the slow reader, and nothing else does until
+            # `marker`: once it has read, the cancel stays ahead of it.
+            await _rounds_past(reader, rounds)
             await _cancel(ahead, job_id)
             seen = await fresh.until_job(job_id, "cancelled")
         assert behind.state.events.reader.position is not None
@@ -233,6 +239,15 @@ async def test_a_resume_ahead_of_this_process_s_reader_gets_nothing_twice(
             marker = await _create(behind)  # its NOTIFY wakes the slow reader
             got = await late.until_job(marker, "new")
     assert [(e.data["id"], e.data["status"]) for e in got] == [(marker, "new")]
+
+
+async def _rounds_past(reader: EventReader, rounds: int) -> None:
+    """Until the reader has read the log more than `rounds` times."""
+    while True:
+        reader.read_round.clear()
+        if reader.rounds > rounds:
+            return
+        await asyncio.wait_for(reader.read_round.wait(), GUARD_S)
 
 
 async def _cancel_all(api: Api, job_ids: list[int]) -> None:
