@@ -242,6 +242,9 @@ class EventHub:
         self.dropped = asyncio.Event()  # set whenever a client is dropped
         self._stop = asyncio.Event()
         self._reader_task: asyncio.Task[None] | None = None
+        # Its LISTEN session while any client is here (tests wait on `listening`: after
+        # it, only a NOTIFY or the poll wakes the reader).
+        self.listener: Listener | None = None
         self._listener_task: asyncio.Task[None] | None = None
 
     async def subscribe(self, where: EventFilter) -> tuple[Subscriber, Position]:
@@ -272,6 +275,7 @@ class EventHub:
             # The listener ends only by cancellation (it waits on its connection).
             self._listener_task.cancel()
             self._listener_task = None
+            self.listener = None
 
     def fan_out(self, change: Change) -> None:
         for sub in list(self.clients):
@@ -296,8 +300,8 @@ class EventHub:
                                                     name="boundq-api-events")
         self.reader.wake.set()
         if self._listener_task is None:
-            listener = Listener(LoopSettings(1.0), self.url, self.reader.wake.set)
-            self._listener_task = asyncio.create_task(listener.run(self._stop),
+            self.listener = Listener(LoopSettings(1.0), self.url, self.reader.wake.set)
+            self._listener_task = asyncio.create_task(self.listener.run(self._stop),
                                                       name="boundq-api-events-listen")
 
     async def close(self) -> None:

@@ -10,7 +10,7 @@ import contextlib
 import dataclasses
 import json
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -27,7 +27,7 @@ from boundq.core.queries import Q
 from boundq.server.events import EventReader, EventSettings, parse_position
 from tests.api.conftest import TEST_OPTIONS, Api, running_api
 from tests.conftest import fast_settings
-from tests.helpers import as_prepared, placeholders, plan_nodes
+from tests.helpers import as_prepared, placeholders, plan_nodes, wait_until
 
 OWNER = "events-test"
 
@@ -223,8 +223,13 @@ async def test_a_resume_ahead_of_this_process_s_reader_gets_nothing_twice(
     # The first stream on `behind` keeps its slow reader at its start position.
     async with running_api(db_url, options=slow) as behind, running_api(db_url) as ahead, \
             streaming(behind):
-        reader = behind.state.events.reader
+        reader, listener = behind.state.events.reader, behind.state.events.listener
+        assert listener is not None
         await asyncio.wait_for(reader.ready.wait(), GUARD_S)
+        # Listening, the listener woke the reader once; once the reader sleeps with no
+        # wake-up pending, only a NOTIFY (or the 60 s poll) wakes it.
+        await asyncio.wait_for(listener.listening.wait(), GUARD_S)
+        await wait_until(_idle(reader), GUARD_S, what="the slow reader's idle sleep")
         async with streaming(ahead) as fresh:
             rounds = reader.rounds
             job_id = await _create(ahead)
@@ -239,6 +244,12 @@ async def test_a_resume_ahead_of_this_process_s_reader_gets_nothing_twice(
             marker = await _create(behind)  # its NOTIFY wakes the slow reader
             got = await late.until_job(marker, "new")
     assert [(e.data["id"], e.data["status"]) for e in got] == [(marker, "new")]
+
+
+def _idle(reader: EventReader) -> Callable[[], Awaitable[bool]]:
+    async def idle() -> bool:
+        return reader.idle and not reader.wake.is_set()
+    return idle
 
 
 async def _rounds_past(reader: EventReader, rounds: int) -> None:
