@@ -26,9 +26,14 @@ class Profile:
 # A variant's search stops at its first detection, so the limit costs time only when a
 # detection comes late. unfenced_completion needed 4-10 examples in this code's five
 # suite runs (four beside two CPU hogs); 20 keeps a late one from failing the suite.
+# The drain waits only until every job is terminal, so its bound, too, costs time only
+# when a drain is slow: poison jobs kill their workers, each kill costs its neighbours a
+# lease and the drain a new process, and on a slowed machine 30 s once ran out with the
+# drain still moving (24 jobs back in `new` from expired leases, workers still finishing
+# jobs in the last second).
 PROFILES = {
     "ci": Profile("ci", examples=8, steps=25, selftest_examples=20, selftest_steps=20,
-                  drain_s=30, scenario_jobs=150, timeout_s=900),
+                  drain_s=60, scenario_jobs=150, timeout_s=900),
     "soak": Profile("soak", examples=40, steps=50, selftest_examples=20, selftest_steps=40,
                     drain_s=60, scenario_jobs=1500, timeout_s=4 * 3600),
 }
