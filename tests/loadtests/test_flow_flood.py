@@ -44,15 +44,18 @@ def _p99(values: list[float]) -> float:
     return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
 
 
-def _pickups(db_url: str, queue: str, window: dict[str, Any]) -> list[float]:
+def _pickups(db_url: str, queue: str, window: dict[str, Any] | None) -> list[float]:
     """Milliseconds from arrival (created_at, or run_at if later) to start, of the queue's
-    jobs created in the window the runner reported."""
+    jobs created in the window the runner reported (None: all of them)."""
+    bounds = ((None, None) if window is None else
+              (datetime.fromisoformat(window["window_start"]),
+               datetime.fromisoformat(window["window_end"])))
     with psycopg.connect(db_url, autocommit=True) as conn:
         rows = conn.execute(
             "SELECT started_at, created_at, run_at FROM jobs WHERE queue = %s "
-            "AND created_at >= %s AND created_at < %s",
-            (queue, datetime.fromisoformat(window["window_start"]),
-             datetime.fromisoformat(window["window_end"]))).fetchall()
+            "AND (%s::timestamptz IS NULL OR created_at >= %s) "
+            "AND (%s::timestamptz IS NULL OR created_at < %s)",
+            (queue, bounds[0], bounds[0], bounds[1], bounds[1])).fetchall()
     return [(s - max(c, r)).total_seconds() * 1000 for s, c, r in rows]
 
 
@@ -116,8 +119,10 @@ def test_tenants_flood_isolates_tenant_b(pg_cluster: EmbeddedPostgres, tmp_path:
     assert b_admitted >= 0.8 * b_creates["requests"], (b_creates, printed)  # A's full queue
     assert flow["kept"] >= flow["flow_threshold"], (flow, printed)
     assert not any("did not keep flowing" in f for f in run["result"]["failures"]), printed
-    a_waits = _pickups(db_url, "a", flow["flooded"])
-    assert len(a_waits) >= 10, "tenant A did not flood"
+    # All of A's jobs: its queue fills in its first few uploads, and on a slowed machine
+    # those can be all it got in before the measured window's trimmed start.
+    a_waits = _pickups(db_url, "a", None)
+    assert len(a_waits) >= 200, "tenant A did not flood"
     a_median = sorted(a_waits)[len(a_waits) // 2]
     assert flow["flooded"]["p99_ms"] * 3 < a_median, (flow["flooded"], a_median, printed)
     assert flow["flooded"]["overtaken_p50"] is not None and "started while one waited" in printed

@@ -137,19 +137,22 @@ async def test_a_worker_runs_wasm_jobs_and_fails_the_bad_ones_for_good(db_url, c
         row, _ = await queue.enqueue(conn, spec(name, registry, kind="wasm", payload=payload,
                                                 max_attempts=2))
         ids[name] = row["id"]
-    # Fuel for tens of seconds, a timeout of half a second: the timeout must stop the wasm
-    # itself (its thread is interrupted), not just stop waiting for it.
-    row, _ = await queue.enqueue(conn, spec("timeout", registry, kind="wasm", max_attempts=1,
-                                            timeout=0.5, payload={
-                                                "module": "spin", "function": "spin",
-                                                "fuel": 10_000_000_000}))
-    ids["timeout"] = row["id"]
     noops = [(await queue.enqueue(conn, spec(f"noop-{i}", registry)))[0]["id"]
              for i in range(20)]
     worker = Worker(fast_settings(max_concurrent_jobs=4), db_url, registry=registry)
     await worker.start()
     try:
         await wait_until(lambda: _settled(conn), 60, what="every job finished")
+        # Then, alone (every sandbox thread free, so its call starts at once rather than
+        # wait behind `long` and be cancelled still queued): fuel for tens of seconds, a
+        # timeout of two. The timeout must stop the wasm itself (its thread is
+        # interrupted), not just stop waiting for it.
+        row, _ = await queue.enqueue(conn, spec("timeout", registry, kind="wasm",
+                                                max_attempts=1, timeout=2.0, payload={
+                                                    "module": "spin", "function": "spin",
+                                                    "fuel": 10_000_000_000}))
+        ids["timeout"] = row["id"]
+        await wait_until(lambda: _settled(conn), 60, what="the timed-out job finished")
     finally:
         await worker.stop()
 
@@ -175,7 +178,11 @@ async def test_a_worker_runs_wasm_jobs_and_fails_the_bad_ones_for_good(db_url, c
     assert "module 'ghost' is not uploaded" in missing["last_error"]
     timed_out = found[ids["timeout"]]
     assert timed_out["status"] == "failed" and "timed out" in timed_out["last_error"]
-    assert default_sandbox().interrupted == interrupted + 1
+
+    async def thread_interrupted() -> bool:  # counted on the sandbox thread, after the trap
+        return default_sandbox().interrupted == interrupted + 1
+
+    await wait_until(thread_interrupted, 30, what="the timed-out call's thread interrupted")
     lost = await rows(conn, "SELECT job_id FROM job_attempts WHERE outcome = 'lost'")
     assert lost == [], lost  # heartbeats went on during the long calls
 
