@@ -15,6 +15,7 @@ from __future__ import annotations
 import itertools
 import signal
 import time
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 from hypothesis import HealthCheck, Phase, settings
@@ -46,6 +47,10 @@ MAX_LIVE_WORKERS = 3
 # worker the drain may leave running has learned its floors by then.
 STRAGGLER_TAKEN_S = 3.0
 STRAGGLER_ROUNDS = 5
+# unfenced_completion's opening (QueueMachine._stale_owner): its effect jobs outlast a
+# claim round, and each of its waits gives up after this long.
+STALE_OWNER_JOB_MS = 800
+STALE_OWNER_WAIT_S = 30.0
 MAX_SCHEDULES = 3
 
 _PAYLOADS: dict[str, st.SearchStrategy[dict[str, Any]]] = {
@@ -167,7 +172,34 @@ class QueueMachine(RuleBasedStateMachine):
             specs = list(self.variant.start_workers)
         started = [self.h.start_worker(c, clock_skew_s=skew) for c, skew in specs]
         self.running += len(started)
+        if self.variant.stale_owner_at_start and len(started) > 1:
+            self._stale_owner(started)
         return multiple(*started)
+
+    def _stale_owner(self, started: list[WorkerProc]) -> None:
+        """Slow effect jobs for every permit; once all run, the first worker is cut off
+        (black hole) until another worker has claimed one of them again (its lease ran
+        out and was reaped), then let through: its late completions and heartbeats reach
+        the database, and only their fence stops them. Each wait ends on what the
+        database shows, or after STALE_OWNER_WAIT_S (the example then goes on as drawn)."""
+        permits = sum(w.concurrency for w in started)
+        ids = self.h.enqueue([self.h.job(kind="effect", payload={"ms": STALE_OWNER_JOB_MS})
+                              for _ in range(permits)])
+        if not self._until(lambda: len(set(ids) & set(self.h.processing_ids())) == permits):
+            return
+        self.h.partition(started[0], Mode.BLACKHOLE)
+        self._until(lambda: bool(self.h.sql("SELECT 1 FROM jobs WHERE id = ANY(%s) AND "
+                                            "attempts > 1", (ids,))))
+        self.h.heal(started[0], "resume")
+
+    @staticmethod
+    def _until(done: Callable[[], bool]) -> bool:
+        deadline = time.monotonic() + STALE_OWNER_WAIT_S
+        while not done():
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.05)
+        return True
 
     @rule(job=JOBS)
     def enqueue_one(self, job: dict[str, Any]) -> None:
