@@ -47,6 +47,18 @@ def scheduler(url: str, **settings: Any) -> Scheduler:
     return Scheduler(Lane(url, "maintenance"), SchedulerSettings(**settings))
 
 
+async def fire_again(conn: Conn, s: Scheduler, next_tick: datetime) -> int:
+    """`s.run_once()` when nothing is due before `next_tick`: it makes nothing, or that
+    tick's one job if its minute began meanwhile (the database's clock, read on each side
+    of the call, tells which it may be)."""
+    due = "SELECT clock_timestamp() >= %s"
+    before = await scalar(conn, due, (next_tick,))
+    made = await s.run_once()
+    after = await scalar(conn, due, (next_tick,))
+    assert made in ({1} if before else {0, 1} if after else {0}), (made, before, after)
+    return int(made)
+
+
 async def jobs_by_tick(conn: Conn) -> dict[str, int]:
     found = await rows(conn, "SELECT name, count(*) AS n FROM jobs GROUP BY name")
     return {r["name"]: r["n"] for r in found}
@@ -68,8 +80,8 @@ async def test_a_due_tick_makes_one_job_from_the_template(db_url: str, conn: Con
         "report", tick, job["id"], tick)
     watermark = await scalar(conn, "SELECT next_tick_at FROM job_schedules")
     assert watermark == tick + timedelta(minutes=1)
-    assert await s.run_once() == 0  # nothing due until the next minute
-    assert await scalar(conn, "SELECT count(*) FROM jobs") == 1
+    again = await fire_again(conn, s, watermark)
+    assert await scalar(conn, "SELECT count(*) FROM jobs") == 1 + again
     assert s._due_in is not None and 0 < s._due_in <= 60
     await s.lane.close()
 
@@ -112,13 +124,19 @@ async def test_schedulers_racing_make_one_job_per_tick(db_url: str, conn: Conn) 
         await put(conn, f"s{i}", f"*/{i + 1} * * * *", catch_up=5)
         await rewind(conn, f"s{i}", f"{i + 2} hours")
     racers = [scheduler(db_url) for _ in range(4)]
+    minute = "SELECT date_trunc('minute', clock_timestamp())"
+    began = await scalar(conn, minute)
     for _ in range(3):
         await asyncio.gather(*(r.run_once() for r in racers))
+    turned = await scalar(conn, minute) != began
     made = sum(r.created for r in racers)
-    assert made == 50 == await scalar(conn, "SELECT count(*) FROM jobs")
+    total = await scalar(conn, "SELECT count(*) FROM jobs")
+    # Five caught-up ticks each; a minute that turned during the rounds brought one more
+    # due tick to the schedules it matches (s0 at least), each with its one job.
+    assert made == total and (total == 50 or (turned and 50 < total <= 60)), (made, total)
     assert set((await jobs_by_tick(conn)).values()) == {1}
     assert await scalar(conn, "SELECT count(*) FROM job_schedule_ticks t JOIN jobs j "
-                              "ON j.id = t.job_id") == 50
+                              "ON j.id = t.job_id") == total
     assert sum(r.lost_races for r in racers) > 0, "the schedulers never raced"
     for r in racers:
         await r.lane.close()
@@ -234,12 +252,14 @@ async def test_a_watermark_moved_back_cannot_make_a_tick_twice(db_url: str,
     """The tick rows' primary key: a tick on record makes no second job, even when the
     watermark is moved back by hand."""
     await put(conn, "twice")
-    await rewind(conn, "twice", "0 s")
+    tick = await rewind(conn, "twice", "0 s")
     s = scheduler(db_url)
     assert await s.run_once() == 1
-    await rewind(conn, "twice", "0 s")
-    assert await s.run_once() == 0
-    assert await scalar(conn, "SELECT count(*) FROM jobs") == 1
+    await conn.execute("UPDATE job_schedules SET next_tick_at = %s WHERE name = 'twice'",
+                       (tick,))
+    again = await fire_again(conn, s, tick + timedelta(minutes=1))
+    assert await scalar(conn, "SELECT count(*) FROM jobs") == 1 + again
+    assert await scalar(conn, "SELECT count(*) FROM jobs WHERE run_at = %s", (tick,)) == 1
     await s.lane.close()
 
 
