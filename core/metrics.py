@@ -2,7 +2,7 @@
 
 A worker counts in plain attributes and fixed-bucket histograms (no lock, no call per job:
 the core is single-threaded asyncio). `Exporter.flush()` moves what changed since the last
-flush into prometheus-client's metrics, once a second and before every scrape, so a job
+flush into prometheus-client's metrics, once a second and when the worker stops, so a job
 costs the same with metrics on. prometheus-client does the rest: the text format, and its
 multiprocess mode: when PROMETHEUS_MULTIPROC_DIR is set (the supervisors of `boundq serve`
 and `boundq worker --processes N` set it for their children), every process writes its
@@ -178,6 +178,10 @@ class Exporter:
 
     def flush(self) -> None:
         m = self.metrics
+        # Histograms first: a scrape that reads the files mid-flush (another process serves
+        # it) then never sees a job counted as claimed or succeeded before its latencies.
+        for feed in self._histograms:
+            feed.flush()
         for name, target in self._counters.items():
             value = getattr(m, name)
             if value != self._last[name]:
@@ -189,8 +193,6 @@ class Exporter:
         for name, read in m.gauges.items():
             mode: GaugeMode = "livemax" if name.endswith("high_water") else "livesum"
             gauge(f"{self.prefix}_{name}", name.replace("_", " "), mode).set(read())
-        for feed in self._histograms:
-            feed.flush()
 
 
 def render_all() -> bytes:

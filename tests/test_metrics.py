@@ -155,16 +155,17 @@ async def test_worker_processes_metrics_add_up_every_process(db_url, conn, tmp_p
     assert running.value("boundq_permits_high_water") == permits  # max over the processes
     await conn.execute("SELECT pg_advisory_unlock(%s)", (GATE,))
 
+    # Every process flushes on its own clock, and a scrape may fall between two of its
+    # writes: wait for the whole picture, then check how it splits.
     done = await scrape_until(url, f"succeeded {jobs}\n{worker.tail()}",
-                              boundq_jobs_succeeded_total=jobs)
+                              boundq_jobs_succeeded_total=jobs, boundq_jobs_claimed_total=jobs,
+                              boundq_queue_wait_seconds_count=jobs,
+                              boundq_run_seconds_count=jobs)
     by_owner = {r["owner"]: r["n"] for r in await rows(
         conn, "SELECT owner, count(*) AS n FROM job_attempts WHERE outcome = 'success' "
               "GROUP BY owner")}
     assert len(by_owner) == 2 and sum(by_owner.values()) == jobs, by_owner
     assert all(permits <= n < jobs for n in by_owner.values()), by_owner  # one alone is short
-    assert done.value("boundq_jobs_claimed_total") == jobs
-    assert done.value("boundq_queue_wait_seconds_count") == jobs
-    assert done.value("boundq_run_seconds_count") == jobs
     assert not any("pid" in labels for series in done.samples.values() for labels, _ in series)
     assert worker.stop() == 0, worker.tail()
 
@@ -178,12 +179,12 @@ async def test_single_worker_serves_its_metrics(db_url, conn, tmp_path, children
     worker = Child(["worker", "--processes", "1"], _env(db_url, metrics_port=port),
                    tmp_path / "worker.log")
     children.append(worker)
+    # The server thread may answer while the worker's loop is mid-flush: wait for it all.
     done = await scrape_until(url, f"succeeded {jobs}\n{worker.tail()}",
-                              boundq_jobs_succeeded_total=jobs)
+                              boundq_jobs_succeeded_total=jobs, boundq_jobs_claimed_total=jobs,
+                              boundq_queue_wait_seconds_count=jobs,
+                              boundq_run_seconds_count=jobs)
     assert await scalar(conn, "SELECT count(*) FROM jobs WHERE status = 'success'") == jobs
-    assert done.value("boundq_jobs_claimed_total") == jobs
-    assert done.value("boundq_queue_wait_seconds_count") == jobs
-    assert done.value("boundq_run_seconds_count") == jobs
     assert done.value("boundq_jobs_fenced_writes_total") == 0
     # prometheus-client's ordinary registry (no multiprocess directory): its own collectors
     assert "process_cpu_seconds_total" in done.samples
@@ -335,7 +336,10 @@ def served(pg_cluster: PgCluster, template_url: str, tmp_path_factory) -> Iterat
             deadline = time.monotonic() + 60
             while True:
                 got = scrape(f"{base}/metrics")
-                if got is not None and got.value("boundq_jobs_succeeded_total") == CREATED:
+                # every process flushes on its own clock: wait for all of their counts
+                if got is not None and all(got.value(name) == CREATED for name in (
+                        "boundq_jobs_succeeded_total", "boundq_jobs_claimed_total",
+                        "boundq_run_seconds_count", "boundq_api_jobs_created_total")):
                     break
                 assert time.monotonic() < deadline, server.tail()
                 time.sleep(0.2)
