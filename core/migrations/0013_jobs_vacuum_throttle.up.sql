@@ -3,9 +3,10 @@
 --
 -- Unthrottled, each vacuum of jobs was a burst that took a core for its length, and on a
 -- 2-core machine at half capacity the claims waited behind it: in a 12-minute soak, the
--- second of the vacuum after a two-minute xmin pin had a pickup p99 of 50-59 ms against
--- ~30 ms around it; in the hour, the vacuum after a ten-minute pin (4.3 million dead
--- rows) ran ~25 s with pickup p50 of 40-200 ms throughout. Throttled, the per-minute
--- vacuums at 3,640 jobs/s take 1.5-7 s instead of under 0.5 s: well inside the minute
--- between two of them, so vacuum still keeps up (docs/soak-life.md has both hours).
+-- two seconds of the vacuum after a two-minute xmin pin had a pickup p99 of 50 and 59 ms
+-- against a median of 30 ms in the seconds before; in the hour, the vacuum after a
+-- ten-minute pin (4.3 million dead rows) ran ~25 s with pickup p50 of 40-200 ms
+-- throughout. Throttled, the per-minute vacuums at 3,640 jobs/s take 1.5-7 s instead of
+-- under 0.5 s: well inside the minute between two of them, so vacuum still keeps up
+-- (docs/soak-life.md has both hours).
 ALTER TABLE jobs RESET (autovacuum_vacuum_cost_delay);
