@@ -25,21 +25,30 @@ times its duration if that is longer (one walk of 0.4 s, then 4 s of floored cla
 so it never takes more than a bounded share of a claim loop. While floors are on, a
 straggler waits at most that much longer.
 
-Floors stay on after the snapshot goes, until a walk from the head begun since is cheap
-again (at most rescan_s / RESCAN_SHARE). The entries the pin kept are then dead to every
-snapshot, but a scan still visits each one's heap tuple once to learn it and mark it,
-until vacuum removes them: in the hour's soak, turning floors off the moment a ten-minute
-pin ended sent every claim over four million such entries at once, and the drain stalled
-for most of a minute (2,702 jobs/s against 3,549, pickup p99 14 s). Walked one at a time
-and spaced as under the pin, the marking is done by one claim while the others stay on
-their floors. With no snapshot held and the walk from the head cheap, no floors are sent
-and the claim is what it always was.
+Floors stay on after the snapshot goes, until a walk from the head begun since costs
+about what a floored claim costs: at most SETTLED_RATIO times the median of the last
+floored claims, and at most rescan_s / RESCAN_SHARE. The entries the pin kept are then
+dead to every snapshot, but they stay in the index until vacuum removes them:
+- a scan still visits each one's heap tuple once to learn it and mark it: in the hour's
+  soak, turning floors off the moment a ten-minute pin ended sent every claim over four
+  million such entries at once, and the drain stalled for most of a minute (2,702 jobs/s
+  against 3,549, pickup p99 14 s). Walked one at a time and spaced as under the pin, the
+  marking is done by one claim while the others stay on their floors;
+- once marked, a scan skips each entry without the heap but still reads every index page
+  they fill: after a 150 s pin, about 3,500 pages, 7 ms of every claim (against 0.2 ms
+  floored), so every claim cycle ran 5-15 ms until vacuum had passed, and pickups slowed
+  for most of a minute. So "cheap" is measured against the floored claims, not against
+  a fixed time: floors stay on until vacuum has removed what the pin kept.
+With no snapshot held and the walk from the head cheap, no floors are sent and the claim
+is what it always was.
 """
 
 from __future__ import annotations
 
 import math
+import statistics
 import time
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -52,6 +61,11 @@ PRIORITIES = range(10)  # jobs.priority 0-9 (jobs_priority_range)
 # A walk from the head is due again this many times its own duration after it ended, at
 # the soonest: at most 1 / (1 + RESCAN_SHARE) of one claim loop's time goes to them.
 RESCAN_SHARE = 10.0
+# After the snapshot goes, a walk from the head that takes at most this many times the
+# median floored claim (of the last FLOORED_KEPT) turns floors off: what the pin kept is
+# gone from the index, not only marked dead.
+SETTLED_RATIO = 2.0
+FLOORED_KEPT = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +91,7 @@ class FloorScan:
     priorities: list[int] = field(default_factory=list)
     ats: list[datetime] = field(default_factory=list)
     full: bool = True
+    began: float = 0.0  # the clock when the claim asked for it
 
     def params(self) -> dict[str, object]:
         return {"floor_queues": self.queues, "floor_priorities": self.priorities,
@@ -101,6 +116,7 @@ class ClaimFloors:
         self._walking: FloorScan | None = None  # the walk from the head in flight
         self._walk_began = 0.0
         self._next_walk = -math.inf
+        self._floored: deque[float] = deque(maxlen=FLOORED_KEPT)  # their durations
         self.full_scans = 0
         self.floored_scans = 0
 
@@ -129,11 +145,11 @@ class ClaimFloors:
             return NO_FLOORS
         now = self.clock()
         if self._walking is None and now >= self._next_walk:
-            self._walking = FloorScan()  # its own object: ended() knows it by identity
+            self._walking = FloorScan(began=now)  # ended() knows it by identity
             self._walk_began = now
             self.full_scans += 1
             return self._walking
-        out = FloorScan(full=False)
+        out = FloorScan(full=False, began=now)
         for q in queues:
             for p in PRIORITIES:
                 at = self._at.get((q, p))
@@ -149,16 +165,24 @@ class ClaimFloors:
     def ended(self, scan: FloorScan) -> None:
         """A claim that sent `scan` is over, whatever its outcome: after a walk from the
         head, the next is due rescan_s later, or RESCAN_SHARE times its duration; once
-        the snapshot is gone, a cheap one turns floors off."""
-        if scan is not self._walking:
-            return
+        the snapshot is gone, a cheap one turns floors off. A floored claim's duration
+        is what the walk is measured against."""
         now = self.clock()
+        if scan is not self._walking:
+            if self.on and not scan.full:
+                self._floored.append(now - scan.began)
+            return
         self._walking = None
         took = now - self._walk_began
         self._next_walk = now + max(self.settings.rescan_s, RESCAN_SHARE * took)
-        if (not self.held and self._walk_began >= self._released
-                and took <= self.settings.rescan_s / RESCAN_SHARE):
+        if not self.held and self._walk_began >= self._released and self._cheap(took):
             self._settle()
+
+    def _cheap(self, took: float) -> bool:
+        """A walk from the head that costs about what a floored claim costs."""
+        if took > self.settings.rescan_s / RESCAN_SHARE:
+            return False
+        return not self._floored or took <= SETTLED_RATIO * statistics.median(self._floored)
 
     def observe(self, asked: Mapping[str, int], rows: Sequence[ClaimedRow],
                 capped: bool) -> None:

@@ -168,6 +168,33 @@ def test_floors_stay_on_after_the_snapshot_goes_until_a_walk_from_the_head_is_ch
     floors.ended(walk)
 
 
+def test_after_the_snapshot_goes_cheap_means_as_cheap_as_the_floored_claims() -> None:
+    """Marked dead, what the pin kept is still read page by page by every walk from the
+    head until vacuum removes it: a walk well under the fixed cap keeps floors on while it
+    costs more than twice what the floored claims cost."""
+    floors, clock = held_floors()  # rescan_s 10: the fixed cap is 1 s
+    floors.observe({"default": 1}, [row(1, 0, 60.0)], capped=False)
+    for _ in range(5):  # floored claims of 2 ms each
+        scan = floors.scan(["default"])
+        assert not scan.full
+        clock.now += 0.002
+        floors.ended(scan)
+    floors.horizon(0.0)
+    clock.now += 10.0
+    walk = floors.scan(["default"])
+    assert walk.full
+    clock.now += 0.015  # 15 ms: under the cap, but seven times a floored claim
+    floors.ended(walk)
+    assert floors.on
+    clock.now += 10.0
+    walk = floors.scan(["default"])
+    assert walk.full
+    clock.now += 0.003  # vacuum has passed: under twice a floored claim
+    floors.ended(walk)
+    assert not floors.on
+    assert floors.scan(["default"]) is NO_FLOORS
+
+
 def test_only_a_walk_begun_after_the_snapshot_went_can_turn_floors_off() -> None:
     floors, clock = held_floors()
     clock.now += 10.0
