@@ -24,7 +24,7 @@ verdict fails as interrupted); a second one skips the drain.
 from __future__ import annotations
 
 import asyncio
-import os
+import math
 import sys
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -44,6 +44,7 @@ from boundq.loadtests import soaklife_output as output
 from boundq.loadtests.signals import Interrupts
 from boundq.loadtests.soaklife_calibration import calibrate, worker_env
 from boundq.loadtests.soaklife_load import Producer, WorkerSet, XminPin, job_of, wait_listening
+from boundq.loadtests.soaklife_machine import MACHINE_COLUMNS, MachineReadings
 from boundq.loadtests.soaklife_plan import (
     DRAIN,
     PRESSURE,
@@ -54,6 +55,8 @@ from boundq.loadtests.soaklife_plan import (
     make_plan,
 )
 from boundq.loadtests.soaklife_sample import (
+    SLICE_S,
+    FinishedTally,
     connect,
     queue_empty,
     read_state,
@@ -64,12 +67,6 @@ from boundq.loadtests.soaklife_verdict import Verdict, judge
 from boundq.reports.dbwatch import REPORT_APP
 
 SOAK_DB = "boundq_soaklife"
-
-
-def machine_load() -> float:
-    """This machine's 1-minute load average: beside the database's readings, it tells
-    what a shared machine did to them (it is not judged)."""
-    return round(os.getloadavg()[0], 2)
 
 
 class SoakError(RuntimeError):
@@ -101,6 +98,9 @@ class SoakRun:
         self.start = datetime.min
         self.mono0 = 0.0
         self.read_until = 0  # intervals read so far
+        self.finished = FinishedTally()  # the interval being read, slice by slice
+        self.read_to_s = 0.0  # finished rows are read up to this offset from the start
+        self.machine = MachineReadings()
         self.drained = False
 
     # --- clock ---------------------------------------------------------------------------
@@ -112,6 +112,33 @@ class SoakRun:
         left = self.mono0 + offset_s - time.monotonic()
         return not (left > 0 and self.interrupts.wait(left)) and \
             not self.interrupts.stop_load.is_set()
+
+    def next_slice_end(self) -> float:
+        """Where the next slice of finished rows ends: SLICE_S on, or the end of the
+        interval it is in, whichever comes first (an offset from the start)."""
+        interval = self.plan.interval_s
+        ends = (math.floor(self.read_to_s / interval + 1e-9) + 1) * interval
+        return min(self.read_to_s + SLICE_S, ends)
+
+    def read_slices(self, upto_s: float) -> None:
+        """Finished rows from read_to_s up to `upto_s` (an offset from the start), slice
+        by slice."""
+        while upto_s - self.read_to_s > 1e-6:
+            upto = min(upto_s, self.next_slice_end())
+            self.finished.read(self.conn, self.start + timedelta(seconds=self.read_to_s),
+                               self.start + timedelta(seconds=upto))
+            self.read_to_s = upto
+
+    def wait_reading(self, offset_s: float) -> bool:
+        """wait_until(offset_s), reading each slice of finished rows on the way, settle_s
+        after its end."""
+        while True:
+            upto = self.next_slice_end()
+            if upto + self.plan.settle_s > offset_s:
+                return self.wait_until(offset_s)
+            if not self.wait_until(upto + self.plan.settle_s):
+                return False
+            self.read_slices(upto)
 
     # --- processes -----------------------------------------------------------------------
     def spawn_workers(self, retention: bool) -> WorkerSet:
@@ -171,6 +198,8 @@ class SoakRun:
         before = time.monotonic()
         self.start = server_now(self.conn)
         self.mono0 = (before + time.monotonic()) / 2
+        self.machine.stop()
+        self.machine = MachineReadings().start()  # the first interval's waits start here
         self.producer = Producer(self.db_url, self.rate, self.job_ms, self.o.fail_share)
         self.producer.start()
         self.sent_at[0] = 0
@@ -181,15 +210,15 @@ class SoakRun:
         actions: list[Future[None]] = []
         with ThreadPoolExecutor(1, thread_name_prefix="soak-life-phase") as pool:
             for index in range(1, self.plan.intervals + 1):
-                if not self.wait_until(index * self.plan.interval_s):
+                if not self.wait_reading(index * self.plan.interval_s):
                     break
                 self.sent_at[index] = self.producer.sent
-                state = read_state(self.conn) | {"machine_load_1m": machine_load()}
+                state = read_state(self.conn, self.o.waiting_deadline_s) | self.machine.reading()
                 if index < self.plan.intervals:
                     self.begin_phase(index, pool, actions)
-                if not self.wait_until(index * self.plan.interval_s + self.plan.settle_s):
+                if not self.wait_reading(index * self.plan.interval_s + self.plan.settle_s):
                     break
-                self.read(index - 1, state=state)
+                self.read(index - 1, state)
                 if self.workers[-1].exited():
                     raise SoakError(f"boundq worker exited with {self.workers[-1].exited()}")
                 for done in [a for a in actions if a.done()]:
@@ -198,10 +227,13 @@ class SoakRun:
         for action in actions:
             action.result()
 
-    def read(self, index: int, end: datetime | None = None, phase: str | None = None,
-             state: dict[str, Any] | None = None) -> None:
+    def read(self, index: int, state: dict[str, Any], end: datetime | None = None,
+             phase: str | None = None) -> None:
         start_t, end_t = self.at(index), end or self.at(index + 1)
         seconds = (end_t - start_t).total_seconds()
+        self.read_slices((index + 1) * self.plan.interval_s if end is None
+                         else (end - self.start).total_seconds())
+        finished, self.finished = self.finished, FinishedTally()
         name = phase or self.plan.phase_of(index).name
         offered = (self.sent_at.get(index + 1, 0) - self.sent_at.get(index, 0)
                    if phase is None else 0)
@@ -213,8 +245,8 @@ class SoakRun:
             "offered": offered,
             "offered_per_s": round(offered / seconds, 2) if seconds > 0 else None,
             "event": "; ".join(self.events.get(index, [])),
-            **sample(self.conn, start_t, end_t, state),
-            "machine_load_1m": (state or {}).get("machine_load_1m", machine_load())}
+            **sample(finished, seconds, state),
+            **{column: state.get(column) for column in MACHINE_COLUMNS}}
         self.csv.add(row)
         self.read_until = index + 1
         output.say(self.out, output.progress_line(row, self.plan.intervals))
@@ -233,11 +265,12 @@ class SoakRun:
         else:
             self.drained = True
         end = server_now(self.conn)
-        state = read_state(self.conn) | {"machine_load_1m": machine_load()}
+        state = read_state(self.conn, self.o.waiting_deadline_s) | self.machine.reading()
         time.sleep(self.plan.settle_s)
-        self.read(self.read_until, end=end, phase=DRAIN, state=state)
+        self.read(self.read_until, state, end=end, phase=DRAIN)
 
     def stop(self) -> None:
+        self.machine.stop()
         if self.producer is not None and self.producer.is_alive():
             self.producer.stop()
         if self.pin.conn is not None:

@@ -11,11 +11,12 @@ from typing import IO, Any, TextIO
 
 import psycopg
 
+from boundq.loadtests.soaklife_machine import MACHINE_COLUMNS
 from boundq.loadtests.soaklife_sample import SAMPLE_COLUMNS
 
 FRONT_COLUMNS = ("interval", "phase", "retention", "t_start_s", "t_end_s", "offered",
                  "offered_per_s", "event")
-COLUMNS = (*FRONT_COLUMNS, *SAMPLE_COLUMNS, "machine_load_1m")
+COLUMNS = (*FRONT_COLUMNS, *SAMPLE_COLUMNS, *MACHINE_COLUMNS)
 CSV_NAME = "intervals.csv"
 
 
@@ -45,6 +46,19 @@ def _mb(value: Any) -> str:
     return f"{(value or 0) / 2**20:,.0f}"
 
 
+def _count(value: int | None) -> str:
+    return "-" if value is None else f"{value:,}"
+
+
+def _waits(row: dict[str, Any]) -> str:
+    cpu, io = row.get("machine_cpu_wait_pct"), row.get("machine_io_wait_pct")
+    stall = row.get("machine_io_stall_max_ms")
+    if cpu is None or io is None:
+        return ""
+    worst = "" if stall is None else f", worst second's I/O stall {stall:.0f} ms"
+    return f" (waiting for CPU {cpu:.0f}%, I/O {io:.0f}%{worst})"
+
+
 def progress_line(row: dict[str, Any], total: int) -> str:
     p50, p99 = row.get("pickup_p50_ms"), row.get("pickup_p99_ms")
     pickup = (f"pickup p50 {p50:.1f} p99 {p99:.1f} ms" if p50 is not None and p99 is not None
@@ -52,13 +66,13 @@ def progress_line(row: dict[str, Any], total: int) -> str:
     of = f"/{total}" if row["phase"] != "drain" else ""
     line = (f"[{row['interval'] + 1:>3}{of}] {row['phase']:<13} t={row['t_end_s']:>6.0f}s  "
             f"done {row['completions_per_s'] or 0:>7,.0f}/s (offered "
-            f"{row['offered_per_s'] or 0:,.0f}/s)  {pickup}  waiting {row['waiting'] or 0:,}  "
+            f"{row['offered_per_s'] or 0:,.0f}/s)  {pickup}  waiting {_count(row['waiting'])}  "
             f"jobs {_mb(row['jobs_total_bytes'])} MB (heap {_mb(row['jobs_heap_bytes'])}, "
             f"idx {_mb(row['jobs_index_bytes'])}, claim idx "
             f"{(row['jobs_claim_idx_bytes'] or 0) / 2**20:,.1f})  rows "
             f"{row['finished_rows'] or 0:,}  dead {row['jobs_dead_tup'] or 0:,}  autovac "
             f"{row['jobs_autovacuum_count'] or 0}  xmin age {row['xmin_age']:,}  load "
-            f"{row.get('machine_load_1m') or 0:.1f}")
+            f"{row.get('machine_load_1m') or 0:.1f}{_waits(row)}")
     return line + (f"  <- {row['event']}" if row.get("event") else "")
 
 

@@ -13,6 +13,8 @@
                and been swept (Plan.flat_reference_index)
   accounting   completions counted interval by interval = jobs the producer inserted
                (when the run drained): a job missing there was lost or miscounted
+  machine      not judged: how much of each interval tasks waited for a CPU or for I/O,
+               over the run and in the intervals over the p99 limit
 
 The drain after the load is counted but never judged.
 """
@@ -90,6 +92,7 @@ def judge(rows: list[dict[str, Any]], plan: Plan, tolerance: float, flat_ratio: 
                        f"({_pct(last_p99, base_p99)})")
     _judge_throughput(v, later, base_tp, tolerance)
     _judge_p99(v, later, base_p99, tolerance)
+    _describe_machine(v, load[first:])
     _judge_flat(v, load, plan, flat_ratio)
     _describe_pressure(v, load, base_tp, base_p99, tolerance)
     counted = sum(int(r["completions"]) for r in rows)
@@ -152,6 +155,39 @@ def _judge_p99(v: Verdict, later: list[dict[str, Any]], base: float, tol: float)
                           f"intervals ({', '.join(phases)})")
 
 
+def _describe_machine(v: Verdict, rows: list[dict[str, Any]]) -> None:
+    """The machine's waits beside the p99: a miss in an interval where every task waited
+    on the disk is the machine's before it is boundq's."""
+    waits = {int(r["interval"]): (cpu, io, _num(r.get("machine_io_stall_max_ms")))
+             for r in rows
+             if (cpu := _num(r.get("machine_cpu_wait_pct"))) is not None
+             and (io := _num(r.get("machine_io_wait_pct"))) is not None}
+    if not waits:
+        return
+    cpus = sorted(w[0] for w in waits.values())
+    ios = sorted(w[1] for w in waits.values())
+    stalls = sorted(w[2] for w in waits.values() if w[2] is not None)
+    over = [i for i in v.facts.get("p99", {}).get("over_intervals", []) if i in waits]
+    v.facts["machine"] = {
+        "cpu_wait_pct_median": statistics.median(cpus),
+        "io_wait_pct_median": statistics.median(ios),
+        "io_stall_max_ms_median": statistics.median(stalls) if stalls else None,
+        "over_p99": [{"interval": i, "cpu_wait_pct": waits[i][0], "io_wait_pct": waits[i][1],
+                      "io_stall_max_ms": waits[i][2]} for i in over]}
+    line = (f"machine (not judged): tasks waited for a CPU {cpus[0]:.0f}-{cpus[-1]:.0f}% "
+            f"of an interval (median {statistics.median(cpus):.0f}%), for I/O "
+            f"{ios[0]:.0f}-{ios[-1]:.0f}% (median {statistics.median(ios):.0f}%)")
+    if stalls:
+        line += (f"; an interval's worst second had every task waiting on I/O for "
+                 f"{stalls[0]:.0f}-{stalls[-1]:.0f} ms (median {statistics.median(stalls):.0f})")
+    if over:
+        line += "; in the intervals over the p99 limit: " + ", ".join(
+            f"{i} (CPU {waits[i][0]:.0f}%, I/O {waits[i][1]:.0f}%"
+            + ("" if waits[i][2] is None else f", worst second {waits[i][2]:.0f} ms") + ")"
+            for i in over)
+    v.lines.append(line)
+
+
 def _judge_flat(v: Verdict, load: list[dict[str, Any]], plan: Plan, ratio: float) -> None:
     on = [r for r in load if r["phase"] == RETENTION_ON]
     ref_index = plan.flat_reference_index()
@@ -192,7 +228,8 @@ def _describe_pressure(v: Verdict, load: list[dict[str, Any]], base_tp: float,
         "completions_per_s_min": min(tps, default=None),
         "completions_per_s_mean": _mean(list(tps)) if tps else None,
         "pickup_p99_ms_max": max(p99s, default=None),
-        "waiting_max": max(int(_num(r["waiting"]) or 0) for r in held),
+        "waiting_max": max((int(w) for r in held if (w := _num(r["waiting"])) is not None),
+                           default=None),
         "jobs_dead_tup_before": _num(before["jobs_dead_tup"]),
         "jobs_dead_tup_end": _num(held[-1]["jobs_dead_tup"]),
         "jobs_total_bytes_before": _num(before["jobs_total_bytes"]),

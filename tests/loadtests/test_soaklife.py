@@ -19,6 +19,7 @@ import pytest
 from boundq.cli import main
 from boundq.core import dbadmin
 from boundq.core.pgembed import EmbeddedPostgres
+from boundq.loadtests.soaklife_machine import STALL_DIR
 from boundq.loadtests.soaklife_output import read_rows
 from boundq.loadtests.soaklife_plan import (
     DRAIN,
@@ -94,6 +95,26 @@ def test_the_verdict_judges_each_interval_against_the_baseline() -> None:
     assert not verdict.passed
     assert verdict.facts["throughput"]["outside_intervals"] == [45]
     assert verdict.facts["p99"]["over_intervals"] == [30]
+    assert "machine" not in verdict.facts  # rows without the machine's readings
+
+
+def test_the_verdict_names_the_machine_waits_of_each_p99_miss() -> None:
+    plan = make_plan(SoakOptions())
+    rows = _rows(plan, p99={30: 90.0})
+    for r in rows:
+        r["machine_cpu_wait_pct"], r["machine_io_wait_pct"] = 30.0, 1.0
+        r["machine_io_stall_max_ms"] = 20.0
+    rows[30]["machine_io_wait_pct"], rows[30]["machine_io_stall_max_ms"] = 12.5, 566.0
+    rows[0]["machine_cpu_wait_pct"] = 99.0  # the warm-up: not described
+    verdict = _judge(plan, rows)
+    assert verdict.facts["machine"] == {
+        "cpu_wait_pct_median": 30.0, "io_wait_pct_median": 1.0,
+        "io_stall_max_ms_median": 20.0,
+        "over_p99": [{"interval": 30, "cpu_wait_pct": 30.0, "io_wait_pct": 12.5,
+                      "io_stall_max_ms": 566.0}]}
+    line = next(x for x in verdict.lines if x.startswith("machine"))
+    assert "30-30%" in line and "1-12%" in line and "20-566 ms" in line
+    assert "30 (CPU 30%, I/O 12%, worst second 566 ms)" in line
     # a table that keeps growing with retention on, and a job not counted
     rows = _rows(plan)
     for r in rows[:20]:
@@ -157,7 +178,9 @@ def test_quick_soak_life(quick_run: QuickRun) -> None:
     readings = ("completions_per_s", "pickup_p50_ms", "pickup_p99_ms", "waiting",
                 "finished_rows", "jobs_total_bytes", "jobs_claim_idx_bytes",
                 "job_attempts_total_bytes", "jobs_dead_tup", "jobs_autovacuum_count",
-                "xmin_age", "oldest_xact_s", "sampled_at", "machine_load_1m")
+                "xmin_age", "oldest_xact_s", "sampled_at", "machine_load_1m",
+                *(["machine_cpu_wait_pct", "machine_io_wait_pct", "machine_io_stall_max_ms"]
+                  if (STALL_DIR / "cpu").exists() else []))
     for r in rows:
         if r["phase"] != DRAIN:
             assert int(r["completions"]) > 0 and int(r["offered"]) > 0, r
